@@ -1,0 +1,142 @@
+"""The commented configuration written by ``--generate-config``.
+
+The text is the configuration reference: each key is explained where the
+operator edits it. The signing key is written beside it by the caller.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+_TEMPLATE = """\
+# Homeserver configuration. Durations accept ms/s/m/h/d/w/y suffixes (e.g. 30s, 365d);
+# sizes accept K/M/G suffixes (e.g. 64K, 50M). Relative paths are relative to this file.
+
+# The domain part of every user ID on this server (@alice:{server_name}). Cannot be
+# changed once users exist.
+server_name: "{server_name}"
+
+# The URL clients use to reach this server; advertised in /.well-known/matrix/client.
+# Defaults to https://<server_name>/.
+#public_baseurl: "https://matrix.example.org/"
+
+# The ed25519 key this server signs events and federation requests with. Generated
+# beside this file; keep it secret and back it up.
+signing_key_path: "{signing_key_path}"
+
+# Where the server listens. Resources: client, federation, media, admin, metrics.
+# Add `tls: true` with tls_certificate_path / tls_private_key_path (PEM files) to
+# serve HTTPS directly, or put a reverse proxy in front (see privacy.trusted_proxies).
+listeners:
+  - port: {port}
+    bind_addresses: ["{bind_address}"]
+    resources: [client, federation, media, admin]
+  # Prometheus metrics; keep them on loopback or behind authentication.
+  - port: {metrics_port}
+    bind_addresses: ["127.0.0.1"]
+    resources: [metrics]
+
+# The database. The embedded default is SQLite (one file, nothing to set up):
+database:
+  name: sqlite
+  args:
+    database: "{database_path}"
+# For production use PostgreSQL (create the database with ENCODING 'UTF8' LC_COLLATE 'C'
+# LC_CTYPE 'C' TEMPLATE template0):
+#database:
+#  name: postgres
+#  args:
+#    host: 127.0.0.1
+#    port: 5432
+#    user: matrix
+#    password: secret
+#    dbname: matrix
+#    cp_min: 2
+#    cp_max: 8
+
+registration:
+  # Let anyone create an account through /register.
+  enabled: {registration_enabled}
+  # When enabled, require a registration token (created through the admin API) too.
+  requires_token: false
+  # Lets an operator create accounts with `homeserver-register-user` or the
+  # /_synapse/admin/v1/register API. Keep it secret; remove it to disable.
+  shared_secret: "{shared_secret}"
+  # Shortest password accepted on registration and password change.
+  password_min_length: 8
+
+password_hashing:
+  # bcrypt cost factor: each +1 doubles the time to hash (12 is about 0.25 s).
+  bcrypt_rounds: 12
+  # An optional secret mixed into every hash (kept out of the database). Changing it
+  # invalidates every stored password.
+  pepper: ""
+
+# Token buckets per action: `per_second` refill rate and `burst_count` capacity.
+# Set enabled: false for load tests and benchmarks only.
+rate_limiting:
+  enabled: true
+  registration: {{per_second: 0.17, burst_count: 3}}
+  login_address: {{per_second: 0.17, burst_count: 3}}
+  login_account: {{per_second: 0.17, burst_count: 3}}
+  login_failed_attempts: {{per_second: 0.17, burst_count: 3}}
+  message: {{per_second: 0.2, burst_count: 10}}
+  admin_register: {{per_second: 1.0, burst_count: 10}}
+
+privacy:
+  # How long the client IP address and user agent of each session are kept. Users see
+  # them in their session list; older records are deleted by a background job.
+  client_ip_retention: 365d
+  # Addresses of reverse proxies whose X-Forwarded-For header is believed. Requests
+  # from any other peer are recorded with the peer's own address.
+  trusted_proxies: []
+
+media:
+  store_path: "{media_store_path}"
+  max_upload_size: 50M
+
+http:
+  # Largest JSON request body accepted (media uploads have their own limit above).
+  max_request_body_size: 1M
+
+logging:
+  level: INFO
+  # Write the log to a file instead of standard error.
+  #file: "homeserver.log"
+  access_log: true
+
+metrics:
+  enabled: true
+
+well_known:
+  # Serve /.well-known/matrix/server, pointing federation at server_delegation
+  # (host:port), or at <server_name>:443 when unset.
+  serve_server: true
+  #server_delegation: "matrix.example.org:443"
+
+# Require an access token to look up other users' profiles.
+require_auth_for_profile_requests: false
+"""
+
+
+def generate_config_text(
+    server_name: str,
+    signing_key_path: str,
+    database_path: str = "homeserver.db",
+    media_store_path: str = "media_store",
+    port: int = 8008,
+    bind_address: str = "127.0.0.1",
+    metrics_port: int = 9000,
+    registration_enabled: bool = False,
+) -> str:
+    return _TEMPLATE.format(
+        server_name=server_name,
+        signing_key_path=signing_key_path,
+        database_path=database_path,
+        media_store_path=media_store_path,
+        port=port,
+        bind_address=bind_address,
+        metrics_port=metrics_port,
+        registration_enabled="true" if registration_enabled else "false",
+        shared_secret=secrets.token_urlsafe(32),
+    )

@@ -1,0 +1,71 @@
+"""Reading the YAML file and turning validation failures into messages an operator can act on."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from config.schema import HomeserverConfig
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and what is expected."""
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against the generated config)"
+        elif item["type"] == "missing":
+            message = "this key is required"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def _resolve(base_dir: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def parse_config(raw: Any, base_dir: str = ".") -> HomeserverConfig:
+    """Validate an already-parsed YAML document; relative paths are taken from ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a YAML mapping of keys to values")
+    try:
+        config = HomeserverConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError("invalid configuration:\n" + _format_errors(e)) from None
+
+    config.signing_key_path = _resolve(base_dir, config.signing_key_path)
+    config.media.store_path = _resolve(base_dir, config.media.store_path)
+    if config.logging.file:
+        config.logging.file = _resolve(base_dir, config.logging.file)
+    if config.database.name == "sqlite":
+        db = str(config.database.args.get("database", "homeserver.db"))
+        if db != ":memory:":
+            config.database.args["database"] = _resolve(base_dir, db)
+    for listener in config.listeners:
+        if listener.tls_certificate_path:
+            listener.tls_certificate_path = _resolve(base_dir, listener.tls_certificate_path)
+        if listener.tls_private_key_path:
+            listener.tls_private_key_path = _resolve(base_dir, listener.tls_private_key_path)
+    return config
+
+
+def load_config(path: str) -> HomeserverConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist; create one with "
+            f"--generate-config --server-name NAME -c {path}"
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    return parse_config(raw, os.path.dirname(os.path.abspath(path)))

@@ -1,0 +1,1 @@
+"""Server-side cryptography, pure functions: keys, hashes, tokens, signatures."""

@@ -1,0 +1,21 @@
+"""Servlets: parse, authorise, call a service. One module per spec module."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from homeserver.http.server import Router
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+def register_servlets(hs: HomeServer, router: Router, resources: Sequence[str]) -> None:
+    from homeserver.api.admin import register_admin_servlets
+    from homeserver.api.client import register_client_servlets
+
+    if "client" in resources:
+        register_client_servlets(hs, router)
+    if "admin" in resources:
+        register_admin_servlets(hs, router)

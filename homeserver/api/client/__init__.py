@@ -1,0 +1,25 @@
+"""Client-server API servlets."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from homeserver.http.server import Router
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+def register_client_servlets(hs: HomeServer, router: Router) -> None:
+    from homeserver.api.client import (
+        account,
+        account_data,
+        devices,
+        discovery,
+        login,
+        profile,
+        register,
+    )
+
+    for module in (discovery, register, login, account, devices, profile, account_data):
+        module.register(hs, router)

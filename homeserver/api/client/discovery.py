@@ -1,0 +1,57 @@
+"""What a client asks first: spec versions, .well-known and capabilities."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from homeserver.http.server import MatrixRequest, Router
+from homeserver.http.servlet import client_paths
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+# The spec versions whose client-server modules this server implements; the list grows as
+# modules land (rooms, sync, E2EE). Clients use it to pick endpoints, so it must not
+# claim what is missing.
+SUPPORTED_SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]
+
+
+def register(hs: HomeServer, router: Router) -> None:
+    config = hs.config
+
+    async def versions(request: MatrixRequest) -> tuple[int, Any]:
+        return 200, {"versions": SUPPORTED_SPEC_VERSIONS, "unstable_features": {}}
+
+    async def well_known_client(request: MatrixRequest) -> tuple[int, Any]:
+        body: dict[str, Any] = {"m.homeserver": {"base_url": config.effective_public_baseurl}}
+        body.update(config.well_known.client_extra)
+        return 200, body
+
+    async def well_known_server(request: MatrixRequest) -> tuple[int, Any]:
+        if not config.well_known.serve_server:
+            from homeserver.errors import not_found
+
+            raise not_found(".well-known/matrix/server is not served here")
+        delegated = config.well_known.server_delegation
+        if delegated is None:
+            host = config.server_name
+            delegated = host if ":" in host.rsplit("]", 1)[-1] else f"{host}:443"
+        return 200, {"m.server": delegated}
+
+    async def capabilities(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.get_user_by_req(request)
+        return 200, {
+            "capabilities": {
+                "m.change_password": {"enabled": True},
+                "m.set_displayname": {"enabled": True},
+                "m.set_avatar_url": {"enabled": True},
+                "m.3pid_changes": {"enabled": False},
+                "m.get_login_token": {"enabled": False},
+                "m.profile_fields": {"enabled": True},
+            }
+        }
+
+    router.add("GET", "/_matrix/client/versions", versions, "versions")
+    router.add("GET", "/.well-known/matrix/client", well_known_client, "well_known_client")
+    router.add("GET", "/.well-known/matrix/server", well_known_server, "well_known_server")
+    router.add("GET", client_paths("/capabilities"), capabilities, "capabilities")

@@ -1,0 +1,52 @@
+"""Logging in and out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from homeserver.errors import Codes, MatrixError
+from homeserver.http.server import MatrixRequest, Router
+from homeserver.http.servlet import client_paths, optional, parse_json_object
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+PASSWORD_LOGIN = "m.login.password"
+
+
+def register(hs: HomeServer, router: Router) -> None:
+    async def get_flows(request: MatrixRequest) -> tuple[int, Any]:
+        return 200, {"flows": [{"type": PASSWORD_LOGIN}]}
+
+    async def login(request: MatrixRequest) -> tuple[int, Any]:
+        hs.ratelimiter.check("login_address", hs.auth.client_address(request))
+        body = parse_json_object(request)
+        login_type = body.get("type")
+        if login_type != PASSWORD_LOGIN:
+            raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type!r}")
+        device_id = optional(body, "device_id", str)
+        display_name = hs.devices.check_display_name(body.get("initial_device_display_name"))
+        user_id = await hs.accounts.login_with_password(body)
+        session = await hs.devices.start_session(user_id, device_id, display_name)
+        return 200, {
+            "user_id": session.user_id,
+            "access_token": session.access_token,
+            "device_id": session.device_id,
+            "home_server": hs.config.server_name,
+            "well_known": {"m.homeserver": {"base_url": hs.config.effective_public_baseurl}},
+        }
+
+    async def logout(request: MatrixRequest) -> tuple[int, Any]:
+        requester = await hs.auth.get_user_by_req(request)
+        await hs.devices.delete_devices(requester.user_id, [requester.device_id])
+        return 200, {}
+
+    async def logout_all(request: MatrixRequest) -> tuple[int, Any]:
+        requester = await hs.auth.get_user_by_req(request)
+        await hs.devices.delete_all_devices(requester.user_id)
+        return 200, {}
+
+    router.add("GET", client_paths("/login"), get_flows, "login_flows")
+    router.add("POST", client_paths("/login"), login, "login")
+    router.add("POST", client_paths("/logout"), logout, "logout")
+    router.add("POST", client_paths("/logout/all"), logout_all, "logout_all")

@@ -1,0 +1,29 @@
+"""Time and timers, behind one object so that tests can substitute a fake reactor."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import task
+
+
+class Clock:
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def time_msec(self) -> int:
+        return int(self._reactor.seconds() * 1000)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def looping_call(self, func: Callable[[], Any], interval_ms: int) -> task.LoopingCall:
+        call = task.LoopingCall(func)
+        call.clock = self._reactor
+        call.start(interval_ms / 1000, now=False)
+        return call
+
+    def call_later(self, delay_ms: int, func: Callable[..., Any], *args: Any) -> Any:
+        return self._reactor.callLater(delay_ms / 1000, func, *args)

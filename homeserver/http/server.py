@@ -1,0 +1,266 @@
+"""Routing and the request lifecycle: every response, success or error, leaves from here.
+
+Servlets register ``(method, path template, handler)``. A handler is a coroutine
+returning ``(status, json_body)``; any ``MatrixError`` it raises becomes the
+Matrix error response, and anything else becomes a logged 500 that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from homeserver import metrics
+from homeserver.errors import Codes, MatrixError
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("homeserver.access")
+
+JsonDict = dict[str, Any]
+Handler = Callable[..., Awaitable[tuple[int, Any]]]
+
+_TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+CORS_HEADERS = {
+    b"Access-Control-Allow-Methods": b"GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    b"Access-Control-Allow-Headers": b"X-Requested-With, Content-Type, Authorization, Date",
+    b"Access-Control-Expose-Headers": b"ETag, Content-Disposition, Retry-After",
+}
+
+
+class MatrixRequest(server.Request):
+    """A request that refuses to buffer a body larger than the configured limit."""
+
+    max_body_size = 1024 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.body_too_large = False
+        self.servlet_name = "unrecognised"
+        self.requester_id: str | None = None
+        self.client_ip: str = ""
+        self.started = time.perf_counter()
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body_size:
+            self.body_too_large = True
+            self.content = io.BytesIO()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body_too_large:
+            return
+        if self.content is not None and self.content.tell() + len(data) > self.max_body_size:
+            self.body_too_large = True
+            self.content = io.BytesIO()
+            return
+        super().handleContentChunk(data)
+
+    def query_arg(self, name: str) -> str | None:
+        values = self.args.get(name.encode("ascii")) if self.args else None
+        if not values:
+            return None
+        try:
+            return values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise MatrixError(
+                400, Codes.INVALID_PARAM, f"Query parameter {name!r} is not UTF-8"
+            ) from None
+
+    def query_args(self, name: str) -> list[str]:
+        values = self.args.get(name.encode("ascii"), []) if self.args else []
+        try:
+            return [v.decode("utf-8") for v in values]
+        except UnicodeDecodeError:
+            raise MatrixError(
+                400, Codes.INVALID_PARAM, f"Query parameter {name!r} is not UTF-8"
+            ) from None
+
+    def header(self, name: str) -> str | None:
+        value = self.getHeader(name)
+        return value if isinstance(value, str) or value is None else value.decode("latin-1")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    regex: re.Pattern[str]
+    handler: Handler
+    name: str
+
+
+def compile_template(template: str) -> re.Pattern[str]:
+    """``/rooms/{roomId}/state`` -> a regex with one named group per path variable."""
+    pattern = ""
+    position = 0
+    for match in _TEMPLATE_VAR.finditer(template):
+        pattern += re.escape(template[position : match.start()])
+        pattern += f"(?P<{match.group(1)}>[^/]+)"
+        position = match.end()
+    pattern += re.escape(template[position:])
+    return re.compile(f"^{pattern}$")
+
+
+def encode_json(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class Router:
+    """Matches a path to its routes; routes are bucketed by their literal prefix for speed."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, list[Route]] = {}
+
+    @staticmethod
+    def _bucket_key(path: str) -> str:
+        # The first four segments ("", "_matrix", "client", "v3") select a bucket.
+        return "/".join(path.split("/", 4)[:4])
+
+    def add(self, method: str, templates: str | list[str], handler: Handler, name: str) -> None:
+        for template in [templates] if isinstance(templates, str) else templates:
+            route = Route(method, compile_template(template), handler, name)
+            key = self._bucket_key(template)
+            if "{" in key:
+                raise ValueError(
+                    f"path variables in the first segments are unsupported: {template}"
+                )
+            self._routes.setdefault(key, []).append(route)
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
+        """Returns (route, path arguments, methods allowed on that path)."""
+        allowed: list[str] = []
+        for route in self._routes.get(self._bucket_key(path), ()):
+            found = route.regex.match(path)
+            if not found:
+                continue
+            if route.method == method:
+                kwargs = {k: unquote(v) for k, v in found.groupdict().items()}
+                return route, kwargs, allowed
+            allowed.append(route.method)
+        return None, {}, allowed
+
+
+class JsonResource(Resource):
+    """The root resource of a listener: every request is dispatched through ``Router``."""
+
+    isLeaf = True
+
+    def __init__(self, router: Router, cors_origin: str = "*") -> None:
+        super().__init__()
+        self.router = router
+        self.cors_origin = cors_origin.encode("utf-8")
+
+    def render(self, request: server.Request) -> Any:
+        assert isinstance(request, MatrixRequest)
+        defer.ensureDeferred(self._handle(request))
+        return NOT_DONE_YET
+
+    async def _handle(self, request: MatrixRequest) -> None:
+        method = request.method.decode("ascii", "replace")
+        path = request.path.decode("utf-8", "replace")
+        try:
+            request.setHeader(b"Access-Control-Allow-Origin", self.cors_origin)
+            for header, value in CORS_HEADERS.items():
+                request.setHeader(header, value)
+            if method == "OPTIONS":
+                request.servlet_name = "options"
+                _respond(request, 200, {})
+                return
+            route, kwargs, allowed = self.router.match("GET" if method == "HEAD" else method, path)
+            if route is None:
+                if allowed:
+                    request.setHeader(b"Allow", ", ".join(sorted(set(allowed))).encode())
+                    raise MatrixError(405, Codes.UNRECOGNIZED, f"Method {method} not allowed here")
+                raise MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request")
+            request.servlet_name = route.name
+            if request.body_too_large:
+                raise MatrixError(
+                    413,
+                    Codes.TOO_LARGE,
+                    f"Request body is larger than {request.max_body_size} bytes",
+                )
+            code, body = await route.handler(request, **kwargs)
+            _respond(request, code, body)
+        except MatrixError as e:
+            for extra_name, extra_value in e.headers.items():
+                request.setHeader(extra_name.encode("ascii"), extra_value.encode("ascii"))
+            if e.code >= 500:
+                logger.error("%s %s -> %s", method, path, e)
+            _respond(request, e.code, e.to_json())
+        except Exception:
+            logger.error("Unhandled error handling %s %s", method, path, exc_info=True)
+            _respond(request, 500, {"errcode": Codes.UNKNOWN, "error": "Internal server error"})
+
+
+def _respond(request: MatrixRequest, code: int, body: Any) -> None:
+    if request.finished or request._disconnected:
+        return
+    payload = body if isinstance(body, bytes) else encode_json(body)
+    request.setResponseCode(code)
+    if not isinstance(body, bytes):
+        request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", str(len(payload)).encode("ascii"))
+    request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
+    if request.method != b"HEAD":
+        request.write(payload)
+    request.finish()
+
+
+class MatrixSite(server.Site):
+    """A Site producing ``MatrixRequest``s and writing our own access log and metrics."""
+
+    def __init__(self, resource: Resource, max_body_size: int, access_log: bool, name: str) -> None:
+        super().__init__(resource)
+        self.max_body_size = max_body_size
+        self.access_log = access_log
+        self.listener_name = name
+        site = self
+
+        class _Request(MatrixRequest):
+            max_body_size = site.max_body_size
+
+        self.requestFactory = _Request
+
+    def log(self, request: Any) -> None:
+        assert isinstance(request, MatrixRequest)
+        elapsed = time.perf_counter() - request.started
+        method = request.method.decode("ascii", "replace")
+        code = request.code
+        metrics.HTTP_REQUESTS.labels(request.servlet_name, method, str(code)).inc()
+        metrics.HTTP_REQUEST_SECONDS.labels(request.servlet_name, method).observe(elapsed)
+        if self.access_log and access_logger.isEnabledFor(logging.INFO):
+            access_logger.info(
+                "%s %s %s %s %d %.1fms %s",
+                request.client_ip or getattr(request.getClientAddress(), "host", "-"),
+                request.requester_id or "-",
+                method,
+                _redact_query(request.uri.decode("utf-8", "replace")),
+                code,
+                elapsed * 1000,
+                request.servlet_name,
+            )
+
+
+_TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&]*")
+
+
+def _redact_query(uri: str) -> str:
+    return _TOKEN_IN_QUERY.sub(r"\1<redacted>", uri)
+
+
+def log_failure(failure: Failure) -> None:
+    logger.error("Background task failed", exc_info=failure.value)

@@ -1,0 +1,31 @@
+"""Prometheus metrics: defined once here, updated where the work happens."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "homeserver_http_requests_total",
+    "HTTP requests by servlet, method and response status",
+    ["servlet", "method", "code"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "homeserver_http_request_duration_seconds",
+    "Time from receiving a request to finishing its response",
+    ["servlet", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+DB_TXN_SECONDS = Histogram(
+    "homeserver_db_transaction_duration_seconds",
+    "Time spent inside each named database transaction",
+    ["name"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+CLIENT_IP_BUFFERED = Gauge(
+    "homeserver_client_ips_buffered",
+    "Client IP sightings waiting to be written to the database",
+)
+CLIENT_IPS_PURGED = Counter(
+    "homeserver_client_ips_purged_total",
+    "Client IP records deleted because they outlived the retention period",
+)

@@ -1,0 +1,83 @@
+"""HomeServer: builds each component once and hands them to each other (no globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from signedjson.types import SigningKey
+
+from config.schema import HomeserverConfig
+from homeserver.clock import Clock
+from homeserver.http.client_ip import ClientAddressResolver
+from homeserver.http.ratelimit import Ratelimiter
+from homeserver.http.server import Router
+from homeserver.services.account_data import AccountDataService
+from homeserver.services.accounts import AccountService
+from homeserver.services.auth import AuthService
+from homeserver.services.client_ips import ClientIpService
+from homeserver.services.devices import DeviceService
+from homeserver.services.profile import ProfileService
+from homeserver.services.uia import InteractiveAuthService
+from homeserver.storage.account_data import AccountDataStore
+from homeserver.storage.devices import DeviceStore
+from homeserver.storage.engine import Database
+from homeserver.storage.profiles import ProfileStore
+from homeserver.storage.users import UserStore
+
+
+@dataclass(frozen=True)
+class Stores:
+    users: UserStore
+    devices: DeviceStore
+    profiles: ProfileStore
+    account_data: AccountDataStore
+
+    @classmethod
+    def build(cls, db: Database) -> Stores:
+        return cls(UserStore(db), DeviceStore(db), ProfileStore(db), AccountDataStore(db))
+
+
+class HomeServer:
+    def __init__(
+        self,
+        config: HomeserverConfig,
+        reactor: Any,
+        db: Database,
+        signing_key: SigningKey,
+        stream_positions: dict[str, int],
+    ) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.db = db
+        self.signing_key = signing_key
+        self.clock = Clock(reactor)
+        self.stores = Stores.build(db)
+        self.ratelimiter = Ratelimiter(self.clock, config.rate_limiting)
+        self.address_resolver = ClientAddressResolver(config.privacy.trusted_proxies)
+        self.client_ips = ClientIpService(self.clock, self.stores.devices, config.privacy)
+        self.auth = AuthService(self)
+        self.accounts = AccountService(self)
+        self.devices = DeviceService(self)
+        self.uia = InteractiveAuthService(self)
+        self.profiles = ProfileService(self)
+        self.account_data = AccountDataService(self, stream_positions.get("account_data", 0))
+
+    @classmethod
+    async def create(
+        cls, config: HomeserverConfig, reactor: Any, db: Database, signing_key: SigningKey
+    ) -> HomeServer:
+        """Read what must be known before serving (stream positions), then build."""
+        positions = {"account_data": await AccountDataStore(db).get_max_stream_id()}
+        return cls(config, reactor, db, signing_key, positions)
+
+    def start_background_tasks(self) -> None:
+        self.client_ips.start()
+
+    def build_router(self, resources: Sequence[str]) -> Router:
+        from homeserver.api import register_servlets
+
+        router = Router()
+        register_servlets(self, router, resources)
+        return router

@@ -1,0 +1,45 @@
+"""Account data: opaque per-user (and per-room) JSON that clients sync between devices."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.streams import StreamIdGenerator
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+# Types the server owns; clients change them through their own APIs.
+SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
+
+
+class AccountDataService:
+    def __init__(self, hs: HomeServer, current_stream_id: int) -> None:
+        self.store = hs.stores.account_data
+        self.stream = StreamIdGenerator(current_stream_id)
+
+    async def get(self, requester_id: str, user_id: str, room_id: str, data_type: str) -> Any:
+        if requester_id != user_id:
+            raise forbidden("Cannot read another user's account data")
+        content = await self.store.get(user_id, room_id, data_type)
+        if content is None:
+            raise not_found("Account data not found")
+        return content
+
+    async def put(
+        self,
+        requester_id: str,
+        user_id: str,
+        room_id: str,
+        data_type: str,
+        content: dict[str, Any],
+    ) -> None:
+        if requester_id != user_id:
+            raise forbidden("Cannot change another user's account data")
+        if data_type in SERVER_MANAGED_TYPES:
+            raise MatrixError(
+                405, "M_BAD_JSON", f"{data_type} is managed by the server and cannot be set here"
+            )
+        with self.stream.next_id() as stream_id:
+            await self.store.put(user_id, room_id, data_type, content, stream_id)

@@ -1,0 +1,59 @@
+"""Recording where each session is used from, and forgetting it after the retention period.
+
+Requests only touch an in-memory buffer; a timer writes the buffer in one
+transaction, so recording an address never delays a response.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from config.schema import PrivacyConfig
+from homeserver import metrics
+from homeserver.clock import Clock
+from homeserver.storage.devices import DeviceStore
+
+logger = logging.getLogger(__name__)
+
+
+class ClientIpService:
+    def __init__(self, clock: Clock, store: DeviceStore, config: PrivacyConfig) -> None:
+        self.clock = clock
+        self.store = store
+        self.config = config
+        self._pending: dict[tuple[str, str, str, str], int] = {}
+
+    def start(self) -> None:
+        self.clock.looping_call(self.flush, self.config.client_ip_flush_interval)
+        self.clock.looping_call(self.purge_expired, self.config.client_ip_purge_interval)
+
+    def record(self, user_id: str, device_id: str, ip: str, user_agent: str) -> None:
+        self._pending[(user_id, device_id, ip, user_agent[:512])] = self.clock.time_msec()
+        metrics.CLIENT_IP_BUFFERED.set(len(self._pending))
+
+    def forget_device(self, user_id: str, device_id: str) -> None:
+        """Drop buffered sightings of a deleted device so that none is written after it."""
+        for key in [k for k in self._pending if k[0] == user_id and k[1] == device_id]:
+            del self._pending[key]
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        metrics.CLIENT_IP_BUFFERED.set(0)
+        try:
+            await self.store.upsert_client_ips([(*key, ts) for key, ts in batch.items()])
+        except Exception:
+            logger.exception("Failed to write %d client IP records", len(batch))
+
+    async def purge_expired(self) -> int:
+        cutoff = self.clock.time_msec() - self.config.client_ip_retention
+        try:
+            purged = await self.store.purge_client_ips_before(cutoff)
+        except Exception:
+            logger.exception("Failed to purge expired client IP records")
+            return 0
+        if purged:
+            logger.info("Deleted %d client IP records older than the retention period", purged)
+            metrics.CLIENT_IPS_PURGED.inc(purged)
+        return purged

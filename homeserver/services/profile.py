@@ -1,0 +1,75 @@
+"""Profiles: display name, avatar and the extended profile fields."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from homeserver.errors import Codes, MatrixError, forbidden, invalid_param, not_found
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+_KEY_RE = re.compile(r"^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$")
+MAX_KEY_BYTES = 255
+MAX_PROFILE_BYTES = 64 * 1024
+MAX_DISPLAYNAME_LENGTH = 256
+
+
+class ProfileService:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.store = hs.stores.profiles
+        self.users = hs.stores.users
+
+    def check_key(self, key: str) -> None:
+        if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            raise MatrixError(400, Codes.KEY_TOO_LARGE, "Profile key is longer than 255 bytes")
+        if not _KEY_RE.match(key):
+            raise invalid_param("Invalid profile key")
+
+    async def get_profile(self, user_id: str) -> dict[str, Any]:
+        if not self.hs.accounts.is_local(user_id):
+            raise not_found("Profile lookup over federation is not supported yet")
+        user = await self.users.get_user(user_id)
+        if user is None:
+            raise not_found("Profile not found")
+        return await self.store.get_profile(user_id)
+
+    async def get_field(self, user_id: str, key: str) -> Any:
+        self.check_key(key)
+        profile = await self.get_profile(user_id)
+        if key not in profile:
+            raise not_found(f"User has no {key}")
+        return profile[key]
+
+    @staticmethod
+    def _check_value(key: str, value: Any) -> None:
+        if key == "displayname":
+            if not isinstance(value, str):
+                raise MatrixError(400, Codes.BAD_JSON, "displayname must be a string")
+            if len(value) > MAX_DISPLAYNAME_LENGTH:
+                raise invalid_param(f"displayname is longer than {MAX_DISPLAYNAME_LENGTH}")
+        elif key == "avatar_url":
+            if not isinstance(value, str) or (value and not value.startswith("mxc://")):
+                raise MatrixError(400, Codes.BAD_JSON, "avatar_url must be an mxc:// URI")
+        elif key == "m.tz" and not isinstance(value, str):
+            raise MatrixError(400, Codes.BAD_JSON, "m.tz must be a string")
+
+    async def set_field(self, requester_id: str, user_id: str, key: str, value: Any) -> None:
+        if requester_id != user_id:
+            raise forbidden("You can only change your own profile")
+        self.check_key(key)
+        self._check_value(key, value)
+        profile = await self.store.get_profile(user_id)
+        profile[key] = value
+        if len(json.dumps(profile, ensure_ascii=False).encode("utf-8")) > MAX_PROFILE_BYTES:
+            raise MatrixError(400, Codes.PROFILE_TOO_LARGE, "Profile would exceed 64 KiB")
+        await self.store.set_field(user_id, key, value)
+
+    async def delete_field(self, requester_id: str, user_id: str, key: str) -> None:
+        if requester_id != user_id:
+            raise forbidden("You can only change your own profile")
+        self.check_key(key)
+        await self.store.delete_field(user_id, key)

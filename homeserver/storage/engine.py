@@ -1,0 +1,218 @@
+"""One small database API over SQLite and PostgreSQL; transactions run on a thread pool.
+
+Stores write SQL once, with ``?`` placeholders; the engine translates it for the
+driver. Everything driver-specific (placeholders, connection set-up, how a script
+of statements is applied) lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from twisted.enterprise import adbapi
+
+from config.schema import DatabaseConfig
+from homeserver import metrics
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Row = tuple[Any, ...]
+
+
+class Engine:
+    """What differs between the two databases."""
+
+    name: str
+    module_name: str
+
+    def convert_sql(self, sql: str) -> str:
+        return sql
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def on_new_connection(self, conn: Any) -> None:
+        pass
+
+    def connect(self) -> Any:
+        raise NotImplementedError
+
+    def apply_script(self, conn: Any, script: str) -> None:
+        raise NotImplementedError
+
+    @property
+    def pool_size(self) -> tuple[int, int]:
+        return (1, 1)
+
+
+class SqliteEngine(Engine):
+    name = "sqlite"
+    module_name = "sqlite3"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        # One connection on one thread: SQLite has a single writer anyway, and this
+        # avoids "database is locked" errors entirely.
+        return {"database": self.path, "check_same_thread": False}
+
+    def on_new_connection(self, conn: Any) -> None:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 10000")
+
+    def connect(self) -> Any:
+        conn = sqlite3.connect(**self.connection_kwargs())
+        self.on_new_connection(conn)
+        return conn
+
+    def apply_script(self, conn: Any, script: str) -> None:
+        cur = conn.cursor()
+        statement = ""
+        for line in script.splitlines(keepends=True):
+            statement += line
+            if sqlite3.complete_statement(statement):
+                cur.execute(statement)
+                statement = ""
+        if statement.strip():
+            cur.execute(statement)
+
+
+class PostgresEngine(Engine):
+    name = "postgres"
+    module_name = "psycopg2"
+
+    def __init__(self, args: dict[str, Any], cp_min: int, cp_max: int) -> None:
+        self.args = {k: v for k, v in args.items() if v is not None}
+        self._pool_size = (cp_min, cp_max)
+        self._converted: dict[str, str] = {}
+
+    def convert_sql(self, sql: str) -> str:
+        converted = self._converted.get(sql)
+        if converted is None:
+            converted = sql.replace("%", "%%").replace("?", "%s")
+            self._converted[sql] = converted
+        return converted
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        return dict(self.args)
+
+    def on_new_connection(self, conn: Any) -> None:
+        conn.set_session(isolation_level="READ COMMITTED")
+
+    def connect(self) -> Any:
+        import psycopg2
+
+        conn = psycopg2.connect(**self.connection_kwargs())
+        self.on_new_connection(conn)
+        return conn
+
+    def apply_script(self, conn: Any, script: str) -> None:
+        conn.cursor().execute(script)
+
+    @property
+    def pool_size(self) -> tuple[int, int]:
+        return self._pool_size
+
+
+def engine_from_config(config: DatabaseConfig) -> Engine:
+    if config.name == "sqlite":
+        return SqliteEngine(config.sqlite.database)
+    pg = config.postgres
+    args = pg.model_dump(exclude={"cp_min", "cp_max"})
+    return PostgresEngine(args, pg.cp_min, pg.cp_max)
+
+
+class Txn:
+    """A cursor inside one transaction, speaking the portable ``?`` dialect."""
+
+    def __init__(self, cursor: Any, engine: Engine) -> None:
+        self._cursor = cursor
+        self.engine = engine
+        self._after_commit: list[Callable[[], None]] = []
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        self._cursor.execute(self.engine.convert_sql(sql), tuple(args))
+
+    def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._cursor.executemany(self.engine.convert_sql(sql), [tuple(r) for r in rows])
+
+    def fetchone(self) -> Row | None:
+        row = self._cursor.fetchone()
+        return tuple(row) if row is not None else None
+
+    def fetchall(self) -> list[Row]:
+        return [tuple(r) for r in self._cursor.fetchall()]
+
+    def select(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        self.execute(sql, args)
+        return self.fetchall()
+
+    def select_one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        self.execute(sql, args)
+        return self.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+    def call_after(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the reactor thread once the transaction has committed."""
+        self._after_commit.append(callback)
+
+
+class Database:
+    """Runs transactions off the reactor thread and reports how long each took."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        cp_min, cp_max = engine.pool_size
+        self._pool = adbapi.ConnectionPool(
+            engine.module_name,
+            cp_min=cp_min,
+            cp_max=cp_max,
+            cp_openfun=engine.on_new_connection,
+            cp_reconnect=True,
+            cp_noisy=False,
+            **engine.connection_kwargs(),
+        )
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    async def run(
+        self,
+        name: str,
+        func: Callable[Concatenate[Txn, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run ``func(txn, ...)`` in a transaction: committed on return, rolled back on raise."""
+        engine = self.engine
+        after: list[Callable[[], None]] = []
+
+        def interaction(adb_txn: Any) -> R:
+            started = time.perf_counter()
+            txn = Txn(adb_txn, engine)
+            try:
+                return func(txn, *args, **kwargs)
+            finally:
+                after.extend(txn._after_commit)
+                metrics.DB_TXN_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+        result: R = await self._pool.runInteraction(interaction)
+        for callback in after:
+            callback()
+        return result

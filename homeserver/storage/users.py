@@ -1,0 +1,144 @@
+"""SQL for accounts and registration tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeserver.storage.engine import Database, Txn
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    user_id: str
+    password_hash: str | None
+    created_ts: int
+    is_admin: bool
+    deactivated: bool
+
+
+class UserExistsError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RegistrationToken:
+    token: str
+    uses_allowed: int | None
+    pending: int
+    completed: int
+    expiry_time: int | None
+
+
+class UserStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create_user(
+        self, user_id: str, password_hash: str | None, now_ms: int, is_admin: bool = False
+    ) -> None:
+        def txn_fn(txn: Txn) -> None:
+            # Compare case-insensitively: @Alice and @alice must not both exist.
+            if txn.select_one("SELECT 1 FROM users WHERE lower(user_id) = lower(?)", (user_id,)):
+                raise UserExistsError(user_id)
+            txn.execute(
+                "INSERT INTO users (user_id, password_hash, created_ts, is_admin) "
+                "VALUES (?, ?, ?, ?)",
+                (user_id, password_hash, now_ms, int(is_admin)),
+            )
+
+        await self.db.run("create_user", txn_fn)
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        def txn_fn(txn: Txn) -> UserRecord | None:
+            row = txn.select_one(
+                "SELECT user_id, password_hash, created_ts, is_admin, deactivated FROM users "
+                "WHERE user_id = ?",
+                (user_id,),
+            )
+            if row is None:
+                return None
+            return UserRecord(row[0], row[1], row[2], bool(row[3]), bool(row[4]))
+
+        return await self.db.run("get_user", txn_fn)
+
+    async def find_user_case_insensitive(self, user_id: str) -> list[str]:
+        rows = await self.db.run(
+            "find_user_case_insensitive",
+            lambda txn: txn.select(
+                "SELECT user_id FROM users WHERE lower(user_id) = lower(?)", (user_id,)
+            ),
+        )
+        return [r[0] for r in rows]
+
+    async def set_password_hash(self, user_id: str, password_hash: str | None) -> None:
+        await self.db.run(
+            "set_password_hash",
+            lambda txn: txn.execute(
+                "UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id)
+            ),
+        )
+
+    async def mark_deactivated(self, user_id: str, erased: bool) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute(
+                "UPDATE users SET deactivated = 1, password_hash = NULL, "
+                "erased = CASE WHEN ? = 1 THEN 1 ELSE erased END WHERE user_id = ?",
+                (int(erased), user_id),
+            )
+
+        await self.db.run("mark_deactivated", txn_fn)
+
+    async def set_admin(self, user_id: str, is_admin: bool) -> None:
+        await self.db.run(
+            "set_admin",
+            lambda txn: txn.execute(
+                "UPDATE users SET is_admin = ? WHERE user_id = ?", (int(is_admin), user_id)
+            ),
+        )
+
+    # Registration tokens
+
+    async def create_registration_token(self, token: RegistrationToken) -> bool:
+        def txn_fn(txn: Txn) -> bool:
+            if txn.select_one("SELECT 1 FROM registration_tokens WHERE token = ?", (token.token,)):
+                return False
+            txn.execute(
+                "INSERT INTO registration_tokens (token, uses_allowed, pending, completed, "
+                "expiry_time) VALUES (?, ?, 0, 0, ?)",
+                (token.token, token.uses_allowed, token.expiry_time),
+            )
+            return True
+
+        return await self.db.run("create_registration_token", txn_fn)
+
+    async def get_registration_tokens(self, token: str | None = None) -> list[RegistrationToken]:
+        sql = "SELECT token, uses_allowed, pending, completed, expiry_time FROM registration_tokens"
+        args: tuple[str, ...] = ()
+        if token is not None:
+            sql += " WHERE token = ?"
+            args = (token,)
+        rows = await self.db.run(
+            "get_registration_tokens", lambda txn: txn.select(sql + " ORDER BY token", args)
+        )
+        return [RegistrationToken(*r) for r in rows]
+
+    async def delete_registration_token(self, token: str) -> bool:
+        def txn_fn(txn: Txn) -> bool:
+            txn.execute("DELETE FROM registration_tokens WHERE token = ?", (token,))
+            return txn.rowcount > 0
+
+        return await self.db.run("delete_registration_token", txn_fn)
+
+    async def use_registration_token(self, token: str, now_ms: int) -> bool:
+        """Count one completed registration against ``token``, if it is still valid."""
+
+        def txn_fn(txn: Txn) -> bool:
+            txn.execute(
+                "UPDATE registration_tokens SET completed = completed + 1 WHERE token = ? "
+                "AND (uses_allowed IS NULL OR completed < uses_allowed) "
+                "AND (expiry_time IS NULL OR expiry_time > ?)",
+                (token, now_ms),
+            )
+            return txn.rowcount == 1
+
+        return await self.db.run("use_registration_token", txn_fn)
