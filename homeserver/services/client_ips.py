@@ -31,6 +31,14 @@ class ClientIpService:
         self._pending[(user_id, device_id, ip, user_agent[:512])] = self.clock.time_msec()
         metrics.CLIENT_IP_BUFFERED.set(len(self._pending))
 
+    def pending_for_user(self, user_id: str) -> dict[str, tuple[str, str, int]]:
+        """The newest buffered (ip, user agent, time) per device, not yet written."""
+        latest: dict[str, tuple[str, str, int]] = {}
+        for (owner, device_id, ip, user_agent), ts in self._pending.items():
+            if owner == user_id and (device_id not in latest or latest[device_id][2] < ts):
+                latest[device_id] = (ip, user_agent, ts)
+        return latest
+
     def forget_device(self, user_id: str, device_id: str) -> None:
         """Drop buffered sightings of a deleted device so that none is written after it."""
         for key in [k for k in self._pending if k[0] == user_id and k[1] == device_id]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from crypto.tokens import mint_device_id
@@ -45,14 +46,29 @@ class DeviceService:
         token = await self.hs.auth.issue_token(user_id, device_id)
         return Session(user_id, device_id, token)
 
+    def _with_pending_sightings(
+        self, user_id: str, devices: list[DeviceRecord]
+    ) -> list[DeviceRecord]:
+        """Show sightings still waiting in the write buffer, so "last seen" is never stale."""
+        pending = self.hs.client_ips.pending_for_user(user_id)
+        result = []
+        for device in devices:
+            seen = pending.get(device.device_id)
+            if seen is not None and (device.last_seen_ts or 0) <= seen[2]:
+                device = replace(
+                    device, last_seen_ip=seen[0], last_seen_user_agent=seen[1], last_seen_ts=seen[2]
+                )
+            result.append(device)
+        return result
+
     async def get_devices(self, user_id: str) -> list[DeviceRecord]:
-        return await self.store.get_devices(user_id)
+        return self._with_pending_sightings(user_id, await self.store.get_devices(user_id))
 
     async def get_device(self, user_id: str, device_id: str) -> DeviceRecord:
         device = await self.store.get_device(user_id, device_id)
         if device is None:
             raise not_found("Device not found")
-        return device
+        return self._with_pending_sightings(user_id, [device])[0]
 
     async def rename(self, user_id: str, device_id: str, display_name: str | None) -> None:
         if not await self.store.update_display_name(user_id, device_id, display_name):
