@@ -1,15 +1,11 @@
-"""Shared-secret registration: an operator creates accounts with the config's secret.
-
-The MAC is HMAC-SHA1 over ``nonce NUL user NUL password NUL admin|notadmin``,
-as Synapse defines it, so ``register_new_matrix_user`` and similar tools work.
-"""
+"""Shared-secret registration: an operator creates accounts with the config's secret."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from typing import TYPE_CHECKING, Any
 
+from crypto.shared_secret import registration_mac
 from crypto.tokens import mint_opaque_id
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.http.server import MatrixRequest, Router
@@ -19,17 +15,6 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 NONCE_TTL_MS = 60_000
-
-
-def registration_mac(
-    secret: str, nonce: str, user: str, password: str, admin: bool, user_type: str | None = None
-) -> str:
-    mac = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha1)
-    mac.update(nonce.encode("utf-8") + b"\x00" + user.encode("utf-8") + b"\x00")
-    mac.update(password.encode("utf-8") + b"\x00" + (b"admin" if admin else b"notadmin"))
-    if user_type:
-        mac.update(b"\x00" + user_type.encode("utf-8"))
-    return mac.hexdigest()
 
 
 def register(hs: HomeServer, router: Router) -> None:

@@ -1,0 +1,1 @@
+"""Command-line entry points: register a user, benchmarks, and (later) restore and export."""
