@@ -1,0 +1,584 @@
+"""Side-by-side benchmark of this homeserver against Synapse, in one run, on one machine.
+
+    python -m scripts.bench [--quick] [--db sqlite|postgres|both] [--rounds N]
+
+Synapse (``matrix-synapse`` from PyPI) is installed into ``bench-data/synapse-venv`` on
+first use. Both servers run on loopback with equivalent settings (same database kind,
+rate limits off, bcrypt cost 12), and each scenario runs against both, alternating
+A/B/A/B, from one asyncio load generator. Reported per scenario and server: operations
+per second, p50/p95/p99 latency, server CPU milliseconds per operation (from /proc, with
+the PostgreSQL server's CPU added), resident memory after start and at peak; and the
+ratio ours/Synapse for each figure. Results go to a JSON file and a printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(ROOT, "bench-data")
+SYNAPSE_VENV = os.path.join(BENCH_DIR, "synapse-venv")
+PG = {"host": "127.0.0.1", "port": 5432, "dbname": "test"}
+PASSWORD = "bench-password-1234"
+BCRYPT_ROUNDS = 12
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Scenarios the issue tracker names that need features not built yet: reported as skipped.
+NOT_YET_BUILT = {
+    "send_one_room": "needs rooms (issue 3)",
+    "send_50_rooms": "needs rooms (issue 3)",
+    "sync_wakeup": "needs /sync (issue 4)",
+    "initial_sync": "needs /sync (issue 4)",
+    "incremental_sync": "needs /sync (issue 4)",
+    "key_backup": "needs key backup (issue 5)",
+    "one_time_keys": "needs E2EE keys (issue 5)",
+    "join_large_room": "needs rooms (issue 3)",
+}
+
+
+# Process measurements from /proc
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int, peak: bool = False) -> float:
+    key = "VmHWM:" if peak else "VmRSS:"
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU of every PostgreSQL server process (the backends do the work of our queries)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", encoding="ascii") as f:
+                if f.read().strip() not in ("postgres", "postmaster"):
+                    continue
+            total += cpu_seconds(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def create_pg_database() -> str:
+    import psycopg2
+
+    name = "bench_" + secrets.token_hex(6)
+    conn = psycopg2.connect(**PG)
+    conn.autocommit = True
+    conn.cursor().execute(
+        f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+    )
+    conn.close()
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(**PG)
+    conn.autocommit = True
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    conn.close()
+
+
+def postgres_reachable() -> bool:
+    try:
+        import psycopg2
+
+        psycopg2.connect(connect_timeout=3, **PG).close()
+        return True
+    except Exception:
+        return False
+
+
+# The two servers
+
+
+@dataclass
+class Server:
+    name: str
+    db_kind: str
+    directory: str
+    port: int
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    pg_database: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    rss_after_start: float = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        log = open(os.path.join(self.directory, "stdout.log"), "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=self.directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        deadline = time.monotonic() + 180
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited; see {self.directory}/stdout.log")
+                try:
+                    async with http.get(self.base_url + "/_matrix/client/versions") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+            else:
+                raise RuntimeError(f"{self.name} did not start in time")
+        await asyncio.sleep(1)  # let start-up work settle before measuring memory
+        self.rss_after_start = rss_mib(self.process.pid)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def cpu(self) -> float:
+        own = cpu_seconds(self.pid)
+        return own + (postgres_cpu_seconds() if self.db_kind == "postgres" else 0.0)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if self.pg_database:
+            drop_pg_database(self.pg_database)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def ours(db_kind: str) -> Server:
+    directory = tempfile.mkdtemp(prefix="bench-ours-")
+    port = free_port()
+    from crypto.signing_keys import ensure_signing_key
+
+    ensure_signing_key(os.path.join(directory, "signing.key"))
+    pg_database = create_pg_database() if db_kind == "postgres" else None
+    database: dict[str, Any] = (
+        {"name": "sqlite", "args": {"database": "homeserver.db"}}
+        if pg_database is None
+        else {
+            "name": "postgres",
+            "args": {"host": PG["host"], "port": PG["port"], "dbname": pg_database},
+        }
+    )
+    config = {
+        "server_name": "bench.local",
+        "signing_key_path": "signing.key",
+        "listeners": [{"port": port, "bind_addresses": ["127.0.0.1"], "resources": ["client"]}],
+        "database": database,
+        "registration": {"enabled": True, "password_min_length": 0},
+        "password_hashing": {"bcrypt_rounds": BCRYPT_ROUNDS},
+        "rate_limiting": {"enabled": False},
+        "logging": {"level": "WARNING", "access_log": False},
+    }
+    with open(os.path.join(directory, "homeserver.yaml"), "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f)
+    return Server(
+        "ours",
+        db_kind,
+        directory,
+        port,
+        [sys.executable, "-m", "homeserver", "-c", "homeserver.yaml"],
+        env={"PYTHONPATH": ROOT},
+        pg_database=pg_database,
+    )
+
+
+def ensure_synapse() -> str:
+    python = os.path.join(SYNAPSE_VENV, "bin", "python")
+    probe = [python, "-c", "import synapse, psycopg2"]
+    if os.path.exists(python) and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    print("Installing Synapse into", SYNAPSE_VENV, "(first run only)...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", SYNAPSE_VENV], check=True)
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "matrix-synapse", "psycopg2"], check=True
+    )
+    return python
+
+
+def synapse(db_kind: str) -> Server:
+    python = ensure_synapse()
+    directory = tempfile.mkdtemp(prefix="bench-synapse-")
+    port = free_port()
+    config_path = os.path.join(directory, "homeserver.yaml")
+    subprocess.run(
+        [
+            python, "-m", "synapse.app.homeserver", "--generate-config",
+            "--server-name", "bench.local", "--config-path", config_path,
+            "--data-directory", directory, "--report-stats=no",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=directory,
+    )  # fmt: skip
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    pg_database = create_pg_database() if db_kind == "postgres" else None
+    unlimited = {"per_second": 100000, "burst_count": 100000}
+    config.update(
+        {
+            "listeners": [
+                {
+                    "port": port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
+            "enable_registration": True,
+            "enable_registration_without_verification": True,
+            "bcrypt_rounds": BCRYPT_ROUNDS,
+            "rc_message": unlimited,
+            "rc_registration": unlimited,
+            "rc_login": {"address": unlimited, "account": unlimited, "failed_attempts": unlimited},
+            "rc_joins": {"local": unlimited, "remote": unlimited},
+            "rc_invites": {"per_room": unlimited, "per_user": unlimited},
+            "rc_admin_redaction": unlimited,
+            "rc_3pid_validation": unlimited,
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "report_stats": False,
+            "presence": {"enabled": False},
+        }
+    )
+    if pg_database is not None:
+        config["database"] = {
+            "name": "psycopg2",
+            "args": {"host": PG["host"], "port": PG["port"], "dbname": pg_database},
+        }
+    log_config = config.get("log_config")
+    if log_config and os.path.exists(log_config):
+        with open(log_config, encoding="utf-8") as f:
+            logging_yaml = yaml.safe_load(f)
+        logging_yaml.setdefault("root", {})["level"] = "WARNING"
+        for logger_config in logging_yaml.get("loggers", {}).values():
+            logger_config["level"] = "WARNING"
+        with open(log_config, "w", encoding="utf-8") as f:
+            yaml.safe_dump(logging_yaml, f)
+    with open(config_path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f)
+    return Server(
+        "synapse",
+        db_kind,
+        directory,
+        port,
+        [python, "-m", "synapse.app.homeserver", "--config-path", config_path],
+        pg_database=pg_database,
+    )
+
+
+# The load generator
+
+
+class Api:
+    def __init__(self, http: aiohttp.ClientSession, server: Server) -> None:
+        self.http = http
+        self.base = server.base_url + "/_matrix/client/v3/"
+
+    async def call(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.request(method, self.base + path, json=body, headers=headers) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def register(self, username: str) -> str:
+        body: dict[str, Any] = {"username": username, "password": PASSWORD}
+        status, flows = await self.call("POST", "register", body)
+        if status != 401:
+            raise RuntimeError(f"register: expected 401, got {status} {flows}")
+        body["auth"] = {"type": "m.login.dummy", "session": flows["session"]}
+        status, result = await self.call("POST", "register", body)
+        if status != 200:
+            raise RuntimeError(f"register: {status} {result}")
+        return str(result["access_token"])
+
+    async def login(self, username: str) -> str:
+        status, result = await self.call(
+            "POST",
+            "login",
+            {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": username},
+                "password": PASSWORD,
+            },
+        )
+        if status != 200:
+            raise RuntimeError(f"login: {status} {result}")
+        return str(result["access_token"])
+
+
+@dataclass
+class Measurement:
+    ops: int
+    seconds: float
+    latencies_ms: list[float]
+    cpu_ms: float
+    failures: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        lat = sorted(self.latencies_ms) or [0.0]
+
+        def pct(p: float) -> float:
+            return lat[min(len(lat) - 1, round(p / 100 * (len(lat) - 1)))]
+
+        return {
+            "ops_per_s": self.ops / self.seconds if self.seconds else 0.0,
+            "p50_ms": pct(50),
+            "p95_ms": pct(95),
+            "p99_ms": pct(99),
+            "cpu_ms_per_op": self.cpu_ms / self.ops if self.ops else 0.0,
+            "failures": float(self.failures),
+            **self.extra,
+        }
+
+
+async def run_concurrent(
+    server: Server, count: int, concurrency: int, op: Callable[[int], Awaitable[None]]
+) -> Measurement:
+    """Run ``op(i)`` for i in range(count) with ``concurrency`` workers; time each call."""
+    latencies: list[float] = []
+    failures = 0
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index, failures
+        while next_index < count:
+            i = next_index
+            next_index += 1
+            started = time.perf_counter()
+            try:
+                await op(i)
+            except Exception as e:
+                failures += 1
+                if failures <= 3:
+                    print(f"    {server.name}: operation failed: {e}", flush=True)
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    cpu_before = server.cpu()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    cpu_ms = (server.cpu() - cpu_before) * 1000
+    return Measurement(len(latencies), elapsed, latencies, cpu_ms, failures)
+
+
+# Scenarios: each returns a Measurement for one server
+
+
+async def scenario_register(api: Api, server: Server, size: int) -> Measurement:
+    prefix = "reg" + secrets.token_hex(3)
+
+    async def op(i: int) -> None:
+        await api.register(f"{prefix}_{i}")
+
+    return await run_concurrent(server, size, 4, op)
+
+
+async def scenario_login(api: Api, server: Server, size: int) -> Measurement:
+    username = "login" + secrets.token_hex(3)
+    await api.register(username)
+
+    async def op(i: int) -> None:
+        await api.login(username)
+
+    return await run_concurrent(server, size, 4, op)
+
+
+async def scenario_login_burst(api: Api, server: Server, size: int) -> Measurement:
+    """Latency of light authenticated requests while a burst of logins hashes passwords.
+
+    If password hashing ran on the reactor thread, every light request would wait behind
+    it. (The issue asks for a sync wake-up here; /sync is not built yet, so the probe is
+    /account/whoami, the lightest authenticated request.)
+    """
+    username = "burst" + secrets.token_hex(3)
+    token = await api.register(username)
+    probe_latencies: list[float] = []
+    burst_done = asyncio.Event()
+
+    async def prober() -> None:
+        while not burst_done.is_set():
+            started = time.perf_counter()
+            status, _ = await api.call("GET", "account/whoami", token=token)
+            if status == 200:
+                probe_latencies.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.01)
+
+    async def op(i: int) -> None:
+        await api.login(username)
+
+    probe = asyncio.create_task(prober())
+    measurement = await run_concurrent(server, size, 10, op)
+    burst_done.set()
+    await probe
+    # Report the probe's latencies: they are the figure of interest.
+    measurement.latencies_ms = probe_latencies
+    return measurement
+
+
+SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
+    "register": scenario_register,
+    "login": scenario_login,
+    "whoami_during_login_burst": scenario_login_burst,
+}
+SIZES_FULL = {"register": 40, "login": 40, "whoami_during_login_burst": 30}
+SIZES_QUICK = {"register": 12, "login": 12, "whoami_during_login_burst": 10}
+
+
+async def bench_database(db_kind: str, rounds: int, sizes: dict[str, int]) -> dict[str, Any]:
+    servers = [ours(db_kind), synapse(db_kind)]
+    results: dict[str, Any] = {"scenarios": {}, "memory": {}}
+    try:
+        for server in servers:
+            print(f"[{db_kind}] starting {server.name}...", flush=True)
+            await server.start()
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=300)
+        ) as http:
+            apis = {s.name: Api(http, s) for s in servers}
+            for name, scenario in SCENARIOS.items():
+                per_server: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+                for round_index in range(rounds):
+                    # Alternate the order each round: A/B, then B/A, ...
+                    order = servers if round_index % 2 == 0 else list(reversed(servers))
+                    for server in order:
+                        m = await scenario(apis[server.name], server, sizes[name])
+                        per_server[server.name].append(m.summary())
+                        print(
+                            f"[{db_kind}] {name} round {round_index + 1} {server.name}: "
+                            f"{m.summary()['ops_per_s']:.1f} ops/s, "
+                            f"p50 {m.summary()['p50_ms']:.1f} ms, "
+                            f"{m.summary()['cpu_ms_per_op']:.1f} CPU-ms/op",
+                            flush=True,
+                        )
+                results["scenarios"][name] = {
+                    server: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+                    | {"rounds": runs}
+                    for server, runs in per_server.items()
+                }
+        for server in servers:
+            results["memory"][server.name] = {
+                "rss_after_start_mib": server.rss_after_start,
+                "rss_peak_mib": rss_mib(server.pid, peak=True),
+            }
+    finally:
+        for server in servers:
+            server.stop()
+    for name, reason in NOT_YET_BUILT.items():
+        results["scenarios"][name] = {"skipped": reason}
+    return results
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def print_table(all_results: dict[str, Any]) -> None:
+    columns = ["ops_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_op"]
+    for db_kind, results in all_results["databases"].items():
+        print(f"\n## {db_kind}\n")
+        print("| scenario | figure | ours | Synapse | ours/Synapse |")
+        print("| --- | --- | ---: | ---: | ---: |")
+        for name, by_server in results["scenarios"].items():
+            if "skipped" in by_server:
+                print(f"| {name} | skipped: {by_server['skipped']} | | | |")
+                continue
+            for column in columns:
+                a, b = by_server["ours"][column], by_server["synapse"][column]
+                print(f"| {name} | {column} | {a:.1f} | {b:.1f} | {ratio(a, b)} |")
+        for figure in ("rss_after_start_mib", "rss_peak_mib"):
+            a = results["memory"]["ours"][figure]
+            b = results["memory"]["synapse"][figure]
+            print(f"| memory | {figure} | {a:.1f} | {b:.1f} | {ratio(a, b)} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced run of about 2 minutes")
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per scenario")
+    parser.add_argument("--output", help="where to write the JSON results")
+    args = parser.parse_args(argv)
+
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    if "postgres" in kinds and not postgres_reachable():
+        print("PostgreSQL is not reachable at 127.0.0.1:5432; benchmarking SQLite only.")
+        kinds.remove("postgres")
+    sizes = SIZES_QUICK if args.quick else SIZES_FULL
+    os.makedirs(BENCH_DIR, exist_ok=True)
+    all_results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "settings": {"rounds": args.rounds, "sizes": sizes, "bcrypt_rounds": BCRYPT_ROUNDS},
+        "databases": {},
+    }
+    for db_kind in kinds:
+        all_results["databases"][db_kind] = asyncio.run(bench_database(db_kind, args.rounds, sizes))
+    output = args.output or os.path.join(
+        BENCH_DIR, f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
+    with open(output, "w", encoding="utf-8") as f:
+        json.dump(all_results, f, indent=2)
+    print_table(all_results)
+    print(f"\nResults written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
