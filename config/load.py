@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
+import msgspec
 import yaml
-from pydantic import ValidationError
 
-from config.schema import HomeserverConfig
+from config.schema import HomeserverConfig, validate
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and what is expected."""
 
 
-def _format_errors(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against the generated config)"
-        elif item["type"] == "missing":
-            message = "this key is required"
-        lines.append(f"  {key}: {message}")
-    return "\n".join(lines)
+_AT_PATH = re.compile(r"^(.*) - at `\$\.?(.*)`$", re.DOTALL)
+
+
+def _format_error(error: msgspec.ValidationError) -> str:
+    """``Expected `int`, got `str` - at `$.listeners[0].port``` -> ``listeners.0.port: ...``."""
+    message = str(error)
+    match = _AT_PATH.match(message)
+    if not match:
+        return f"  {message}"
+    what, path = match.groups()
+    path = re.sub(r"\[(\d+)\]", r".\1", path).lstrip(".")
+    inner = re.match(r"^(\w+): (.*)$", what)
+    if inner and not what.startswith("Expected"):
+        # A message from our own checks names its field first.
+        path, what = (f"{path}.{inner[1]}" if path else inner[1]), inner[2]
+    if what.startswith("Object contains unknown field"):
+        what += " (check the spelling against the generated config)"
+    return f"  {path or '(top level)'}: {what}"
 
 
 def _resolve(base_dir: str, path: str) -> str:
@@ -37,9 +45,9 @@ def parse_config(raw: Any, base_dir: str = ".") -> HomeserverConfig:
     if not isinstance(raw, dict):
         raise ConfigError("the configuration must be a YAML mapping of keys to values")
     try:
-        config = HomeserverConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError("invalid configuration:\n" + _format_errors(e)) from None
+        config = validate(raw)
+    except msgspec.ValidationError as e:
+        raise ConfigError("invalid configuration:\n" + _format_error(e)) from None
 
     config.signing_key_path = _resolve(base_dir, config.signing_key_path)
     config.media.store_path = _resolve(base_dir, config.media.store_path)

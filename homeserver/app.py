@@ -6,14 +6,13 @@ import logging
 import sys
 from typing import Any
 
-from prometheus_client.twisted import MetricsResource
 from twisted.internet import defer, endpoints, ssl
 from twisted.web.resource import Resource
 
 from config import HomeserverConfig
 from config.schema import ListenerConfig
 from crypto.signing_keys import read_signing_key
-from homeserver.http.server import JsonResource, MatrixSite, Router
+from homeserver.http.server import JsonResource, MatrixSite, MetricsResource, Router
 from homeserver.server import HomeServer
 from homeserver.storage.engine import Database, engine_from_config
 from homeserver.storage.migrate import prepare_database
@@ -78,7 +77,7 @@ async def listen(hs: HomeServer, reactor: Any) -> list[Any]:
         )
         site = MatrixSite(
             root,
-            max_body_size=hs.config.http.max_request_body_size,
+            max_body_size=hs.config.http.max_body_bytes,
             access_log=hs.config.logging.access_log and bool(json_resources),
             name=f"listener:{listener.port}",
         )

@@ -8,7 +8,6 @@ Matrix error response, and anything else becomes a logged 500 that reveals nothi
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 import time
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -116,7 +117,7 @@ def compile_template(template: str) -> re.Pattern[str]:
 
 
 def encode_json(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return msgspec.json.encode(body)
 
 
 class Router:
@@ -264,3 +265,13 @@ def _redact_query(uri: str) -> str:
 
 def log_failure(failure: Failure) -> None:
     logger.error("Background task failed", exc_info=failure.value)
+
+
+class MetricsResource(Resource):
+    """Prometheus text exposition of every metric in the default registry."""
+
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(REGISTRY)

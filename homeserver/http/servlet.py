@@ -6,8 +6,9 @@ a few lines long and no malformed input reaches a service.
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
+
+import msgspec
 
 from homeserver.errors import Codes, MatrixError, bad_json, invalid_param, missing_param
 from homeserver.http.server import MatrixRequest
@@ -26,14 +27,11 @@ def client_v1_paths(path: str) -> list[str]:
     return ["/_matrix/client/v1" + path]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_json_value(raw: bytes) -> Any:
+    """Strict JSON: no NaN or Infinity, valid UTF-8, integers that fit in 64 bits."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise MatrixError(400, Codes.NOT_JSON, "Content not JSON.") from None
 
 

@@ -24,8 +24,8 @@ class ClientIpService:
         self._pending: dict[tuple[str, str, str, str], int] = {}
 
     def start(self) -> None:
-        self.clock.looping_call(self.flush, self.config.client_ip_flush_interval)
-        self.clock.looping_call(self.purge_expired, self.config.client_ip_purge_interval)
+        self.clock.looping_call(self.flush, self.config.flush_interval_ms)
+        self.clock.looping_call(self.purge_expired, self.config.purge_interval_ms)
 
     def record(self, user_id: str, device_id: str, ip: str, user_agent: str) -> None:
         self._pending[(user_id, device_id, ip, user_agent[:512])] = self.clock.time_msec()
@@ -55,7 +55,7 @@ class ClientIpService:
             logger.exception("Failed to write %d client IP records", len(batch))
 
     async def purge_expired(self) -> int:
-        cutoff = self.clock.time_msec() - self.config.client_ip_retention
+        cutoff = self.clock.time_msec() - self.config.retention_ms
         try:
             purged = await self.store.purge_client_ips_before(cutoff)
         except Exception:

@@ -128,7 +128,13 @@ def engine_from_config(config: DatabaseConfig) -> Engine:
     if config.name == "sqlite":
         return SqliteEngine(config.sqlite.database)
     pg = config.postgres
-    args = pg.model_dump(exclude={"cp_min", "cp_max"})
+    args = {
+        "host": pg.host,
+        "port": pg.port,
+        "user": pg.user,
+        "password": pg.password,
+        "dbname": pg.dbname,
+    }
     return PostgresEngine(args, pg.cp_min, pg.cp_max)
 
 
