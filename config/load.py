@@ -23,16 +23,16 @@ def _format_error(error: msgspec.ValidationError) -> str:
     """``Expected `int`, got `str` - at `$.listeners[0].port``` -> ``listeners.0.port: ...``."""
     message = str(error)
     match = _AT_PATH.match(message)
-    if not match:
-        return f"  {message}"
-    what, path = match.groups()
+    what, path = match.groups() if match else (message, "")
     path = re.sub(r"\[(\d+)\]", r".\1", path).lstrip(".")
     inner = re.match(r"^(\w+): (.*)$", what)
     if inner and not what.startswith("Expected"):
         # A message from our own checks names its field first.
         path, what = (f"{path}.{inner[1]}" if path else inner[1]), inner[2]
-    if what.startswith("Object contains unknown field"):
-        what += " (check the spelling against the generated config)"
+    unknown = re.match(r"^Object contains unknown field `(.*)`$", what)
+    if unknown:
+        path = f"{path}.{unknown[1]}" if path else unknown[1]
+        what = "unknown key (check the spelling against the generated config)"
     return f"  {path or '(top level)'}: {what}"
 
 

@@ -230,7 +230,7 @@ class Client:
         path: str,
         body: Any = None,
         *,
-        token: str | None | bool = True,
+        token: str | bool | None = True,
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,

@@ -15,28 +15,42 @@ class Ratelimiter:
         self.config = config
         # (action, key) -> (tokens left, time of last refill in seconds)
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
-        self._checks = 0
+        self._updates = 0
 
     def _limit(self, action: str) -> RateLimit:
         limit = getattr(self.config, action)
         assert isinstance(limit, RateLimit)
         return limit
 
+    def _refilled(self, action: str, key: str) -> tuple[float, float, RateLimit]:
+        """The bucket's tokens now, the time now, and the action's limit."""
+        limit = self._limit(action)
+        now = self.clock.time_msec() / 1000
+        tokens, last = self._buckets.get((action, key), (float(limit.burst_count), now))
+        return min(float(limit.burst_count), tokens + (now - last) * limit.per_second), now, limit
+
+    def _store(self, action: str, key: str, tokens: float, now: float) -> None:
+        self._buckets[(action, key)] = (tokens, now)
+        self._updates += 1
+        if self._updates % self._PRUNE_EVERY == 0:
+            self._prune(now)
+
     def check(self, action: str, key: str, consume: bool = True) -> None:
         """Take a token from the bucket (or only look, with ``consume=False``); 429 if empty."""
         if not self.config.enabled:
             return
-        limit = self._limit(action)
-        now = self.clock.time_msec() / 1000
-        tokens, last = self._buckets.get((action, key), (float(limit.burst_count), now))
-        tokens = min(float(limit.burst_count), tokens + (now - last) * limit.per_second)
+        tokens, now, limit = self._refilled(action, key)
         if tokens < 1:
-            self._buckets[(action, key)] = (tokens, now)
+            self._store(action, key, tokens, now)
             raise limit_exceeded(int((1 - tokens) / limit.per_second * 1000) + 1)
-        self._buckets[(action, key)] = (tokens - 1 if consume else tokens, now)
-        self._checks += 1
-        if self._checks % self._PRUNE_EVERY == 0:
-            self._prune(now)
+        self._store(action, key, tokens - 1 if consume else tokens, now)
+
+    def take(self, action: str, key: str) -> None:
+        """Take a token without refusing: for work already done (it delays the next request)."""
+        if not self.config.enabled:
+            return
+        tokens, now, _ = self._refilled(action, key)
+        self._store(action, key, tokens - 1, now)
 
     def _prune(self, now: float) -> None:
         """Forget buckets that have refilled completely: they hold no information."""

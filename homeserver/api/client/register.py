@@ -38,7 +38,10 @@ def register(hs: HomeServer, router: Router) -> None:
             raise MatrixError(400, Codes.INVALID_PARAM, "kind must be 'user' or 'guest'")
         if not config.enabled:
             raise forbidden("Registration has been disabled")
-        hs.ratelimiter.check("registration", hs.auth.client_address(request))
+        # Look at the bucket on every step of the flow, but take from it only once an
+        # account is actually created: the UIA round trips are one registration.
+        address = hs.auth.client_address(request)
+        hs.ratelimiter.check("registration", address, consume=False)
         body = parse_json_object(request, allow_empty=True)
 
         username = optional(body, "username", str)
@@ -60,6 +63,7 @@ def register(hs: HomeServer, router: Router) -> None:
         if token is not None:
             await hs.accounts.consume_registration_token(token)
         user_id = await hs.accounts.create_account(localpart, password)
+        hs.ratelimiter.take("registration", address)
 
         response: dict[str, Any] = {"user_id": user_id, "home_server": hs.config.server_name}
         if not inhibit_login:
@@ -76,8 +80,8 @@ def register(hs: HomeServer, router: Router) -> None:
         return 200, {"available": True}
 
     async def token_validity(request: MatrixRequest) -> tuple[int, Any]:
-        if not config.requires_token:
-            raise forbidden("Registration tokens are not in use on this server")
+        if not (config.enabled and config.requires_token):
+            raise forbidden("This server does not accept registration tokens")
         hs.ratelimiter.check("registration", hs.auth.client_address(request))
         token = query_required(request, "token")
         return 200, {"valid": await hs.accounts.registration_token_is_valid(token)}
