@@ -23,6 +23,7 @@ from homeserver.services.uia import InteractiveAuthService
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.engine import Database
+from homeserver.storage.events import EventStore
 from homeserver.storage.profiles import ProfileStore
 from homeserver.storage.users import UserStore
 
@@ -33,10 +34,13 @@ class Stores:
     devices: DeviceStore
     profiles: ProfileStore
     account_data: AccountDataStore
+    events: EventStore
 
     @classmethod
     def build(cls, db: Database) -> Stores:
-        return cls(UserStore(db), DeviceStore(db), ProfileStore(db), AccountDataStore(db))
+        return cls(
+            UserStore(db), DeviceStore(db), ProfileStore(db), AccountDataStore(db), EventStore(db)
+        )
 
 
 class HomeServer:

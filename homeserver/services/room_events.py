@@ -1,0 +1,371 @@
+"""Creating, authorising and persisting room events, and reading them and their state back.
+
+One writer per room: a per-room lock serialises event creation so that each new event
+points at the room's current forward extremity and sees exactly the state before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from cachetools import LRUCache
+from twisted.internet.defer import DeferredLock
+
+from crypto.canonical import canonical_json
+from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.storage.events import (
+    MAX_STATE_CHAIN,
+    EventToPersist,
+    NewStateGroup,
+    StateIds,
+    StateKey,
+    StoredEvent,
+)
+from homeserver.streams import StreamIdGenerator
+from rooms.auth import AuthError, auth_types_for_event, check_auth
+from rooms.events import (
+    MAX_EVENT_BYTES,
+    add_content_hash,
+    compute_event_id,
+    reference_hash,
+    room_id_for_create_event,
+    sign_event,
+)
+from rooms.state_res import resolve_state
+from rooms.versions import RoomVersion, get_room_version
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+
+
+class RoomEventService:
+    def __init__(self, hs: HomeServer, max_stream: int, max_state_group: int) -> None:
+        self.hs = hs
+        self.store = hs.stores.events
+        self.clock = hs.clock
+        self.server_name = hs.config.server_name
+        self.stream = StreamIdGenerator(max_stream)
+        self._next_state_group = max_state_group
+        self._locks: dict[str, DeferredLock] = {}
+        self._event_cache: LRUCache[str, StoredEvent] = LRUCache(maxsize=20_000)
+        self._state_cache: LRUCache[int, StateIds] = LRUCache(maxsize=2_000)
+        self._room_versions: dict[str, RoomVersion] = {}
+        self.on_new_event: list[Any] = []
+
+    # Reading
+
+    async def room_version(self, room_id: str) -> RoomVersion:
+        version = self._room_versions.get(room_id)
+        if version is None:
+            room = await self.store.get_room(room_id)
+            if room is None:
+                raise not_found("Unknown room")
+            known = get_room_version(room[0])
+            if known is None:
+                raise MatrixError(500, Codes.UNKNOWN, f"Room has unknown version {room[0]}")
+            version = self._room_versions[room_id] = known
+        return version
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        ids = list(event_ids)
+        found = {e: self._event_cache[e] for e in ids if e in self._event_cache}
+        missing = [e for e in ids if e not in found]
+        if missing:
+            loaded = await self.store.get_events(missing)
+            for event_id, event in loaded.items():
+                self._event_cache[event_id] = event
+            found.update(loaded)
+        return found
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    async def state_ids(self, group_id: int) -> StateIds:
+        state = self._state_cache.get(group_id)
+        if state is None:
+            state = await self.store.get_state_group(group_id)
+            self._state_cache[group_id] = state
+        return state
+
+    async def state_events(self, group_id: int) -> dict[StateKey, StoredEvent]:
+        ids = await self.state_ids(group_id)
+        events = await self.get_events(ids.values())
+        return {key: events[e] for key, e in ids.items() if e in events}
+
+    async def current_state_events(self, room_id: str) -> dict[StateKey, StoredEvent]:
+        ids = await self.store.get_current_state_ids(room_id)
+        events = await self.get_events(ids.values())
+        return {key: events[e] for key, e in ids.items() if e in events}
+
+    def invalidate_event(self, event_id: str) -> None:
+        self._event_cache.pop(event_id, None)
+
+    # Writing
+
+    def _lock(self, room_id: str) -> DeferredLock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = self._locks[room_id] = DeferredLock()
+        return lock
+
+    def _allocate_state_group(self) -> int:
+        self._next_state_group += 1
+        return self._next_state_group
+
+    async def _new_group(
+        self, room_id: str, base_group: int | None, changes: StateIds
+    ) -> NewStateGroup:
+        """A group for ``base_group``'s state plus ``changes``: a delta, or a snapshot."""
+        group_id = self._allocate_state_group()
+        if base_group is not None:
+            length = await self.store.get_state_group_chain_length(base_group)
+            if length < MAX_STATE_CHAIN:
+                group = NewStateGroup(group_id, base_group, length + 1, dict(changes))
+                full = dict(await self.state_ids(base_group))
+                full.update(changes)
+                self._state_cache[group_id] = full
+                return group
+            full = dict(await self.state_ids(base_group))
+            full.update(changes)
+        else:
+            full = dict(changes)
+        self._state_cache[group_id] = full
+        return NewStateGroup(group_id, None, 0, full)
+
+    async def _state_before(
+        self, room_id: str, version: RoomVersion, prev_ids: list[str]
+    ) -> tuple[int, StateIds, NewStateGroup | None]:
+        """The state before a new event whose prev_events are ``prev_ids``."""
+        prevs = await self.get_events(prev_ids)
+        if len(prevs) == 1:
+            group = next(iter(prevs.values())).state_after
+            return group, await self.state_ids(group), None
+        state_sets = [await self.state_ids(p.state_after) for p in prevs.values()]
+        needed = {e for s in state_sets for e in s.values()}
+        events = await self._auth_closure(needed)
+        resolved = resolve_state(state_sets, events, version)
+        new_group = await self._new_group(room_id, None, resolved)
+        return new_group.group_id, resolved, new_group
+
+    async def _auth_closure(self, event_ids: set[str]) -> dict[str, JsonDict]:
+        """The events and their whole auth chains, as JSON, for state resolution."""
+        result: dict[str, JsonDict] = {}
+        frontier = set(event_ids)
+        while frontier:
+            loaded = await self.get_events(frontier)
+            frontier = set()
+            for event_id, stored in loaded.items():
+                result[event_id] = stored.data
+                for auth in stored.data.get("auth_events") or []:
+                    auth_id = auth[0] if isinstance(auth, list) else auth
+                    if auth_id not in result:
+                        frontier.add(auth_id)
+        return result
+
+    def _event_refs(self, version: RoomVersion, events: list[StoredEvent]) -> list[Any]:
+        """prev/auth references: IDs, or ``[id, {sha256: hash}]`` pairs in room v1 and v2."""
+        if version.event_id_format != 1:
+            return [e.event_id for e in events]
+        return [
+            [e.event_id, {"sha256": reference_hash(e.data, version, urlsafe=False)}] for e in events
+        ]
+
+    async def create_room_event(
+        self, version: RoomVersion, sender: str, content: JsonDict, room_id: str | None
+    ) -> StoredEvent:
+        """Build and persist the m.room.create event that starts a room."""
+        event: JsonDict = {
+            "type": "m.room.create",
+            "state_key": "",
+            "sender": sender,
+            "content": content,
+            "prev_events": [],
+            "auth_events": [],
+            "depth": 1,
+            "origin_server_ts": self.clock.time_msec(),
+        }
+        if not version.room_id_from_create_event:
+            assert room_id is not None
+            event["room_id"] = room_id
+        event_id, signed = self._finish(event, version)
+        if version.room_id_from_create_event:
+            room_id = room_id_for_create_event(signed, version)
+        assert room_id is not None
+        await self.store.store_room(room_id, version.identifier, sender, self.clock.time_msec())
+        self._room_versions[room_id] = version
+        async with self._lock(room_id):
+            try:
+                check_auth({**signed, "event_id": event_id}, {}, version)
+            except AuthError as e:
+                raise MatrixError(400, Codes.BAD_JSON, f"Invalid create event: {e}") from None
+            empty = await self._new_group(room_id, None, {})
+            return await self._persist(
+                signed, event_id, room_id, version, [], [], empty.group_id, empty, None
+            )
+
+    async def send(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: JsonDict,
+        state_key: str | None = None,
+        txn: tuple[str, str, str] | None = None,
+        redacts: str | None = None,
+        extra: JsonDict | None = None,
+    ) -> StoredEvent:
+        """Create an event in the room as ``sender``: authorised, signed and persisted."""
+        version = await self.room_version(room_id)
+        async with self._lock(room_id):
+            if txn is not None:
+                existing = await self.store.get_event_id_for_txn(*txn)
+                if existing is not None:
+                    found = await self.get_event(existing)
+                    if found is not None:
+                        return found
+            prev_ids = sorted(await self.store.get_forward_extremities(room_id))[:10]
+            if not prev_ids:
+                raise not_found("Unknown room")
+            before_group, before_ids, resolved_group = await self._state_before(
+                room_id, version, prev_ids
+            )
+            prevs = await self.get_events(prev_ids)
+            event: JsonDict = {
+                "type": event_type,
+                "room_id": room_id,
+                "sender": sender,
+                "content": content,
+                "depth": max(int(p.data.get("depth", 0)) for p in prevs.values()) + 1,
+                "origin_server_ts": self.clock.time_msec(),
+            }
+            if state_key is not None:
+                event["state_key"] = state_key
+            if redacts is not None:
+                if version.redacts_in_content:
+                    content.setdefault("redacts", redacts)
+                else:
+                    event["redacts"] = redacts
+            if extra:
+                event.update(extra)
+            auth_keys = auth_types_for_event(event, version)
+            auth_ids = [before_ids[k] for k in auth_keys if k in before_ids]
+            auth_events = await self.get_events(auth_ids)
+            event["prev_events"] = self._event_refs(version, [prevs[p] for p in prev_ids])
+            event["auth_events"] = self._event_refs(
+                version, [auth_events[a] for a in auth_ids if a in auth_events]
+            )
+            event_id, signed = self._finish(event, version)
+            auth_state = {k: auth_events[before_ids[k]].data for k in auth_keys if k in before_ids}
+            if version.room_id_from_create_event:
+                create = await self.get_event("$" + room_id[1:])
+                if create is not None:
+                    auth_state[("m.room.create", "")] = create.data
+            try:
+                check_auth({**signed, "event_id": event_id}, auth_state, version)
+            except AuthError as e:
+                raise forbidden(str(e)) from None
+            return await self._persist(
+                signed,
+                event_id,
+                room_id,
+                version,
+                prev_ids,
+                auth_ids,
+                before_group,
+                resolved_group,
+                txn,
+                replaces=before_ids.get((event_type, state_key)) if state_key is not None else None,
+                redacts=redacts,
+            )
+
+    def _finish(self, event: JsonDict, version: RoomVersion) -> tuple[str, JsonDict]:
+        """Hash, sign and size-check the event; returns its ID and signed JSON."""
+        if version.event_id_format == 1:
+            event["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
+        add_content_hash(event)
+        sign_event(event, version, self.server_name, self.hs.signing_key)
+        if len(canonical_json(event)) > MAX_EVENT_BYTES:
+            raise MatrixError(413, Codes.TOO_LARGE, "Event is larger than 65536 bytes")
+        return compute_event_id(event, version), event
+
+    async def _persist(
+        self,
+        event: JsonDict,
+        event_id: str,
+        room_id: str,
+        version: RoomVersion,
+        prev_ids: list[str],
+        auth_ids: list[str],
+        before_group: int,
+        resolved_group: NewStateGroup | None,
+        txn: tuple[str, str, str] | None,
+        replaces: str | None = None,
+        redacts: str | None = None,
+    ) -> StoredEvent:
+        state_key = event.get("state_key")
+        new_group = resolved_group
+        after_group = before_group
+        if state_key is not None:
+            if resolved_group is not None:
+                # Persist the resolved state first, then the delta on top of it.
+                await self.store.persist_state_group(room_id, resolved_group)
+            new_group = await self._new_group(
+                room_id, before_group, {(event["type"], state_key): event_id}
+            )
+            after_group = new_group.group_id
+        membership = None
+        if event["type"] == "m.room.member":
+            membership = str(event["content"].get("membership"))
+        json_text = canonical_json(event).decode("utf-8")
+        with self.stream.next_id() as stream_ordering:
+            await self.store.persist_event(
+                EventToPersist(
+                    event_id=event_id,
+                    room_id=room_id,
+                    event_type=event["type"],
+                    state_key=state_key,
+                    sender=event["sender"],
+                    depth=int(event["depth"]),
+                    origin_server_ts=int(event["origin_server_ts"]),
+                    json_text=json_text,
+                    prev_event_ids=prev_ids,
+                    auth_event_ids=auth_ids,
+                    stream_ordering=stream_ordering,
+                    state_before=before_group,
+                    state_after=after_group,
+                    new_state_group=new_group,
+                    membership=membership,
+                    current_state_update=True,
+                    replaces_state=replaces,
+                    txn=txn,
+                    redacts=redacts,
+                )
+            )
+        if redacts is not None:
+            self.invalidate_event(redacts)
+        stored = StoredEvent(
+            event_id,
+            room_id,
+            stream_ordering,
+            json_text,
+            before_group,
+            after_group,
+            False,
+            replaces,
+        )
+        self._event_cache[event_id] = stored
+        for callback in self.on_new_event:
+            callback(stored)
+        return stored
+
+
+def event_content(stored: StoredEvent) -> JsonDict:
+    content = stored.data.get("content")
+    return content if isinstance(content, dict) else {}

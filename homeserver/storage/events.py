@@ -1,0 +1,444 @@
+"""SQL for room events, the DAG, state groups and current state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.storage.engine import Database, Row, Txn
+
+StateKey = tuple[str, str]
+StateIds = dict[StateKey, str]
+
+# A delta chain longer than this is cut by writing the whole state as a new snapshot.
+MAX_STATE_CHAIN = 50
+
+
+@dataclass
+class StoredEvent:
+    """An event as stored: its signed JSON, verbatim, and what the server knows about it."""
+
+    event_id: str
+    room_id: str
+    stream_ordering: int
+    json_text: str
+    state_before: int
+    state_after: int
+    rejected: bool
+    replaces_state: str | None = None
+    redacted_by: list[str] = field(default_factory=list)
+    _data: dict[str, Any] | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The parsed JSON with ``event_id`` attached (room v3+ do not carry it signed)."""
+        if self._data is None:
+            parsed = json.loads(self.json_text)
+            parsed.setdefault("event_id", self.event_id)
+            self._data = parsed
+        return self._data
+
+
+@dataclass(frozen=True)
+class NewStateGroup:
+    group_id: int
+    prev_group: int | None
+    chain_length: int
+    entries: StateIds
+
+
+@dataclass
+class EventToPersist:
+    event_id: str
+    room_id: str
+    event_type: str
+    state_key: str | None
+    sender: str
+    depth: int
+    origin_server_ts: int
+    json_text: str
+    prev_event_ids: list[str]
+    auth_event_ids: list[str]
+    stream_ordering: int
+    state_before: int
+    state_after: int
+    new_state_group: NewStateGroup | None
+    membership: str | None
+    current_state_update: bool
+    replaces_state: str | None = None
+    txn: tuple[str, str, str] | None = None
+    redacts: str | None = None
+
+
+_EVENT_COLUMNS = (
+    "event_id, room_id, stream_ordering, json, state_before, state_after, rejected, replaces_state"
+)
+
+
+def _stored(row: Row) -> StoredEvent:
+    return StoredEvent(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7])
+
+
+def _insert_state_group(txn: Txn, room_id: str, group: NewStateGroup) -> None:
+    txn.execute(
+        "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES (?, ?, ?, ?)",
+        (group.group_id, room_id, group.prev_group, group.chain_length),
+    )
+    txn.execute_many(
+        "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?, ?, ?, ?)",
+        [(group.group_id, t, k, e) for (t, k), e in group.entries.items()],
+    )
+
+
+class EventStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # Start-up positions
+
+    async def get_max_positions(self) -> tuple[int, int]:
+        """(highest stream ordering, highest state group id)."""
+
+        def txn_fn(txn: Txn) -> tuple[int, int]:
+            stream = txn.select_one("SELECT MAX(stream_ordering) FROM events")
+            group = txn.select_one("SELECT MAX(id) FROM state_groups")
+            return (
+                int(stream[0]) if stream and stream[0] is not None else 0,
+                int(group[0]) if group and group[0] is not None else 0,
+            )
+
+        return await self.db.run("get_max_positions", txn_fn)
+
+    # Rooms
+
+    async def store_room(self, room_id: str, version: str, creator: str, now_ms: int) -> None:
+        await self.db.run(
+            "store_room",
+            lambda txn: txn.execute(
+                "INSERT INTO rooms (room_id, room_version, creator, created_ts) "
+                "VALUES (?, ?, ?, ?)",
+                (room_id, version, creator, now_ms),
+            ),
+        )
+
+    async def get_room(self, room_id: str) -> tuple[str, str, bool] | None:
+        row = await self.db.run(
+            "get_room",
+            lambda txn: txn.select_one(
+                "SELECT room_version, creator, is_public FROM rooms WHERE room_id = ?", (room_id,)
+            ),
+        )
+        return (row[0], row[1], bool(row[2])) if row else None
+
+    async def set_room_public(self, room_id: str, public: bool) -> None:
+        await self.db.run(
+            "set_room_public",
+            lambda txn: txn.execute(
+                "UPDATE rooms SET is_public = ? WHERE room_id = ?", (int(public), room_id)
+            ),
+        )
+
+    async def get_public_room_ids(self) -> list[str]:
+        rows = await self.db.run(
+            "get_public_room_ids",
+            lambda txn: txn.select("SELECT room_id FROM rooms WHERE is_public = 1"),
+        )
+        return [r[0] for r in rows]
+
+    # Persisting
+
+    async def persist_event(self, ev: EventToPersist) -> None:
+        """Write the event, its edges, its state and the room's new extremity at once."""
+
+        def txn_fn(txn: Txn) -> None:
+            txn.execute(
+                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, "
+                "depth, origin_server_ts, json, state_before, state_after, replaces_state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ev.stream_ordering, ev.event_id, ev.room_id, ev.event_type, ev.state_key,
+                    ev.sender, ev.depth, ev.origin_server_ts, ev.json_text, ev.state_before,
+                    ev.state_after, ev.replaces_state,
+                ),
+            )  # fmt: skip
+            txn.execute_many(
+                "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
+                [(ev.event_id, p) for p in ev.prev_event_ids],
+            )
+            txn.execute_many(
+                "INSERT INTO event_auth (event_id, auth_id) VALUES (?, ?)",
+                [(ev.event_id, a) for a in ev.auth_event_ids],
+            )
+            for prev in ev.prev_event_ids:
+                txn.execute(
+                    "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?",
+                    (ev.room_id, prev),
+                )
+            txn.execute(
+                "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
+                (ev.room_id, ev.event_id),
+            )
+            if ev.new_state_group is not None:
+                _insert_state_group(txn, ev.room_id, ev.new_state_group)
+            if ev.state_key is not None and ev.current_state_update:
+                txn.execute(
+                    "INSERT INTO current_state (room_id, type, state_key, event_id, membership) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, type, state_key) DO UPDATE "
+                    "SET event_id = excluded.event_id, membership = excluded.membership",
+                    (ev.room_id, ev.event_type, ev.state_key, ev.event_id, ev.membership),
+                )
+            if ev.membership is not None and ev.state_key is not None:
+                txn.execute(
+                    "INSERT INTO room_memberships (event_id, room_id, user_id, sender, "
+                    "membership, stream_ordering) VALUES (?, ?, ?, ?, ?, ?)",
+                    (ev.event_id, ev.room_id, ev.state_key, ev.sender, ev.membership,
+                     ev.stream_ordering),
+                )  # fmt: skip
+            if ev.txn is not None:
+                txn.execute(
+                    "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*ev.txn, ev.event_id, ev.origin_server_ts),
+                )
+            if ev.redacts is not None:
+                txn.execute(
+                    "INSERT INTO redactions (event_id, redacted_by) VALUES (?, ?) "
+                    "ON CONFLICT (event_id, redacted_by) DO NOTHING",
+                    (ev.redacts, ev.event_id),
+                )
+
+        await self.db.run("persist_event", txn_fn)
+
+    async def persist_state_group(self, room_id: str, group: NewStateGroup) -> None:
+        await self.db.run("persist_state_group", _insert_state_group, room_id, group)
+
+    # Reading events
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return {}
+
+        def txn_fn(txn: Txn) -> dict[str, StoredEvent]:
+            found: dict[str, StoredEvent] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in txn.select(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id IN ({marks})", chunk
+                ):
+                    found[row[0]] = _stored(row)
+                for event_id, redacted_by in txn.select(
+                    f"SELECT event_id, redacted_by FROM redactions WHERE event_id IN ({marks})",
+                    chunk,
+                ):
+                    if event_id in found:
+                        found[event_id].redacted_by.append(redacted_by)
+            return found
+
+        return await self.db.run("get_events", txn_fn)
+
+    async def get_room_event_ids(
+        self,
+        room_id: str,
+        after: int | None,
+        before: int | None,
+        backwards: bool,
+        limit: int,
+        types: Sequence[str] | None = None,
+        senders: Sequence[str] | None = None,
+    ) -> list[tuple[str, int]]:
+        """(event_id, stream) in ``(after, before)``, newest first if ``backwards``."""
+        sql = "SELECT event_id, stream_ordering FROM events WHERE room_id = ? AND rejected = 0"
+        args: list[Any] = [room_id]
+        if after is not None:
+            sql += " AND stream_ordering > ?"
+            args.append(after)
+        if before is not None:
+            sql += " AND stream_ordering < ?"
+            args.append(before)
+        if types:
+            sql += f" AND type IN ({','.join('?' * len(types))})"
+            args.extend(types)
+        if senders:
+            sql += f" AND sender IN ({','.join('?' * len(senders))})"
+            args.extend(senders)
+        sql += f" ORDER BY stream_ordering {'DESC' if backwards else 'ASC'} LIMIT ?"
+        args.append(limit)
+        rows = await self.db.run("get_room_event_ids", lambda txn: txn.select(sql, args))
+        return [(r[0], int(r[1])) for r in rows]
+
+    async def get_event_by_timestamp(self, room_id: str, ts: int, forwards: bool) -> str | None:
+        if forwards:
+            sql = (
+                "SELECT event_id FROM events WHERE room_id = ? AND origin_server_ts >= ? "
+                "AND rejected = 0 ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1"
+            )
+        else:
+            sql = (
+                "SELECT event_id FROM events WHERE room_id = ? AND origin_server_ts <= ? "
+                "AND rejected = 0 ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1"
+            )
+        row = await self.db.run(
+            "get_event_by_timestamp", lambda txn: txn.select_one(sql, (room_id, ts))
+        )
+        return row[0] if row else None
+
+    async def get_event_id_for_txn(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        row = await self.db.run(
+            "get_event_id_for_txn",
+            lambda txn: txn.select_one(
+                "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? "
+                "AND txn_id = ?",
+                (user_id, device_id, txn_id),
+            ),
+        )
+        return row[0] if row else None
+
+    async def get_txn_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+        if not event_ids:
+            return {}
+        marks = ",".join("?" * len(event_ids))
+        rows = await self.db.run(
+            "get_txn_ids",
+            lambda txn: txn.select(
+                f"SELECT event_id, user_id, device_id, txn_id FROM event_txn_ids "
+                f"WHERE event_id IN ({marks})",
+                list(event_ids),
+            ),
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    # State
+
+    async def get_forward_extremities(self, room_id: str) -> list[str]:
+        rows = await self.db.run(
+            "get_forward_extremities",
+            lambda txn: txn.select(
+                "SELECT event_id FROM forward_extremities WHERE room_id = ?", (room_id,)
+            ),
+        )
+        return [r[0] for r in rows]
+
+    async def get_state_group(self, group_id: int) -> StateIds:
+        """The full state of a group: walk its delta chain back to a snapshot."""
+
+        def txn_fn(txn: Txn) -> StateIds:
+            state: StateIds = {}
+            current: int | None = group_id
+            while current is not None:
+                for t, k, e in txn.select(
+                    "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = ?",
+                    (current,),
+                ):
+                    state.setdefault((t, k), e)
+                row = txn.select_one("SELECT prev_group FROM state_groups WHERE id = ?", (current,))
+                current = row[0] if row else None
+            return state
+
+        return await self.db.run("get_state_group", txn_fn)
+
+    async def get_state_group_chain_length(self, group_id: int) -> int:
+        row = await self.db.run(
+            "get_state_group_chain_length",
+            lambda txn: txn.select_one(
+                "SELECT chain_length FROM state_groups WHERE id = ?", (group_id,)
+            ),
+        )
+        return int(row[0]) if row else 0
+
+    async def get_current_state_ids(self, room_id: str) -> StateIds:
+        rows = await self.db.run(
+            "get_current_state_ids",
+            lambda txn: txn.select(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?",
+                (room_id,),
+            ),
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    # Memberships
+
+    async def get_rooms_for_user(self, user_id: str, memberships: Sequence[str]) -> list[str]:
+        marks = ",".join("?" * len(memberships))
+        rows = await self.db.run(
+            "get_rooms_for_user",
+            lambda txn: txn.select(
+                f"SELECT room_id FROM current_state WHERE type = 'm.room.member' "
+                f"AND state_key = ? AND membership IN ({marks})",
+                (user_id, *memberships),
+            ),
+        )
+        return [r[0] for r in rows]
+
+    async def get_joined_users(self, room_id: str) -> list[str]:
+        rows = await self.db.run(
+            "get_joined_users",
+            lambda txn: txn.select(
+                "SELECT state_key FROM current_state WHERE room_id = ? "
+                "AND type = 'm.room.member' AND membership = 'join'",
+                (room_id,),
+            ),
+        )
+        return [r[0] for r in rows]
+
+    async def get_membership_history(self, user_id: str, room_id: str) -> list[tuple[int, str]]:
+        """(stream ordering, membership) of each change of ``user_id`` in the room, oldest first."""
+        rows = await self.db.run(
+            "get_membership_history",
+            lambda txn: txn.select(
+                "SELECT stream_ordering, membership FROM room_memberships "
+                "WHERE user_id = ? AND room_id = ? ORDER BY stream_ordering",
+                (user_id, room_id),
+            ),
+        )
+        return [(int(r[0]), r[1]) for r in rows]
+
+    async def forget_room(self, user_id: str, room_id: str) -> None:
+        await self.db.run(
+            "forget_room",
+            lambda txn: txn.execute(
+                "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
+                (user_id, room_id),
+            ),
+        )
+
+    # Aliases
+
+    async def create_alias(self, alias: str, room_id: str, creator: str) -> bool:
+        def txn_fn(txn: Txn) -> bool:
+            if txn.select_one("SELECT 1 FROM room_aliases WHERE alias = ?", (alias,)):
+                return False
+            txn.execute(
+                "INSERT INTO room_aliases (alias, room_id, creator) VALUES (?, ?, ?)",
+                (alias, room_id, creator),
+            )
+            return True
+
+        return await self.db.run("create_alias", txn_fn)
+
+    async def get_alias(self, alias: str) -> tuple[str, str] | None:
+        row = await self.db.run(
+            "get_alias",
+            lambda txn: txn.select_one(
+                "SELECT room_id, creator FROM room_aliases WHERE alias = ?", (alias,)
+            ),
+        )
+        return (row[0], row[1]) if row else None
+
+    async def delete_alias(self, alias: str) -> None:
+        await self.db.run(
+            "delete_alias",
+            lambda txn: txn.execute("DELETE FROM room_aliases WHERE alias = ?", (alias,)),
+        )
+
+    async def get_aliases_for_room(self, room_id: str) -> list[str]:
+        rows = await self.db.run(
+            "get_aliases_for_room",
+            lambda txn: txn.select(
+                "SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias", (room_id,)
+            ),
+        )
+        return [r[0] for r in rows]
