@@ -19,6 +19,9 @@ from homeserver.services.auth import AuthService
 from homeserver.services.client_ips import ClientIpService
 from homeserver.services.devices import DeviceService
 from homeserver.services.profile import ProfileService
+from homeserver.services.room_access import RoomAccessService, RoomReads
+from homeserver.services.room_events import RoomEventService
+from homeserver.services.rooms import RoomService
 from homeserver.services.uia import InteractiveAuthService
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.devices import DeviceStore
@@ -67,13 +70,24 @@ class HomeServer:
         self.uia = InteractiveAuthService(self)
         self.profiles = ProfileService(self)
         self.account_data = AccountDataService(self, stream_positions.get("account_data", 0))
+        self.room_events = RoomEventService(
+            self, stream_positions.get("events", 0), stream_positions.get("state_groups", 0)
+        )
+        self.room_access = RoomAccessService(self)
+        self.room_reads = RoomReads(self)
+        self.rooms = RoomService(self)
 
     @classmethod
     async def create(
         cls, config: HomeserverConfig, reactor: Any, db: Database, signing_key: SigningKey
     ) -> HomeServer:
         """Read what must be known before serving (stream positions), then build."""
-        positions = {"account_data": await AccountDataStore(db).get_max_stream_id()}
+        max_stream, max_group = await EventStore(db).get_max_positions()
+        positions = {
+            "account_data": await AccountDataStore(db).get_max_stream_id(),
+            "events": max_stream,
+            "state_groups": max_group,
+        }
         return cls(config, reactor, db, signing_key, positions)
 
     def start_background_tasks(self) -> None:

@@ -19,7 +19,8 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
         login,
         profile,
         register,
+        rooms,
     )
 
-    for module in (discovery, register, login, account, devices, profile, account_data):
+    for module in (discovery, register, login, account, devices, profile, account_data, rooms):
         module.register(hs, router)

@@ -1,0 +1,356 @@
+"""Every read of room events passes through here: membership and history visibility,
+applied at each event, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.services.auth import Requester
+from homeserver.storage.events import StateKey, StoredEvent
+from rooms.redaction import redact
+from rooms.visibility import EventContext, may_see_event, normalise_visibility
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+JsonDict = dict[str, Any]
+HISTORY_KEY: StateKey = ("m.room.history_visibility", "")
+
+# Fields of the federation format that clients do not get.
+_FEDERATION_ONLY = ("auth_events", "prev_events", "hashes", "signatures", "depth", "origin")
+
+
+class RoomAccessService:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.events = hs.room_events
+        self.store = hs.stores.events
+        self.clock = hs.clock
+
+    async def _content_of(self, event_id: str | None) -> JsonDict:
+        if event_id is None:
+            return {}
+        stored = await self.events.get_event(event_id)
+        if stored is None:
+            return {}
+        content = stored.data.get("content")
+        return content if isinstance(content, dict) else {}
+
+    async def filter_visible(
+        self, user_id: str, events: Sequence[StoredEvent]
+    ) -> list[StoredEvent]:
+        """The events ``user_id`` may see, in the given order."""
+        if not events:
+            return []
+        histories: dict[str, list[tuple[int, str]]] = {}
+        visible = []
+        for event in events:
+            if event.room_id not in histories:
+                histories[event.room_id] = await self.store.get_membership_history(
+                    user_id, event.room_id
+                )
+            history = histories[event.room_id]
+            state = await self.events.state_ids(event.state_before)
+            visibility = normalise_visibility(
+                (await self._content_of(state.get(HISTORY_KEY))).get("history_visibility")
+            )
+            membership = (await self._content_of(state.get(("m.room.member", user_id)))).get(
+                "membership", "leave"
+            )
+            data = event.data
+            visibility_after = None
+            membership_after = None
+            if data.get("type") == "m.room.history_visibility" and data.get("state_key") == "":
+                visibility_after = normalise_visibility(
+                    (data.get("content") or {}).get("history_visibility")
+                )
+            if data.get("type") == "m.room.member" and data.get("state_key") == user_id:
+                membership_after = (data.get("content") or {}).get("membership")
+            joined_later = any(
+                m == "join" and stream > event.stream_ordering for stream, m in history
+            )
+            context = EventContext(
+                visibility, str(membership), visibility_after,
+                str(membership_after) if membership_after else None, joined_later,
+            )  # fmt: skip
+            if may_see_event(context):
+                visible.append(event)
+        return visible
+
+    async def check_event_visible(self, user_id: str, room_id: str, event_id: str) -> StoredEvent:
+        """The event, or 404 when it does not exist or the user may not see it (no leak)."""
+        stored = await self.events.get_event(event_id)
+        if stored is None or stored.room_id != room_id or stored.rejected:
+            raise not_found("Event not found")
+        if not await self.filter_visible(user_id, [stored]):
+            raise not_found("Event not found")
+        return stored
+
+    async def membership(self, user_id: str, room_id: str) -> str | None:
+        state = await self.store.get_current_state_ids(room_id)
+        event_id = state.get(("m.room.member", user_id))
+        if event_id is None:
+            return None
+        return str((await self._content_of(event_id)).get("membership"))
+
+    async def state_group_for_reader(self, user_id: str, room_id: str) -> int | None:
+        """Which state the user may read: current if joined or world-readable; the state
+        when they left if they left or were banned; otherwise None (forbidden)."""
+        if await self.hs.stores.events.get_room(room_id) is None:
+            raise forbidden("You are not in this room")
+        current = await self.store.get_current_state_ids(room_id)
+        member_id = current.get(("m.room.member", user_id))
+        member = await self.events.get_event(member_id) if member_id else None
+        membership = (member.data.get("content") or {}).get("membership") if member else None
+        visibility = normalise_visibility(
+            (await self._content_of(current.get(HISTORY_KEY))).get("history_visibility")
+        )
+        extremities = await self.store.get_forward_extremities(room_id)
+        latest = await self.events.get_events(extremities)
+        if membership == "join" or visibility == "world_readable":
+            return max(latest.values(), key=lambda e: e.stream_ordering).state_after
+        if member is not None and membership in ("leave", "ban"):
+            return member.state_after
+        return None
+
+    def serialize(
+        self, event: StoredEvent, requester_device: tuple[str, str] | None = None,
+        txn_ids: dict[str, tuple[str, str, str]] | None = None,
+        redaction_events: dict[str, StoredEvent] | None = None,
+    ) -> JsonDict:  # fmt: skip
+        """The client format: the stored JSON (redacted if it was), plus local ``unsigned``."""
+        version = self.events._room_versions.get(event.room_id)
+        data = dict(event.data)
+        unsigned: JsonDict = {}
+        if event.redacted_by and version is not None:
+            data = redact(data, version)
+            data["event_id"] = event.event_id
+            redaction = (redaction_events or {}).get(event.redacted_by[0])
+            unsigned["redacted_because"] = (
+                self.serialize(redaction) if redaction else {"event_id": event.redacted_by[0]}
+            )
+        for key in _FEDERATION_ONLY:
+            data.pop(key, None)
+        data.pop("unsigned", None)
+        unsigned["age"] = max(0, self.clock.time_msec() - int(data.get("origin_server_ts", 0)))
+        if txn_ids and requester_device and event.event_id in txn_ids:
+            user_id, device_id, txn_id = txn_ids[event.event_id]
+            if (user_id, device_id) == requester_device:
+                unsigned["transaction_id"] = txn_id
+        if event.replaces_state:
+            unsigned["replaces_state"] = event.replaces_state
+        data["unsigned"] = unsigned
+        return data
+
+    async def serialize_many(
+        self, events: Sequence[StoredEvent], requester_device: tuple[str, str] | None = None
+    ) -> list[JsonDict]:
+        """Serialise with the extras that need lookups: prev_content, transaction IDs."""
+        if not events:
+            return []
+        for event in events:
+            await self.events.room_version(event.room_id)
+        txn_ids = await self.store.get_txn_ids([e.event_id for e in events])
+        previous = await self.events.get_events(
+            [e.replaces_state for e in events if e.replaces_state]
+        )
+        redactions = await self.events.get_events(
+            [e.redacted_by[0] for e in events if e.redacted_by]
+        )
+        result = []
+        for event in events:
+            data = self.serialize(event, requester_device, txn_ids, redactions)
+            prev = previous.get(event.replaces_state or "")
+            if prev is not None:
+                content = prev.data.get("content")
+                if prev.redacted_by:
+                    version = await self.events.room_version(prev.room_id)
+                    content = redact(prev.data, version).get("content")
+                data["unsigned"]["prev_content"] = content
+                data["unsigned"]["prev_sender"] = prev.data.get("sender")
+            result.append(data)
+        return result
+
+
+def parse_stream_token(token: str | None) -> int | None:
+    """Pagination tokens are ``s<stream position>``: the point just after that event."""
+    if token is None:
+        return None
+    if not token.startswith("s") or not token[1:].isdigit():
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid pagination token {token!r}")
+    return int(token[1:])
+
+
+class RoomReads:
+    """Paginated and contextual reads, every one filtered through ``RoomAccessService``."""
+
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.access = hs.room_access
+        self.events = hs.room_events
+        self.store = hs.stores.events
+
+    async def _require_some_access(self, user_id: str, room_id: str) -> None:
+        await self.events.room_version(room_id)  # 404 for unknown rooms
+        if await self.access.state_group_for_reader(user_id, room_id) is None:
+            # Not joined and never was: only world-readable history is open to them,
+            # and state_group_for_reader already said it is not.
+            history = await self.store.get_membership_history(user_id, room_id)
+            if not history:
+                raise forbidden("You are not in this room")
+
+    async def messages(
+        self,
+        requester: Requester,
+        room_id: str,
+        from_token: str | None,
+        to_token: str | None,
+        backwards: bool,
+        limit: int,
+        event_filter: EventFilter,
+    ) -> JsonDict:
+        await self._require_some_access(requester.user_id, room_id)
+        start = parse_stream_token(from_token)
+        end = parse_stream_token(to_token)
+        if start is None:
+            start = self.events.stream.current if backwards else 0
+        after: int | None
+        before: int | None
+        if backwards:
+            after, before = end, start + 1
+        else:
+            after, before = start, (end + 1 if end is not None else None)
+        rows = await self.store.get_room_event_ids(
+            room_id, after, before, backwards, limit, event_filter.types, event_filter.senders
+        )
+        loaded = await self.events.get_events(e for e, _ in rows)
+        ordered = [loaded[e] for e, _ in rows if e in loaded]
+        ordered = [e for e in ordered if event_filter.matches(e.data)]
+        visible = await self.access.filter_visible(requester.user_id, ordered)
+        response: JsonDict = {
+            "chunk": await self.access.serialize_many(
+                visible, (requester.user_id, requester.device_id)
+            ),
+            "start": f"s{start}",
+        }
+        if len(rows) == limit and rows:
+            last = rows[-1][1]
+            response["end"] = f"s{last - 1}" if backwards else f"s{last}"
+        return response
+
+    async def context(
+        self, requester: Requester, room_id: str, event_id: str, limit: int
+    ) -> JsonDict:
+        event = await self.access.check_event_visible(requester.user_id, room_id, event_id)
+        half = limit // 2
+        before_rows = await self.store.get_room_event_ids(
+            room_id, None, event.stream_ordering, True, half
+        )
+        after_rows = await self.store.get_room_event_ids(
+            room_id, event.stream_ordering, None, False, limit - half
+        )
+        loaded = await self.events.get_events([e for e, _ in before_rows + after_rows])
+        user = requester.user_id
+        before = await self.access.filter_visible(
+            user, [loaded[e] for e, _ in before_rows if e in loaded]
+        )
+        after = await self.access.filter_visible(
+            user, [loaded[e] for e, _ in after_rows if e in loaded]
+        )
+        last = after[-1] if after else event
+        state = await self.events.state_events(last.state_after)
+        device = (requester.user_id, requester.device_id)
+        return {
+            "event": (await self.access.serialize_many([event], device))[0],
+            "events_before": await self.access.serialize_many(before, device),
+            "events_after": await self.access.serialize_many(after, device),
+            "state": await self.access.serialize_many(list(state.values()), device),
+            "start": f"s{(before_rows[-1][1] - 1) if before_rows else event.stream_ordering - 1}",
+            "end": f"s{after_rows[-1][1] if after_rows else event.stream_ordering}",
+        }
+
+    async def readable_state(
+        self, requester: Requester, room_id: str
+    ) -> dict[StateKey, StoredEvent]:
+        await self.events.room_version(room_id)
+        group = await self.access.state_group_for_reader(requester.user_id, room_id)
+        if group is None:
+            raise forbidden("You are not in this room")
+        return await self.events.state_events(group)
+
+    async def members(
+        self,
+        requester: Requester,
+        room_id: str,
+        at: str | None,
+        membership: str | None,
+        not_membership: str | None,
+    ) -> list[JsonDict]:
+        state = await self.readable_state(requester, room_id)
+        position = parse_stream_token(at)
+        if position is not None:
+            rows = await self.store.get_room_event_ids(room_id, None, position + 1, True, 1)
+            if rows:
+                event = await self.events.get_event(rows[0][0])
+                if event is not None:
+                    state = await self.events.state_events(event.state_after)
+        members = []
+        for (event_type, _), event in state.items():
+            if event_type != "m.room.member":
+                continue
+            value = (event.data.get("content") or {}).get("membership")
+            if membership is not None and value != membership:
+                continue
+            if not_membership is not None and value == not_membership:
+                continue
+            members.append(event)
+        return await self.access.serialize_many(members, (requester.user_id, requester.device_id))
+
+
+class EventFilter:
+    """The parts of a RoomEventFilter that /messages applies."""
+
+    def __init__(self, raw: JsonDict | None) -> None:
+        raw = raw or {}
+        self.types = _string_list(raw, "types")
+        self.not_types = _string_list(raw, "not_types") or []
+        self.senders = _string_list(raw, "senders")
+        self.not_senders = _string_list(raw, "not_senders") or []
+        self.contains_url = raw.get("contains_url")
+        if self.contains_url is not None and not isinstance(self.contains_url, bool):
+            raise MatrixError(400, Codes.BAD_JSON, "filter.contains_url must be a boolean")
+        # Wildcards in types are matched in Python rather than in SQL.
+        self._type_patterns: list[str] | None = None
+        if self.types and any("*" in t for t in self.types):
+            self._type_patterns, self.types = self.types, None
+
+    def matches(self, event: JsonDict) -> bool:
+        event_type = str(event.get("type"))
+        if any(_glob(p, event_type) for p in self.not_types):
+            return False
+        if self._type_patterns and not any(_glob(p, event_type) for p in self._type_patterns):
+            return False
+        if event.get("sender") in self.not_senders:
+            return False
+        if self.contains_url is not None:
+            has_url = isinstance((event.get("content") or {}).get("url"), str)
+            if has_url != self.contains_url:
+                return False
+        return True
+
+
+def _glob(pattern: str, value: str) -> bool:
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    return pattern == value
+
+
+def _string_list(raw: JsonDict, key: str) -> list[str] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MatrixError(400, Codes.BAD_JSON, f"filter.{key} must be a list of strings")
+    return value

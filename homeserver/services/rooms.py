@@ -1,0 +1,404 @@
+"""Room actions: create rooms, change membership, send, set state, redact, aliases, directory."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.services.auth import Requester
+from homeserver.storage.events import StoredEvent
+from rooms.power_levels import default_power_levels_content, power_levels_from_state
+from rooms.versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+JsonDict = dict[str, Any]
+
+_ALIAS_LOCALPART_RE = re.compile(r"^[^:\s#]+$")
+_PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
+
+
+def valid_user_id(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("@") and ":" in value and len(value) <= 255
+
+
+class RoomService:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.events = hs.room_events
+        self.store = hs.stores.events
+        self.server_name = hs.config.server_name
+
+    # Resolving identifiers
+
+    async def resolve_room(self, room_id_or_alias: str) -> str:
+        if room_id_or_alias.startswith("#"):
+            found = await self.store.get_alias(room_id_or_alias)
+            if found is None:
+                raise not_found("Room alias not found")
+            return found[0]
+        if not room_id_or_alias.startswith("!"):
+            raise invalid_param(f"{room_id_or_alias!r} is neither a room ID nor an alias")
+        return room_id_or_alias
+
+    async def require_room(self, room_id: str) -> RoomVersion:
+        return await self.events.room_version(room_id)
+
+    # Creating rooms
+
+    async def create_room(self, requester: Requester, body: JsonDict) -> JsonDict:
+        user_id = requester.user_id
+        version_id = body.get("room_version", DEFAULT_ROOM_VERSION)
+        version = get_room_version(version_id) if isinstance(version_id, str) else None
+        if version is None:
+            raise MatrixError(
+                400, "M_UNSUPPORTED_ROOM_VERSION", f"Room version {version_id!r} is not supported"
+            )
+        visibility = body.get("visibility", "private")
+        if visibility not in ("public", "private"):
+            raise invalid_param("visibility must be 'public' or 'private'")
+        preset = body.get("preset", "public_chat" if visibility == "public" else "private_chat")
+        if preset not in _PRESETS:
+            raise invalid_param(f"preset must be one of {', '.join(_PRESETS)}")
+        invites = body.get("invite", [])
+        if not isinstance(invites, list) or not all(valid_user_id(u) for u in invites):
+            raise bad_json("invite must be a list of user IDs")
+        creation_content = body.get("creation_content", {})
+        initial_state = body.get("initial_state", [])
+        override = body.get("power_level_content_override")
+        if not isinstance(creation_content, dict):
+            raise bad_json("creation_content must be an object")
+        if not isinstance(initial_state, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("type"), str)
+            and isinstance(s.get("content"), dict) and isinstance(s.get("state_key", ""), str)
+            for s in initial_state
+        ):  # fmt: skip
+            raise bad_json("initial_state must be a list of {type, state_key, content}")
+        if override is not None and not isinstance(override, dict):
+            raise bad_json("power_level_content_override must be an object")
+        for key in ("name", "topic", "room_alias_name"):
+            if key in body and not isinstance(body[key], str):
+                raise bad_json(f"{key} must be a string")
+        alias = None
+        if "room_alias_name" in body:
+            localpart = body["room_alias_name"]
+            if not _ALIAS_LOCALPART_RE.match(localpart):
+                raise invalid_param("room_alias_name is not a valid alias localpart")
+            alias = f"#{localpart}:{self.server_name}"
+            if await self.store.get_alias(alias) is not None:
+                raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
+
+        content = dict(creation_content)
+        content["room_version"] = version.identifier
+        if not version.implicit_room_creator:
+            content["creator"] = user_id
+        room_id = None
+        if not version.room_id_from_create_event:
+            room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
+        create = await self.events.create_room_event(version, user_id, content, room_id)
+        room_id = create.room_id
+
+        profile = await self.hs.stores.profiles.get_profile(user_id)
+        await self.events.send(room_id, user_id, "m.room.member", self._member_content(
+            "join", profile), state_key=user_id)  # fmt: skip
+
+        power = default_power_levels_content([user_id], version)
+        if preset == "trusted_private_chat":
+            for invitee in invites:
+                power["users"][invitee] = 100
+        if override:
+            power.update(override)
+        await self.events.send(room_id, user_id, "m.room.power_levels", power, state_key="")
+        if alias is not None:
+            await self.store.create_alias(alias, room_id, user_id)
+            await self.events.send(
+                room_id, user_id, "m.room.canonical_alias", {"alias": alias}, state_key=""
+            )
+        join_rule = "public" if preset == "public_chat" else "invite"
+        preset_state = [
+            ("m.room.join_rules", {"join_rule": join_rule}),
+            ("m.room.history_visibility", {"history_visibility": "shared"}),
+        ]
+        if preset != "public_chat":
+            preset_state.append(("m.room.guest_access", {"guest_access": "can_join"}))
+        initial_keys = {(s["type"], s.get("state_key", "")) for s in initial_state}
+        for event_type, event_content in preset_state:
+            if (event_type, "") not in initial_keys:
+                await self.events.send(room_id, user_id, event_type, event_content, state_key="")
+        for state in initial_state:
+            if state["type"] in ("m.room.create", "m.room.member", "m.room.power_levels"):
+                continue  # these come from the request's own fields
+            await self.events.send(
+                room_id, user_id, state["type"], state["content"],
+                state_key=state.get("state_key", ""),
+            )  # fmt: skip
+        if "name" in body:
+            await self.events.send(room_id, user_id, "m.room.name", {"name": body["name"]}, "")
+        if "topic" in body:
+            await self.events.send(room_id, user_id, "m.room.topic", {"topic": body["topic"]}, "")
+        if visibility == "public":
+            await self.store.set_room_public(room_id, True)
+        for invitee in invites:
+            await self.change_membership(
+                requester, room_id, invitee, "invite", is_direct=bool(body.get("is_direct"))
+            )
+        response: JsonDict = {"room_id": room_id}
+        if alias:
+            response["room_alias"] = alias
+        return response
+
+    @staticmethod
+    def _member_content(membership: str, profile: JsonDict, reason: str | None = None) -> JsonDict:
+        content: JsonDict = {"membership": membership}
+        for key in ("displayname", "avatar_url"):
+            if isinstance(profile.get(key), str):
+                content[key] = profile[key]
+        if reason:
+            content["reason"] = reason
+        return content
+
+    # Membership
+
+    async def change_membership(
+        self,
+        requester: Requester,
+        room_id: str,
+        target: str,
+        membership: str,
+        reason: str | None = None,
+        is_direct: bool = False,
+        txn: tuple[str, str, str] | None = None,
+    ) -> StoredEvent:
+        version = await self.require_room(room_id)
+        if not valid_user_id(target):
+            raise invalid_param("user_id must be a user ID")
+        if membership in ("invite", "join", "knock") and self.hs.accounts.is_local(target):
+            target_user = await self.hs.stores.users.get_user(target)
+            if target_user is None or target_user.deactivated:
+                raise not_found(f"Unknown user {target}")
+        profile: JsonDict = {}
+        if membership in ("join", "invite", "knock") and self.hs.accounts.is_local(target):
+            profile = await self.hs.stores.profiles.get_profile(target)
+        content = self._member_content(membership, profile, reason)
+        if is_direct:
+            content["is_direct"] = True
+        if membership == "join":
+            await self._authorise_restricted_join(room_id, version, target, content)
+        return await self.events.send(
+            room_id, requester.user_id, "m.room.member", content, state_key=target, txn=txn
+        )
+
+    async def _authorise_restricted_join(
+        self, room_id: str, version: RoomVersion, user_id: str, content: JsonDict
+    ) -> None:
+        """For restricted rooms, find a local member who may invite to vouch for the join."""
+        state = await self.events.current_state_events(room_id)
+        rules = state.get(("m.room.join_rules", ""))
+        rule_content = (rules.data.get("content") or {}) if rules else {}
+        if rule_content.get("join_rule") not in ("restricted", "knock_restricted"):
+            return
+        member = state.get(("m.room.member", user_id))
+        if member and (member.data.get("content") or {}).get("membership") in ("join", "invite"):
+            return
+        allowed_rooms = [
+            a.get("room_id")
+            for a in rule_content.get("allow") or []
+            if isinstance(a, dict) and a.get("type") == "m.room_membership"
+        ]
+        joined = set(await self.store.get_rooms_for_user(user_id, ["join"]))
+        if not any(r in joined for r in allowed_rooms):
+            raise forbidden("You are not a member of a room that grants access to this one")
+        power = power_levels_from_state({k: v.data for k, v in state.items()}, version)
+        for (event_type, state_key), event in state.items():
+            if (
+                event_type == "m.room.member"
+                and self.hs.accounts.is_local(state_key)
+                and (event.data.get("content") or {}).get("membership") == "join"
+                and power.user_level(state_key) >= power.invite
+            ):
+                content["join_authorised_via_users_server"] = state_key
+                return
+        raise forbidden("No member of this server can authorise the join")
+
+    async def forget(self, requester: Requester, room_id: str) -> None:
+        membership = await self.hs.room_access.membership(requester.user_id, room_id)
+        if membership is None:
+            raise not_found("You have never been in this room")
+        if membership in ("join", "invite", "knock"):
+            raise MatrixError(400, Codes.UNKNOWN, "Leave the room before forgetting it")
+        await self.store.forget_room(requester.user_id, room_id)
+
+    # Sending
+
+    async def send_state(
+        self, requester: Requester, room_id: str, event_type: str, state_key: str, content: JsonDict
+    ) -> StoredEvent:
+        await self.require_room(room_id)
+        if event_type == "m.room.canonical_alias":
+            await self._check_canonical_alias(room_id, content)
+        current = await self.events.current_state_events(room_id)
+        existing = current.get((event_type, state_key))
+        if (
+            existing is not None
+            and existing.data.get("sender") == requester.user_id
+            and existing.data.get("content") == content
+            and not existing.redacted_by
+        ):
+            return existing  # an identical state change is a no-op, as clients expect
+        if event_type == "m.room.member":
+            membership = content.get("membership")
+            if not isinstance(membership, str):
+                raise bad_json("m.room.member content needs a membership")
+        return await self.events.send(
+            room_id, requester.user_id, event_type, content, state_key=state_key
+        )
+
+    async def _check_canonical_alias(self, room_id: str, content: JsonDict) -> None:
+        aliases = []
+        if "alias" in content and content["alias"] is not None:
+            aliases.append(content["alias"])
+        alt = content.get("alt_aliases", [])
+        if not isinstance(alt, list):
+            raise bad_json("alt_aliases must be a list")
+        aliases.extend(alt)
+        for alias in aliases:
+            if not isinstance(alias, str) or not alias.startswith("#") or ":" not in alias:
+                raise invalid_param(f"{alias!r} is not a room alias")
+            if alias.endswith(":" + self.server_name):
+                found = await self.store.get_alias(alias)
+                if found is None or found[0] != room_id:
+                    raise MatrixError(400, "M_BAD_ALIAS", f"{alias} does not point to this room")
+
+    async def send_message(
+        self, requester: Requester, room_id: str, event_type: str, content: JsonDict, txn_id: str
+    ) -> StoredEvent:
+        await self.require_room(room_id)
+        txn = (requester.user_id, requester.device_id, txn_id)
+        existing = await self.store.get_event_id_for_txn(*txn)
+        if existing is not None:
+            found = await self.events.get_event(existing)
+            if found is not None:
+                return found
+        self.hs.ratelimiter.check("message", requester.user_id)
+        return await self.events.send(room_id, requester.user_id, event_type, content, txn=txn)
+
+    async def redact(
+        self, requester: Requester, room_id: str, event_id: str, reason: str | None, txn_id: str
+    ) -> StoredEvent:
+        version = await self.require_room(room_id)
+        txn = (requester.user_id, requester.device_id, txn_id)
+        existing = await self.store.get_event_id_for_txn(*txn)
+        if existing is not None:
+            found = await self.events.get_event(existing)
+            if found is not None:
+                return found
+        target = await self.hs.room_access.check_event_visible(requester.user_id, room_id, event_id)
+        if target.data.get("sender") != requester.user_id:
+            state = await self.events.current_state_events(room_id)
+            power = power_levels_from_state({k: v.data for k, v in state.items()}, version)
+            if power.user_level(requester.user_id) < power.redact:
+                raise forbidden("You may not redact other users' events")
+        content: JsonDict = {"reason": reason} if reason else {}
+        return await self.events.send(
+            room_id, requester.user_id, "m.room.redaction", content, txn=txn, redacts=event_id
+        )
+
+    # Aliases and the directory
+
+    async def create_alias(self, requester: Requester, alias: str, room_id: str) -> None:
+        if not alias.startswith("#") or ":" not in alias:
+            raise invalid_param("Not a room alias")
+        if not alias.endswith(":" + self.server_name):
+            raise invalid_param("Aliases can only be created for this server")
+        await self.require_room(room_id)
+        if not await self.store.create_alias(alias, room_id, requester.user_id):
+            raise MatrixError(409, Codes.UNKNOWN, "Room alias already exists")
+
+    async def delete_alias(self, requester: Requester, alias: str) -> None:
+        found = await self.store.get_alias(alias)
+        if found is None:
+            raise not_found("Room alias not found")
+        room_id, creator = found
+        if creator != requester.user_id:
+            user = await self.hs.stores.users.get_user(requester.user_id)
+            if not (user and user.is_admin) and not await self._has_state_power(
+                requester.user_id, room_id, "m.room.canonical_alias"
+            ):
+                raise forbidden("You may not delete this alias")
+        await self.store.delete_alias(alias)
+
+    async def _has_state_power(self, user_id: str, room_id: str, event_type: str) -> bool:
+        version = await self.require_room(room_id)
+        state = await self.events.current_state_events(room_id)
+        member = state.get(("m.room.member", user_id))
+        if member is None or (member.data.get("content") or {}).get("membership") != "join":
+            return False
+        power = power_levels_from_state({k: v.data for k, v in state.items()}, version)
+        return power.user_level(user_id) >= power.event_level(event_type, True)
+
+    async def set_directory_visibility(
+        self, requester: Requester, room_id: str, visibility: str
+    ) -> None:
+        if visibility not in ("public", "private"):
+            raise invalid_param("visibility must be 'public' or 'private'")
+        if not await self._has_state_power(requester.user_id, room_id, "m.room.canonical_alias"):
+            raise forbidden("You may not change this room's directory visibility")
+        await self.store.set_room_public(room_id, visibility == "public")
+
+    async def public_rooms(self, limit: int, since: str | None, search: str | None) -> JsonDict:
+        """The public room directory, largest rooms first, paginated by offset tokens."""
+        offset = 0
+        if since is not None:
+            if not since.startswith("o") or not since[1:].isdigit():
+                raise invalid_param("Invalid 'since' token")
+            offset = int(since[1:])
+        entries = []
+        for room_id in await self.store.get_public_room_ids():
+            state = await self.events.current_state_events(room_id)
+
+            def value(event_type: str, key: str, state: Any = state) -> Any:
+                event = state.get((event_type, ""))
+                return (event.data.get("content") or {}).get(key) if event else None
+
+            joined = sum(
+                1
+                for (t, _), e in state.items()
+                if t == "m.room.member"
+                and (e.data.get("content") or {}).get("membership") == "join"
+            )
+            entry: JsonDict = {
+                "room_id": room_id,
+                "num_joined_members": joined,
+                "world_readable": value("m.room.history_visibility", "history_visibility")
+                == "world_readable",
+                "guest_can_join": value("m.room.guest_access", "guest_access") == "can_join",
+                "join_rule": value("m.room.join_rules", "join_rule") or "invite",
+            }
+            for key, (event_type, field) in {
+                "name": ("m.room.name", "name"),
+                "topic": ("m.room.topic", "topic"),
+                "canonical_alias": ("m.room.canonical_alias", "alias"),
+                "avatar_url": ("m.room.avatar", "url"),
+                "room_type": ("m.room.create", "type"),
+            }.items():
+                found = value(event_type, field)
+                if isinstance(found, str):
+                    entry[key] = found
+            if search:
+                haystack = " ".join(
+                    str(entry.get(k, "")) for k in ("name", "topic", "canonical_alias", "room_id")
+                ).lower()
+                if search.lower() not in haystack:
+                    continue
+            entries.append(entry)
+        entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))
+        page = entries[offset : offset + limit]
+        response: JsonDict = {"chunk": page, "total_room_count_estimate": len(entries)}
+        if offset + limit < len(entries):
+            response["next_batch"] = f"o{offset + limit}"
+        if offset > 0:
+            response["prev_batch"] = f"o{max(0, offset - limit)}"
+        return response
