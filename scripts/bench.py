@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import yaml
@@ -43,14 +44,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Scenarios the issue tracker names that need features not built yet: reported as skipped.
 NOT_YET_BUILT = {
-    "send_one_room": "needs rooms (issue 3)",
-    "send_50_rooms": "needs rooms (issue 3)",
     "sync_wakeup": "needs /sync (issue 4)",
     "initial_sync": "needs /sync (issue 4)",
     "incremental_sync": "needs /sync (issue 4)",
     "key_backup": "needs key backup (issue 5)",
     "one_time_keys": "needs E2EE keys (issue 5)",
-    "join_large_room": "needs rooms (issue 3)",
 }
 
 
@@ -281,6 +279,12 @@ def synapse(db_kind: str) -> Server:
             "rc_registration": unlimited,
             "rc_login": {"address": unlimited, "account": unlimited, "failed_attempts": unlimited},
             "rc_joins": {"local": unlimited, "remote": unlimited},
+            "rc_joins_per_room": unlimited,
+            "rc_room_creation": unlimited,
+            "rc_presence": {"per_user": unlimited},
+            "rc_key_requests": unlimited,
+            "rc_media_create": unlimited,
+            "rc_reports": unlimited,
             "rc_invites": {"per_room": unlimited, "per_user": unlimited},
             "rc_admin_redaction": unlimited,
             "rc_3pid_validation": unlimited,
@@ -341,6 +345,36 @@ class Api:
         if status != 200:
             raise RuntimeError(f"register: {status} {result}")
         return str(result["access_token"])
+
+    async def create_room(self, token: str, preset: str = "public_chat") -> str:
+        status, result = await self.call("POST", "createRoom", {"preset": preset}, token)
+        if status != 200:
+            raise RuntimeError(f"createRoom: {status} {result}")
+        return str(result["room_id"])
+
+    async def join(self, token: str, room_id: str) -> None:
+        status, result = await self.call("POST", f"join/{quote(room_id)}", {}, token)
+        if status != 200:
+            raise RuntimeError(f"join: {status} {result}")
+
+    async def send_text(self, token: str, room_id: str, body: str) -> None:
+        txn = secrets.token_hex(8)
+        status, result = await self.call(
+            "PUT",
+            f"rooms/{quote(room_id)}/send/m.room.message/{txn}",
+            {"msgtype": "m.text", "body": body},
+            token,
+        )
+        if status != 200:
+            raise RuntimeError(f"send: {status} {result}")
+
+    async def users(self, count: int, prefix: str) -> list[str]:
+        """Register ``count`` users, 4 at a time (set-up, not measured)."""
+        tokens: list[str] = []
+        for start in range(0, count, 4):
+            batch = range(start, min(count, start + 4))
+            tokens += await asyncio.gather(*(self.register(f"{prefix}_{i}") for i in batch))
+        return tokens
 
     async def login(self, username: str) -> str:
         status, result = await self.call(
@@ -468,13 +502,69 @@ async def scenario_login_burst(api: Api, server: Server, size: int) -> Measureme
     return measurement
 
 
+async def scenario_send_one_room(api: Api, server: Server, size: int) -> Measurement:
+    """10 members of one room, each sending concurrently: ``size`` messages in all."""
+    tokens = await api.users(10, "snd" + secrets.token_hex(3))
+    room_id = await api.create_room(tokens[0])
+    for token in tokens[1:]:
+        await api.join(token, room_id)
+
+    async def op(i: int) -> None:
+        await api.send_text(tokens[i % 10], room_id, f"message {i}")
+
+    return await run_concurrent(server, size, 10, op)
+
+
+async def scenario_send_50_rooms(api: Api, server: Server, size: int) -> Measurement:
+    """One user sending round-robin into 50 rooms, 10 requests in flight."""
+    token = (await api.users(1, "many" + secrets.token_hex(3)))[0]
+    room_ids = [await api.create_room(token) for _ in range(50)]
+
+    async def op(i: int) -> None:
+        await api.send_text(token, room_ids[i % 50], f"message {i}")
+
+    return await run_concurrent(server, size, 10, op)
+
+
+async def scenario_join_large_room(api: Api, server: Server, size: int) -> Measurement:
+    """Joining a public room that already has ``size`` members (the last joins are timed)."""
+    timed = min(20, size // 2)
+    tokens = await api.users(size, "big" + secrets.token_hex(3))
+    room_id = await api.create_room(tokens[0])
+    for token in tokens[1 : size - timed]:
+        await api.join(token, room_id)
+    late = tokens[size - timed :]
+
+    async def op(i: int) -> None:
+        await api.join(late[i], room_id)
+
+    return await run_concurrent(server, timed, 1, op)
+
+
 SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
     "register": scenario_register,
     "login": scenario_login,
     "whoami_during_login_burst": scenario_login_burst,
+    "send_one_room": scenario_send_one_room,
+    "send_50_rooms": scenario_send_50_rooms,
+    "join_large_room": scenario_join_large_room,
 }
-SIZES_FULL = {"register": 40, "login": 40, "whoami_during_login_burst": 30}
-SIZES_QUICK = {"register": 12, "login": 12, "whoami_during_login_burst": 10}
+SIZES_FULL = {
+    "register": 40,
+    "login": 40,
+    "whoami_during_login_burst": 30,
+    "send_one_room": 1000,
+    "send_50_rooms": 1000,
+    "join_large_room": 200,
+}
+SIZES_QUICK = {
+    "register": 12,
+    "login": 12,
+    "whoami_during_login_burst": 10,
+    "send_one_room": 200,
+    "send_50_rooms": 200,
+    "join_large_room": 30,
+}
 
 
 async def bench_database(db_kind: str, rounds: int, sizes: dict[str, int]) -> dict[str, Any]:

@@ -191,6 +191,16 @@ class AccountService:
     async def change_password(self, user_id: str, new_password: str) -> None:
         await self.users.set_password_hash(user_id, await self.hash_password(new_password))
 
+    async def _leave_all_rooms(self, user_id: str) -> None:
+        rooms = await self.hs.stores.events.get_rooms_for_user(user_id, ["join", "invite", "knock"])
+        for room_id in rooms:
+            try:
+                await self.hs.room_events.send(
+                    room_id, user_id, "m.room.member", {"membership": "leave"}, state_key=user_id
+                )
+            except MatrixError as e:
+                logger.warning("Could not remove %s from %s: %s", user_id, room_id, e)
+
     async def deactivate(self, user_id: str, erase: bool) -> None:
         """Lock the account for good: no password, no sessions, no profile, no IP records.
 
@@ -199,6 +209,7 @@ class AccountService:
         """
         await self.users.mark_deactivated(user_id, erase)
         await self.hs.devices.delete_all_devices(user_id)
+        await self._leave_all_rooms(user_id)
         await self.hs.stores.profiles.delete_profile(user_id)
         if erase:
             await self.hs.stores.account_data.delete_all_for_user(user_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ _KEY_RE = re.compile(r"^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-
 MAX_KEY_BYTES = 255
 MAX_PROFILE_BYTES = 64 * 1024
 MAX_DISPLAYNAME_LENGTH = 256
+ROOM_MEMBER_FIELDS = ("displayname", "avatar_url")
+logger = logging.getLogger(__name__)
 
 
 class ProfileService:
@@ -67,9 +70,26 @@ class ProfileService:
         if len(json.dumps(profile, ensure_ascii=False).encode("utf-8")) > MAX_PROFILE_BYTES:
             raise MatrixError(400, Codes.PROFILE_TOO_LARGE, "Profile would exceed 64 KiB")
         await self.store.set_field(user_id, key, value)
+        if key in ROOM_MEMBER_FIELDS:
+            await self._update_member_events(user_id)
 
     async def delete_field(self, requester_id: str, user_id: str, key: str) -> None:
         if requester_id != user_id:
             raise forbidden("You can only change your own profile")
         self.check_key(key)
         await self.store.delete_field(user_id, key)
+        if key in ROOM_MEMBER_FIELDS:
+            await self._update_member_events(user_id)
+
+    async def _update_member_events(self, user_id: str) -> None:
+        """Rooms show display names and avatars from member events: send fresh ones."""
+        profile = await self.store.get_profile(user_id)
+        for room_id in await self.hs.stores.events.get_rooms_for_user(user_id, ["join"]):
+            content: dict[str, Any] = {"membership": "join"}
+            content.update({k: profile[k] for k in ROOM_MEMBER_FIELDS if k in profile})
+            try:
+                await self.hs.room_events.send(
+                    room_id, user_id, "m.room.member", content, state_key=user_id
+                )
+            except MatrixError as e:
+                logger.warning("Could not update %s's member event in %s: %s", user_id, room_id, e)
