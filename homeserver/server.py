@@ -88,7 +88,9 @@ class HomeServer:
             "events": max_stream,
             "state_groups": max_group,
         }
-        return cls(config, reactor, db, signing_key, positions)
+        hs = cls(config, reactor, db, signing_key, positions)
+        await hs.room_events.load_recent_transactions()
+        return hs
 
     def start_background_tasks(self) -> None:
         self.client_ips.start()

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
 
+# How long a transaction ID is remembered across restarts (clients retry within minutes).
+TXN_ID_MEMORY_MS = 24 * 3600 * 1000
+
 
 class RoomEventService:
     def __init__(self, hs: HomeServer, max_stream: int, max_state_group: int) -> None:
@@ -57,7 +60,23 @@ class RoomEventService:
         self._event_cache: LRUCache[str, StoredEvent] = LRUCache(maxsize=20_000)
         self._state_cache: LRUCache[int, StateIds] = LRUCache(maxsize=2_000)
         self._room_versions: dict[str, RoomVersion] = {}
+        # This process is the rooms' only writer, so these stay right once loaded.
+        self._extremities: dict[str, list[str]] = {}
+        self._chain_lengths: LRUCache[int, int] = LRUCache(maxsize=20_000)
+        # (user, device, txn ID) -> event ID: recent transactions, loaded at start-up, so
+        # that a client's retry is recognised without a database round trip.
+        self._txn_ids: LRUCache[tuple[str, str, str], str] = LRUCache(maxsize=200_000)
         self.on_new_event: list[Any] = []
+
+    async def load_recent_transactions(self) -> None:
+        since = self.clock.time_msec() - TXN_ID_MEMORY_MS
+        for user_id, device_id, txn_id, event_id in await self.store.get_recent_txn_ids(since):
+            self._txn_ids[(user_id, device_id, txn_id)] = event_id
+
+    async def event_for_txn(self, txn: tuple[str, str, str]) -> StoredEvent | None:
+        """The event a device already sent with this transaction ID, if any."""
+        event_id = self._txn_ids.get(txn)
+        return await self.get_event(event_id) if event_id is not None else None
 
     # Reading
 
@@ -107,6 +126,13 @@ class RoomEventService:
     def invalidate_event(self, event_id: str) -> None:
         self._event_cache.pop(event_id, None)
 
+    async def forward_extremities(self, room_id: str) -> list[str]:
+        extremities = self._extremities.get(room_id)
+        if extremities is None:
+            extremities = await self.store.get_forward_extremities(room_id)
+            self._extremities[room_id] = extremities
+        return list(extremities)
+
     # Writing
 
     def _lock(self, room_id: str) -> DeferredLock:
@@ -125,9 +151,12 @@ class RoomEventService:
         """A group for ``base_group``'s state plus ``changes``: a delta, or a snapshot."""
         group_id = self._allocate_state_group()
         if base_group is not None:
-            length = await self.store.get_state_group_chain_length(base_group)
+            length = self._chain_lengths.get(base_group)
+            if length is None:
+                length = await self.store.get_state_group_chain_length(base_group)
             if length < MAX_STATE_CHAIN:
                 group = NewStateGroup(group_id, base_group, length + 1, dict(changes))
+                self._chain_lengths[group_id] = length + 1
                 full = dict(await self.state_ids(base_group))
                 full.update(changes)
                 self._state_cache[group_id] = full
@@ -137,6 +166,7 @@ class RoomEventService:
         else:
             full = dict(changes)
         self._state_cache[group_id] = full
+        self._chain_lengths[group_id] = 0
         return NewStateGroup(group_id, None, 0, full)
 
     async def _state_before(
@@ -225,12 +255,10 @@ class RoomEventService:
         version = await self.room_version(room_id)
         async with self._lock(room_id):
             if txn is not None:
-                existing = await self.store.get_event_id_for_txn(*txn)
+                existing = await self.event_for_txn(txn)
                 if existing is not None:
-                    found = await self.get_event(existing)
-                    if found is not None:
-                        return found
-            prev_ids = sorted(await self.store.get_forward_extremities(room_id))[:10]
+                    return existing
+            prev_ids = sorted(await self.forward_extremities(room_id))[:10]
             if not prev_ids:
                 raise not_found("Unknown room")
             before_group, before_ids, resolved_group = await self._state_before(
@@ -291,9 +319,15 @@ class RoomEventService:
             event["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
         add_content_hash(event)
         sign_event(event, version, self.server_name, self.hs.signing_key)
-        if len(canonical_json(event)) > MAX_EVENT_BYTES:
-            raise MatrixError(413, Codes.TOO_LARGE, "Event is larger than 65536 bytes")
         return compute_event_id(event, version), event
+
+    @staticmethod
+    def _encode(event: JsonDict) -> str:
+        """The bytes we sign and keep: canonical JSON, refused above the size limit."""
+        encoded = canonical_json(event)
+        if len(encoded) > MAX_EVENT_BYTES:
+            raise MatrixError(413, Codes.TOO_LARGE, "Event is larger than 65536 bytes")
+        return encoded.decode("utf-8")
 
     async def _persist(
         self,
@@ -309,6 +343,7 @@ class RoomEventService:
         replaces: str | None = None,
         redacts: str | None = None,
     ) -> StoredEvent:
+        json_text = self._encode(event)
         state_key = event.get("state_key")
         new_group = resolved_group
         after_group = before_group
@@ -323,7 +358,6 @@ class RoomEventService:
         membership = None
         if event["type"] == "m.room.member":
             membership = str(event["content"].get("membership"))
-        json_text = canonical_json(event).decode("utf-8")
         with self.stream.next_id() as stream_ordering:
             await self.store.persist_event(
                 EventToPersist(
@@ -350,6 +384,11 @@ class RoomEventService:
             )
         if redacts is not None:
             self.invalidate_event(redacts)
+        if txn is not None:
+            self._txn_ids[txn] = event_id
+        self._extremities[room_id] = [
+            e for e in self._extremities.get(room_id, []) if e not in prev_ids
+        ] + [event_id]
         stored = StoredEvent(
             event_id,
             room_id,

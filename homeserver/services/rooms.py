@@ -276,13 +276,9 @@ class RoomService:
         self, requester: Requester, room_id: str, event_type: str, content: JsonDict, txn_id: str
     ) -> StoredEvent:
         await self.require_room(room_id)
-        txn = (requester.user_id, requester.device_id, txn_id)
-        existing = await self.store.get_event_id_for_txn(*txn)
-        if existing is not None:
-            found = await self.events.get_event(existing)
-            if found is not None:
-                return found
         self.hs.ratelimiter.check("message", requester.user_id)
+        txn = (requester.user_id, requester.device_id, txn_id)
+        # A repeated transaction ID returns the first event (checked under the room lock).
         return await self.events.send(room_id, requester.user_id, event_type, content, txn=txn)
 
     async def redact(
@@ -290,11 +286,9 @@ class RoomService:
     ) -> StoredEvent:
         version = await self.require_room(room_id)
         txn = (requester.user_id, requester.device_id, txn_id)
-        existing = await self.store.get_event_id_for_txn(*txn)
+        existing = await self.events.event_for_txn(txn)
         if existing is not None:
-            found = await self.events.get_event(existing)
-            if found is not None:
-                return found
+            return existing
         target = await self.hs.room_access.check_event_visible(requester.user_id, room_id, event_id)
         if target.data.get("sender") != requester.user_id:
             state = await self.events.current_state_events(room_id)

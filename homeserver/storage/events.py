@@ -286,16 +286,15 @@ class EventStore:
         )
         return row[0] if row else None
 
-    async def get_event_id_for_txn(self, user_id: str, device_id: str, txn_id: str) -> str | None:
-        row = await self.db.run(
-            "get_event_id_for_txn",
-            lambda txn: txn.select_one(
-                "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? "
-                "AND txn_id = ?",
-                (user_id, device_id, txn_id),
+    async def get_recent_txn_ids(self, since_ms: int) -> list[tuple[str, str, str, str]]:
+        return await self.db.run(
+            "get_recent_txn_ids",
+            lambda txn: txn.select(
+                "SELECT user_id, device_id, txn_id, event_id FROM event_txn_ids "
+                "WHERE created_ts > ? ORDER BY created_ts",
+                (since_ms,),
             ),
         )
-        return row[0] if row else None
 
     async def get_txn_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str, str]]:
         if not event_ids:
