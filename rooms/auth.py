@@ -198,7 +198,15 @@ def _check_membership(
         if len(prev_events) == 1 and create is not None:
             prev = prev_events[0]
             prev_id = prev[0] if isinstance(prev, list) else prev
-            if prev_id == create.get("event_id") and target in creators(create, version):
+            # The creator: ``content.creator`` before v11, then the create event's sender
+            # (from v12 not the ``additional_creators``, who join like anyone else).
+            create_content = create.get("content") or {}
+            creator = (
+                create.get("sender")
+                if version.implicit_room_creator
+                else create_content.get("creator", create.get("sender"))
+            )
+            if prev_id == create.get("event_id") and target == creator:
                 return
         if sender != target:
             raise AuthError("cannot make another user join")

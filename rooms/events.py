@@ -27,8 +27,17 @@ def add_content_hash(event: JsonDict) -> JsonDict:
     return event
 
 
-def reference_hash(event: JsonDict, version: RoomVersion, urlsafe: bool) -> str:
+def _signed_form(event: JsonDict, version: RoomVersion) -> JsonDict:
+    """The redacted event as signed and hashed. From room version 3 the event ID is not part
+    of the event (it is derived from it), so a locally attached ``event_id`` is dropped."""
     redacted = redact(event, version)
+    if version.event_id_format != 1:
+        redacted.pop("event_id", None)
+    return redacted
+
+
+def reference_hash(event: JsonDict, version: RoomVersion, urlsafe: bool) -> str:
+    redacted = _signed_form(event, version)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     redacted.pop("age_ts", None)
@@ -54,7 +63,7 @@ def sign_event(
     event: JsonDict, version: RoomVersion, server_name: str, key: SigningKey
 ) -> JsonDict:
     """Sign the redacted form (so signatures survive redaction); attach to the full event."""
-    signed_redacted = sign(redact(event, version), server_name, key)
+    signed_redacted = sign(_signed_form(event, version), server_name, key)
     event.setdefault("signatures", {}).update(
         {server_name: signed_redacted["signatures"][server_name]}
     )
@@ -64,7 +73,7 @@ def sign_event(
 def verify_event_signature(
     event: JsonDict, version: RoomVersion, server_name: str, key_id: str, public_key_b64: str
 ) -> bool:
-    redacted = redact(event, version)
+    redacted = _signed_form(event, version)
     redacted.pop("unsigned", None)
     return verify(redacted, server_name, key_id, public_key_b64)
 
@@ -80,3 +89,26 @@ def event_size(event: JsonDict) -> int:
 
 def deep_copy(event: JsonDict) -> JsonDict:
     return copy.deepcopy(event)
+
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def check_event_numbers(value: Any, version: RoomVersion) -> None:
+    """Room v6+ allow only integers in [-(2**53)+1, (2**53)-1]; raise ValueError otherwise."""
+    if not version.strict_canonical_json:
+        return
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        if isinstance(item, float):
+            raise ValueError("numbers in events must be integers")
+        if isinstance(item, int):
+            if abs(item) > MAX_SAFE_INTEGER:
+                raise ValueError("integers in events must be within ±(2**53 - 1)")
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)

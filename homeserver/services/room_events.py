@@ -29,6 +29,7 @@ from rooms.auth import AuthError, auth_types_for_event, check_auth
 from rooms.events import (
     MAX_EVENT_BYTES,
     add_content_hash,
+    check_event_numbers,
     compute_event_id,
     reference_hash,
     room_id_for_create_event,
@@ -282,6 +283,10 @@ class RoomEventService:
                     event["redacts"] = redacts
             if extra:
                 event.update(extra)
+            try:
+                check_event_numbers(content, version)
+            except ValueError as e:
+                raise MatrixError(400, Codes.BAD_JSON, str(e)) from None
             auth_keys = auth_types_for_event(event, version)
             auth_ids = [before_ids[k] for k in auth_keys if k in before_ids]
             auth_events = await self.get_events(auth_ids)
