@@ -7,27 +7,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from signedjson.types import SigningKey
+from twisted.internet import defer
 
 from config.schema import HomeserverConfig
 from homeserver.clock import Clock
 from homeserver.http.client_ip import ClientAddressResolver
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import Router
+from homeserver.notifier import Notifier
 from homeserver.services.account_data import AccountDataService
 from homeserver.services.accounts import AccountService
 from homeserver.services.auth import AuthService
 from homeserver.services.client_ips import ClientIpService
 from homeserver.services.devices import DeviceService
+from homeserver.services.ephemeral import ReceiptService, TypingService
 from homeserver.services.profile import ProfileService
 from homeserver.services.room_access import RoomAccessService, RoomReads
 from homeserver.services.room_events import RoomEventService
 from homeserver.services.rooms import RoomService
+from homeserver.services.sync import SyncService
 from homeserver.services.uia import InteractiveAuthService
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.engine import Database
-from homeserver.storage.events import EventStore
+from homeserver.storage.events import EventStore, StoredEvent
 from homeserver.storage.profiles import ProfileStore
+from homeserver.storage.sync import SyncStore
 from homeserver.storage.users import UserStore
 
 
@@ -38,11 +43,17 @@ class Stores:
     profiles: ProfileStore
     account_data: AccountDataStore
     events: EventStore
+    sync: SyncStore
 
     @classmethod
     def build(cls, db: Database) -> Stores:
         return cls(
-            UserStore(db), DeviceStore(db), ProfileStore(db), AccountDataStore(db), EventStore(db)
+            UserStore(db),
+            DeviceStore(db),
+            ProfileStore(db),
+            AccountDataStore(db),
+            EventStore(db),
+            SyncStore(db),
         )
 
 
@@ -76,6 +87,11 @@ class HomeServer:
         self.room_access = RoomAccessService(self)
         self.room_reads = RoomReads(self)
         self.rooms = RoomService(self)
+        self.notifier = Notifier(self.clock)
+        self.typing = TypingService(self)
+        self.receipts = ReceiptService(self, stream_positions.get("receipts", 0))
+        self.sync = SyncService(self)
+        self.room_events.on_new_event.append(self._notify_new_event)
 
     @classmethod
     async def create(
@@ -87,10 +103,21 @@ class HomeServer:
             "account_data": await AccountDataStore(db).get_max_stream_id(),
             "events": max_stream,
             "state_groups": max_group,
+            "receipts": await SyncStore(db).get_max_receipt_stream(),
         }
         hs = cls(config, reactor, db, signing_key, positions)
         await hs.room_events.load_recent_transactions()
         return hs
+
+    def _notify_new_event(self, event: StoredEvent) -> None:
+        """Wake the syncs of everyone in the room, and of the target of a membership change."""
+        defer.ensureDeferred(self._notify_room(event))
+
+    async def _notify_room(self, event: StoredEvent) -> None:
+        users = set(await self.room_events.joined_users(event.room_id))
+        if event.data.get("type") == "m.room.member":
+            users.add(str(event.data.get("state_key")))
+        self.notifier.notify_users(users)
 
     def start_background_tasks(self) -> None:
         self.client_ips.start()

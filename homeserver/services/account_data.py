@@ -16,6 +16,7 @@ SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
 
 class AccountDataService:
     def __init__(self, hs: HomeServer, current_stream_id: int) -> None:
+        self.hs = hs
         self.store = hs.stores.account_data
         self.stream = StreamIdGenerator(current_stream_id)
 
@@ -41,5 +42,12 @@ class AccountDataService:
             raise MatrixError(
                 405, "M_BAD_JSON", f"{data_type} is managed by the server and cannot be set here"
             )
+        await self.write(user_id, room_id, data_type, content)
+
+    async def write(
+        self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]
+    ) -> None:
+        """Store without permission checks (for server-managed types) and wake the user's syncs."""
         with self.stream.next_id() as stream_id:
             await self.store.put(user_id, room_id, data_type, content, stream_id)
+        self.hs.notifier.notify_users([user_id])

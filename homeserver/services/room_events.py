@@ -64,6 +64,7 @@ class RoomEventService:
         # This process is the rooms' only writer, so these stay right once loaded.
         self._extremities: dict[str, list[str]] = {}
         self._chain_lengths: LRUCache[int, int] = LRUCache(maxsize=20_000)
+        self._joined: LRUCache[str, set[str]] = LRUCache(maxsize=10_000)
         # (user, device, txn ID) -> event ID: recent transactions, loaded at start-up, so
         # that a client's retry is recognised without a database round trip.
         self._txn_ids: LRUCache[tuple[str, str, str], str] = LRUCache(maxsize=200_000)
@@ -133,6 +134,14 @@ class RoomEventService:
             extremities = await self.store.get_forward_extremities(room_id)
             self._extremities[room_id] = extremities
         return list(extremities)
+
+    async def joined_users(self, room_id: str) -> set[str]:
+        """Who is joined to the room now (kept current as member events are written)."""
+        joined = self._joined.get(room_id)
+        if joined is None:
+            joined = set(await self.store.get_joined_users(room_id))
+            self._joined[room_id] = joined
+        return joined
 
     # Writing
 
@@ -391,6 +400,11 @@ class RoomEventService:
             self.invalidate_event(redacts)
         if txn is not None:
             self._txn_ids[txn] = event_id
+        if membership is not None and state_key is not None and room_id in self._joined:
+            if membership == "join":
+                self._joined[room_id].add(state_key)
+            else:
+                self._joined[room_id].discard(state_key)
         self._extremities[room_id] = [
             e for e in self._extremities.get(room_id, []) if e not in prev_ids
         ] + [event_id]

@@ -383,6 +383,18 @@ class EventStore:
         )
         return [r[0] for r in rows]
 
+    async def get_member_summary(self, room_id: str) -> list[tuple[str, str]]:
+        """(user, membership) of the room's joined and invited members."""
+        rows = await self.db.run(
+            "get_member_summary",
+            lambda txn: txn.select(
+                "SELECT state_key, membership FROM current_state WHERE room_id = ? "
+                "AND type = 'm.room.member' AND membership IN ('join', 'invite')",
+                (room_id,),
+            ),
+        )
+        return [(r[0], r[1]) for r in rows]
+
     async def get_membership_history(self, user_id: str, room_id: str) -> list[tuple[int, str]]:
         """(stream ordering, membership) of each change of ``user_id`` in the room, oldest first."""
         rows = await self.db.run(

@@ -20,7 +20,18 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
         profile,
         register,
         rooms,
+        sync,
     )
 
-    for module in (discovery, register, login, account, devices, profile, account_data, rooms):
+    for module in (
+        discovery,
+        register,
+        login,
+        account,
+        devices,
+        profile,
+        account_data,
+        rooms,
+        sync,
+    ):
         module.register(hs, router)

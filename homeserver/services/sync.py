@@ -1,0 +1,312 @@
+"""/sync: initial and incremental, long-polling on the notifier, reading only what moved."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from homeserver.services.auth import Requester
+from homeserver.services.filters import SyncFilter
+from homeserver.storage.events import StoredEvent
+from homeserver.streams import SyncToken
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+JsonDict = dict[str, Any]
+DEFAULT_TIMELINE_LIMIT = 10
+STRIPPED_STATE_TYPES = (
+    "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+    "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
+)  # fmt: skip
+
+
+class SyncService:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.events = hs.room_events
+        self.event_store = hs.stores.events
+        self.store = hs.stores.sync
+        self.access = hs.room_access
+
+    def current_token(self) -> SyncToken:
+        return SyncToken(
+            self.events.stream.current,
+            self.hs.account_data.stream.current,
+            self.hs.receipts.stream.current,
+            self.hs.typing.position,
+        )
+
+    async def sync(
+        self,
+        requester: Requester,
+        since: SyncToken | None,
+        timeout_ms: int,
+        full_state: bool,
+        sync_filter: SyncFilter,
+    ) -> JsonDict:
+        if since is not None and since.typing > self.hs.typing.position:
+            since.typing = 0  # typing positions do not survive a restart
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            result, changed = await self._build(requester, since, full_state, sync_filter)
+            remaining = int((deadline - time.monotonic()) * 1000)
+            if changed or since is None or full_state or remaining <= 0:
+                return result
+            await self.hs.notifier.wait(requester.user_id, remaining)
+            if str(self.current_token()) == str(since) and time.monotonic() >= deadline:
+                return result
+
+    async def _build(
+        self,
+        requester: Requester,
+        since: SyncToken | None,
+        full_state: bool,
+        sync_filter: SyncFilter,
+    ) -> tuple[JsonDict, bool]:
+        user_id = requester.user_id
+        now = self.current_token()
+        rooms: JsonDict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+        joined = [
+            r for r in await self.event_store.get_rooms_for_user(user_id, ["join"])
+            if sync_filter.allows_room(r)
+        ]  # fmt: skip
+        membership_changes: dict[str, tuple[str, int]] = {}
+        if since is not None:
+            for room_id, membership, stream in await self.store.get_membership_changes(
+                user_id, since.events, now.events
+            ):
+                membership_changes[room_id] = (membership, stream)
+
+        account_data_rows = await self.store.get_account_data_since(
+            user_id, since.account_data if since else 0, now.account_data
+        )
+        room_account_data: dict[str, list[JsonDict]] = {}
+        global_account_data = []
+        for room_id, data_type, content in account_data_rows:
+            entry = {"type": data_type, "content": content}
+            if room_id:
+                room_account_data.setdefault(room_id, []).append(entry)
+            elif sync_filter.account_data.allows(entry):
+                global_account_data.append(entry)
+
+        receipts = await self.hs.receipts.receipt_events(
+            user_id, joined, since.receipts if since else 0, now.receipts
+        )
+        if since is None or full_state:
+            changed_rooms = set(joined)
+        else:
+            changed_rooms = await self.store.get_changed_rooms(joined, since.events, now.events)
+        device = (requester.user_id, requester.device_id)
+        for room_id in joined:
+            newly_joined = membership_changes.get(room_id, ("", 0))[0] == "join"
+            typing = self.hs.typing.event_if_changed(room_id, since.typing if since else 0)
+            ephemeral = [e for e in (typing, receipts.get(room_id)) if e is not None]
+            ephemeral = [e for e in ephemeral if sync_filter.ephemeral.allows(e)]
+            account_data = [
+                e for e in room_account_data.get(room_id, [])
+                if sync_filter.room_account_data.allows(e)
+            ]  # fmt: skip
+            if room_id not in changed_rooms and not ephemeral and not account_data:
+                continue
+            entry = await self._joined_room(
+                user_id, device, room_id, since, now, sync_filter,
+                full=since is None or full_state or newly_joined,
+            )  # fmt: skip
+            entry["ephemeral"] = {"events": ephemeral}
+            entry["account_data"] = {"events": account_data}
+            rooms["join"][room_id] = entry
+
+        for room_id in await self.event_store.get_rooms_for_user(user_id, ["invite"]):
+            if not sync_filter.allows_room(room_id):
+                continue
+            if since is None or membership_changes.get(room_id, ("", 0))[0] == "invite":
+                rooms["invite"][room_id] = {"invite_state": {"events": await self._stripped(
+                    room_id, user_id)}}  # fmt: skip
+        for room_id in await self.event_store.get_rooms_for_user(user_id, ["knock"]):
+            if since is None or membership_changes.get(room_id, ("", 0))[0] == "knock":
+                rooms["knock"][room_id] = {"knock_state": {"events": await self._stripped(
+                    room_id, user_id)}}  # fmt: skip
+        left = await self.event_store.get_rooms_for_user(user_id, ["leave", "ban"])
+        for room_id in left:
+            if not sync_filter.allows_room(room_id):
+                continue
+            change = membership_changes.get(room_id)
+            if since is None and not sync_filter.include_leave:
+                continue
+            if since is not None and (change is None or change[0] not in ("leave", "ban")):
+                continue
+            rooms["leave"][room_id] = await self._left_room(
+                user_id, device, room_id, since, sync_filter
+            )
+
+        changed = bool(
+            rooms["join"] or rooms["invite"] or rooms["leave"] or rooms["knock"]
+            or global_account_data
+        )  # fmt: skip
+        response: JsonDict = {
+            "next_batch": str(now),
+            "rooms": rooms,
+            "account_data": {"events": global_account_data},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+            "device_unused_fallback_key_types": [],
+        }
+        return response, changed
+
+    async def _timeline(
+        self,
+        user_id: str,
+        room_id: str,
+        after: int | None,
+        upto: int,
+        sync_filter: SyncFilter,
+    ) -> tuple[list[StoredEvent], bool, int]:
+        """The newest events in (after, upto], limited; returns (events, limited, first pos)."""
+        limit = sync_filter.timeline.limit
+        limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
+        rows = await self.event_store.get_room_event_ids(
+            room_id, after, upto + 1, True, limit + 1,
+            sync_filter.timeline.types if sync_filter.timeline.types and not any(
+                "*" in t for t in sync_filter.timeline.types) else None,
+        )  # fmt: skip
+        limited = len(rows) > limit
+        rows = list(reversed(rows[:limit]))
+        loaded = await self.events.get_events(e for e, _ in rows)
+        events = [loaded[e] for e, _ in rows if e in loaded]
+        events = [e for e in events if sync_filter.timeline.allows(e.data)]
+        events = await self.access.filter_visible(user_id, events)
+        first = rows[0][1] if rows else upto + 1
+        return events, limited, first
+
+    async def _state_for(
+        self,
+        user_id: str,
+        room_id: str,
+        timeline: list[StoredEvent],
+        since: SyncToken | None,
+        first_position: int,
+        limited: bool,
+        full: bool,
+        sync_filter: SyncFilter,
+        at_group: int | None = None,
+    ) -> list[StoredEvent]:
+        """State at the start of the timeline (or at ``at_group`` when it is empty)."""
+        if timeline:
+            group = timeline[0].state_before
+        elif at_group is not None:
+            group = at_group
+        else:
+            extremities = await self.events.get_events(
+                await self.events.forward_extremities(room_id)
+            )
+            group = max(extremities.values(), key=lambda e: e.stream_ordering).state_after
+        state = await self.events.state_events(group)
+        if full:
+            chosen = list(state.values())
+        elif limited and since is not None:
+            changed_ids = set(
+                await self.store.get_state_changes(room_id, since.events, first_position)
+            )
+            changed_keys = {
+                (e.data.get("type"), e.data.get("state_key"))
+                for e in (await self.events.get_events(changed_ids)).values()
+            }
+            chosen = [e for key, e in state.items() if key in changed_keys]
+        else:
+            chosen = []
+        timeline_ids = {e.event_id for e in timeline}
+        chosen = [e for e in chosen if e.event_id not in timeline_ids]
+        chosen = [e for e in chosen if sync_filter.state.allows(e.data)]
+        if sync_filter.state.lazy_load_members or sync_filter.timeline.lazy_load_members:
+            needed = {str(e.data.get("sender")) for e in timeline} | {user_id}
+            chosen = [
+                e for e in chosen
+                if e.data.get("type") != "m.room.member" or e.data.get("state_key") in needed
+            ]  # fmt: skip
+        return chosen
+
+    async def _joined_room(
+        self,
+        user_id: str,
+        device: tuple[str, str],
+        room_id: str,
+        since: SyncToken | None,
+        now: SyncToken,
+        sync_filter: SyncFilter,
+        full: bool,
+    ) -> JsonDict:
+        after = None if since is None else since.events
+        timeline, limited, first = await self._timeline(
+            user_id, room_id, after, now.events, sync_filter
+        )
+        state = await self._state_for(
+            user_id, room_id, timeline, since, first, limited, full, sync_filter
+        )
+        return {
+            "timeline": {
+                "events": await self.access.serialize_many(timeline, device),
+                "limited": limited,
+                "prev_batch": f"s{first - 1}",
+            },
+            "state": {"events": await self.access.serialize_many(state, device)},
+            "summary": await self._summary(room_id, user_id),
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+        }
+
+    async def _left_room(
+        self,
+        user_id: str,
+        device: tuple[str, str],
+        room_id: str,
+        since: SyncToken | None,
+        sync_filter: SyncFilter,
+    ) -> JsonDict:
+        history = await self.event_store.get_membership_history(user_id, room_id)
+        left_at = history[-1][0] if history else 0
+        timeline, limited, first = await self._timeline(
+            user_id, room_id, None if since is None else since.events, left_at, sync_filter
+        )
+        # Never show a room's state past the moment the user left it.
+        rows = await self.event_store.get_room_event_ids(room_id, None, left_at + 1, True, 1)
+        leave_event = await self.events.get_event(rows[0][0]) if rows else None
+        state = await self._state_for(
+            user_id, room_id, timeline, since, first, limited, True, sync_filter,
+            at_group=leave_event.state_after if leave_event else None,
+        )  # fmt: skip
+        return {
+            "timeline": {
+                "events": await self.access.serialize_many(timeline, device),
+                "limited": limited,
+                "prev_batch": f"s{first - 1}",
+            },
+            "state": {"events": await self.access.serialize_many(state, device)},
+            "account_data": {"events": []},
+        }
+
+    async def _summary(self, room_id: str, user_id: str) -> JsonDict:
+        members = await self.event_store.get_member_summary(room_id)
+        joined = [u for u, m in members if m == "join"]
+        invited = [u for u, m in members if m == "invite"]
+        heroes = sorted(u for u in joined + invited if u != user_id)[:5]
+        return {
+            "m.heroes": heroes,
+            "m.joined_member_count": len(joined),
+            "m.invited_member_count": len(invited),
+        }
+
+    async def _stripped(self, room_id: str, user_id: str) -> list[JsonDict]:
+        state = await self.events.current_state_events(room_id)
+        stripped = []
+        for (event_type, state_key), event in state.items():
+            if event_type in STRIPPED_STATE_TYPES or (
+                event_type == "m.room.member" and state_key == user_id
+            ):
+                data = event.data
+                stripped.append({
+                    "type": data["type"], "state_key": data["state_key"],
+                    "content": data.get("content", {}), "sender": data["sender"],
+                })  # fmt: skip
+        return stripped
