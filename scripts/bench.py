@@ -34,6 +34,7 @@ from urllib.parse import quote
 import aiohttp
 import yaml
 
+JsonBody = dict[str, Any]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench-data")
 SYNAPSE_VENV = os.path.join(BENCH_DIR, "synapse-venv")
@@ -44,9 +45,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Scenarios the issue tracker names that need features not built yet: reported as skipped.
 NOT_YET_BUILT = {
-    "sync_wakeup": "needs /sync (issue 4)",
-    "initial_sync": "needs /sync (issue 4)",
-    "incremental_sync": "needs /sync (issue 4)",
     "key_backup": "needs key backup (issue 5)",
     "one_time_keys": "needs E2EE keys (issue 5)",
 }
@@ -368,6 +366,28 @@ class Api:
         if status != 200:
             raise RuntimeError(f"send: {status} {result}")
 
+    async def sync(self, token: str, since: str | None = None, timeout: int = 0) -> JsonBody:
+        path = "sync?timeout=" + str(timeout) + (f"&since={quote(since)}" if since else "")
+        status, result = await self.call("GET", path, None, token)
+        if status != 200:
+            raise RuntimeError(f"sync: {status} {result}")
+        return result
+
+    async def filled_rooms(self, token: str, rooms: int, messages: int) -> list[str]:
+        """``rooms`` rooms with ``messages`` messages each (set-up, not measured)."""
+        room_ids: list[str] = []
+        for start in range(0, rooms, 4):
+            batch = range(start, min(rooms, start + 4))
+            room_ids += await asyncio.gather(*(self.create_room(token) for _ in batch))
+
+        async def fill(room_id: str) -> None:
+            for i in range(messages):
+                await self.send_text(token, room_id, f"history {i}")
+
+        for start in range(0, len(room_ids), 10):
+            await asyncio.gather(*(fill(r) for r in room_ids[start : start + 10]))
+        return room_ids
+
     async def users(self, count: int, prefix: str) -> list[str]:
         """Register ``count`` users, 4 at a time (set-up, not measured)."""
         tokens: list[str] = []
@@ -541,6 +561,60 @@ async def scenario_join_large_room(api: Api, server: Server, size: int) -> Measu
     return await run_concurrent(server, timed, 1, op)
 
 
+async def scenario_sync_wakeup(api: Api, server: Server, size: int) -> Measurement:
+    """Time from a send returning to the other member's waiting /sync returning."""
+    sender, reader = await api.users(2, "wake" + secrets.token_hex(3))
+    room_id = await api.create_room(sender)
+    await api.join(reader, room_id)
+    since = (await api.sync(reader))["next_batch"]
+    latencies: list[float] = []
+    cpu_before = server.cpu()
+    started = time.perf_counter()
+    for i in range(size):
+        waiting = asyncio.create_task(api.sync(reader, since, timeout=30000))
+        await asyncio.sleep(0.02)  # let the sync reach the server and start waiting
+        await api.send_text(sender, room_id, f"wake {i}")
+        sent = time.perf_counter()
+        result = await waiting
+        latencies.append((time.perf_counter() - sent) * 1000)
+        since = result["next_batch"]
+    elapsed = time.perf_counter() - started
+    return Measurement(size, elapsed, latencies, (server.cpu() - cpu_before) * 1000)
+
+
+def scenario_initial_sync(rooms: int, messages: int) -> Callable[..., Awaitable[Measurement]]:
+    async def scenario(api: Api, server: Server, size: int) -> Measurement:
+        token = (await api.users(1, "isync" + secrets.token_hex(3)))[0]
+        await api.filled_rooms(token, rooms, messages)
+
+        async def op(i: int) -> None:
+            await api.sync(token)
+
+        return await run_concurrent(server, size, 1, op)
+
+    return scenario
+
+
+async def scenario_incremental_sync(api: Api, server: Server, size: int) -> Measurement:
+    """A user in ``size`` rooms; one room changes; time the incremental sync."""
+    token = (await api.users(1, "inc" + secrets.token_hex(3)))[0]
+    room_ids = await api.filled_rooms(token, size, 1)
+    since = (await api.sync(token))["next_batch"]
+    repeats = 10
+    latencies: list[float] = []
+    cpu_total = 0.0
+    started = time.perf_counter()
+    for i in range(repeats):
+        await api.send_text(token, room_ids[i % len(room_ids)], f"change {i}")
+        cpu_before = server.cpu()
+        t0 = time.perf_counter()
+        result = await api.sync(token, since)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        cpu_total += server.cpu() - cpu_before
+        since = result["next_batch"]
+    return Measurement(repeats, time.perf_counter() - started, latencies, cpu_total * 1000)
+
+
 SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
     "register": scenario_register,
     "login": scenario_login,
@@ -548,6 +622,10 @@ SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
     "send_one_room": scenario_send_one_room,
     "send_50_rooms": scenario_send_50_rooms,
     "join_large_room": scenario_join_large_room,
+    "sync_wakeup": scenario_sync_wakeup,
+    "initial_sync_20_rooms": scenario_initial_sync(20, 50),
+    "initial_sync_200_rooms": scenario_initial_sync(200, 50),
+    "incremental_sync_1_changed": scenario_incremental_sync,
 }
 SIZES_FULL = {
     "register": 40,
@@ -556,6 +634,10 @@ SIZES_FULL = {
     "send_one_room": 1000,
     "send_50_rooms": 1000,
     "join_large_room": 200,
+    "sync_wakeup": 50,
+    "initial_sync_20_rooms": 5,
+    "initial_sync_200_rooms": 3,
+    "incremental_sync_1_changed": 500,
 }
 SIZES_QUICK = {
     "register": 12,
@@ -564,6 +646,9 @@ SIZES_QUICK = {
     "send_one_room": 200,
     "send_50_rooms": 200,
     "join_large_room": 30,
+    "sync_wakeup": 20,
+    "initial_sync_20_rooms": 3,
+    "incremental_sync_1_changed": 50,
 }
 
 
@@ -579,6 +664,9 @@ async def bench_database(db_kind: str, rounds: int, sizes: dict[str, int]) -> di
         ) as http:
             apis = {s.name: Api(http, s) for s in servers}
             for name, scenario in SCENARIOS.items():
+                if name not in sizes:
+                    results["scenarios"][name] = {"skipped": "not in --quick"}
+                    continue
                 per_server: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
                 for round_index in range(rounds):
                     # Alternate the order each round: A/B, then B/A, ...
