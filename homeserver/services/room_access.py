@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.services.auth import Requester
-from homeserver.storage.events import StateKey, StoredEvent
+from homeserver.storage.events import StateKey, StoredEvent, TxnKey
 from rooms.redaction import redact
 from rooms.visibility import EventContext, may_see_event, normalise_visibility
 
@@ -44,12 +44,16 @@ class RoomAccessService:
         """The events ``user_id`` may see, in the given order."""
         if not events:
             return []
-        histories: dict[str, list[tuple[int, str]]] = {}
+        histories: dict[str, list[tuple[int, str]] | None] = {}
         visible = []
         for event in events:
             if event.room_id not in histories:
-                histories[event.room_id] = await self.store.get_membership_history(
-                    user_id, event.room_id
+                # A forgotten room reads as one the user was never in (None).
+                forgotten = await self.store.has_forgotten(user_id, event.room_id)
+                histories[event.room_id] = (
+                    None
+                    if forgotten
+                    else await self.store.get_membership_history(user_id, event.room_id)
                 )
             history = histories[event.room_id]
             state = await self.events.state_ids(event.state_before)
@@ -59,6 +63,8 @@ class RoomAccessService:
             membership = (await self._content_of(state.get(("m.room.member", user_id)))).get(
                 "membership", "leave"
             )
+            if history is None:
+                membership = "leave"
             data = event.data
             visibility_after = None
             membership_after = None
@@ -66,10 +72,14 @@ class RoomAccessService:
                 visibility_after = normalise_visibility(
                     (data.get("content") or {}).get("history_visibility")
                 )
-            if data.get("type") == "m.room.member" and data.get("state_key") == user_id:
+            if (
+                data.get("type") == "m.room.member"
+                and data.get("state_key") == user_id
+                and history is not None
+            ):
                 membership_after = (data.get("content") or {}).get("membership")
             joined_later = any(
-                m == "join" and stream > event.stream_ordering for stream, m in history
+                m == "join" and stream > event.stream_ordering for stream, m in history or ()
             )
             context = EventContext(
                 visibility, str(membership), visibility_after,
@@ -111,18 +121,23 @@ class RoomAccessService:
         latest = await self.events.get_events(extremities)
         if membership == "join" or visibility == "world_readable":
             return max(latest.values(), key=lambda e: e.stream_ordering).state_after
-        if member is not None and membership in ("leave", "ban"):
+        if (
+            member is not None
+            and membership in ("leave", "ban")
+            and not await self.store.has_forgotten(user_id, room_id)
+        ):
             return member.state_after
         return None
 
     def serialize(
         self, event: StoredEvent, requester_device: tuple[str, str] | None = None,
-        txn_ids: dict[str, tuple[str, str, str]] | None = None,
+        txn_ids: dict[str, TxnKey] | None = None,
         redaction_events: dict[str, StoredEvent] | None = None,
     ) -> JsonDict:  # fmt: skip
         """The client format: the stored JSON (redacted if it was), plus local ``unsigned``."""
         version = self.events._room_versions.get(event.room_id)
         data = dict(event.data)
+        data.setdefault("room_id", event.room_id)  # room v12 create events do not carry it
         unsigned: JsonDict = {}
         if event.redacted_by and version is not None:
             data = redact(data, version)
@@ -131,14 +146,14 @@ class RoomAccessService:
             unsigned["redacted_because"] = (
                 self.serialize(redaction) if redaction else {"event_id": event.redacted_by[0]}
             )
-        for key in _FEDERATION_ONLY:
-            data.pop(key, None)
+        for field in _FEDERATION_ONLY:
+            data.pop(field, None)
         data.pop("unsigned", None)
         unsigned["age"] = max(0, self.clock.time_msec() - int(data.get("origin_server_ts", 0)))
         if txn_ids and requester_device and event.event_id in txn_ids:
-            user_id, device_id, txn_id = txn_ids[event.event_id]
-            if (user_id, device_id) == requester_device:
-                unsigned["transaction_id"] = txn_id
+            txn = txn_ids[event.event_id]
+            if (txn.user_id, txn.device_id) == requester_device:
+                unsigned["transaction_id"] = txn.txn_id
         if event.replaces_state:
             unsigned["replaces_state"] = event.replaces_state
         data["unsigned"] = unsigned
@@ -198,7 +213,7 @@ class RoomReads:
             # Not joined and never was: only world-readable history is open to them,
             # and state_group_for_reader already said it is not.
             history = await self.store.get_membership_history(user_id, room_id)
-            if not history:
+            if not history or await self.store.has_forgotten(user_id, room_id):
                 raise forbidden("You are not in this room")
 
     async def messages(

@@ -23,6 +23,7 @@ from homeserver.storage.events import (
     StateIds,
     StateKey,
     StoredEvent,
+    TxnKey,
 )
 from homeserver.streams import StreamIdGenerator
 from rooms.auth import AuthError, auth_types_for_event, check_auth
@@ -65,17 +66,17 @@ class RoomEventService:
         self._extremities: dict[str, list[str]] = {}
         self._chain_lengths: LRUCache[int, int] = LRUCache(maxsize=20_000)
         self._joined: LRUCache[str, set[str]] = LRUCache(maxsize=10_000)
-        # (user, device, txn ID) -> event ID: recent transactions, loaded at start-up, so
-        # that a client's retry is recognised without a database round trip.
-        self._txn_ids: LRUCache[tuple[str, str, str], str] = LRUCache(maxsize=200_000)
+        # Recent client transactions -> event ID, loaded at start-up, so that a client's
+        # retry is recognised without a database round trip.
+        self._txn_ids: LRUCache[TxnKey, str] = LRUCache(maxsize=200_000)
         self.on_new_event: list[Any] = []
 
     async def load_recent_transactions(self) -> None:
         since = self.clock.time_msec() - TXN_ID_MEMORY_MS
-        for user_id, device_id, txn_id, event_id in await self.store.get_recent_txn_ids(since):
-            self._txn_ids[(user_id, device_id, txn_id)] = event_id
+        for key, event_id in await self.store.get_recent_txn_ids(since):
+            self._txn_ids[key] = event_id
 
-    async def event_for_txn(self, txn: tuple[str, str, str]) -> StoredEvent | None:
+    async def event_for_txn(self, txn: TxnKey) -> StoredEvent | None:
         """The event a device already sent with this transaction ID, if any."""
         event_id = self._txn_ids.get(txn)
         return await self.get_event(event_id) if event_id is not None else None
@@ -234,12 +235,25 @@ class RoomEventService:
         if not version.room_id_from_create_event:
             assert room_id is not None
             event["room_id"] = room_id
-        event_id, signed = self._finish(event, version)
-        if version.room_id_from_create_event:
-            room_id = room_id_for_create_event(signed, version)
-        assert room_id is not None
-        await self.store.store_room(room_id, version.identifier, sender, self.clock.time_msec())
-        self._room_versions[room_id] = version
+        while True:
+            event.pop("hashes", None)
+            event.pop("signatures", None)
+            event_id, signed = self._finish(dict(event), version)
+            if version.room_id_from_create_event:
+                # The room ID is the create event's hash: two identical create events (same
+                # sender, content and millisecond) would name one room, so nudge the time.
+                room_id = room_id_for_create_event(signed, version)
+            assert room_id is not None
+            if room_id not in self._room_versions:
+                self._room_versions[room_id] = version  # reserved before any await
+                if await self.store.store_room(
+                    room_id, version.identifier, sender, self.clock.time_msec()
+                ):
+                    break
+                del self._room_versions[room_id]
+            if not version.room_id_from_create_event:
+                raise MatrixError(500, Codes.UNKNOWN, "Room ID collision")
+            event["origin_server_ts"] += 1
         async with self._lock(room_id):
             try:
                 check_auth({**signed, "event_id": event_id}, {}, version)
@@ -257,7 +271,7 @@ class RoomEventService:
         event_type: str,
         content: JsonDict,
         state_key: str | None = None,
-        txn: tuple[str, str, str] | None = None,
+        txn: TxnKey | None = None,
         redacts: str | None = None,
         extra: JsonDict | None = None,
     ) -> StoredEvent:
@@ -353,7 +367,7 @@ class RoomEventService:
         auth_ids: list[str],
         before_group: int,
         resolved_group: NewStateGroup | None,
-        txn: tuple[str, str, str] | None,
+        txn: TxnKey | None,
         replaces: str | None = None,
         redacts: str | None = None,
     ) -> StoredEvent:

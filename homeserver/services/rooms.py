@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.services.auth import Requester
-from homeserver.storage.events import StoredEvent
+from homeserver.storage.events import StoredEvent, TxnKey
 from rooms.power_levels import default_power_levels_content, power_levels_from_state
 from rooms.versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
 
@@ -170,7 +170,7 @@ class RoomService:
         membership: str,
         reason: str | None = None,
         is_direct: bool = False,
-        txn: tuple[str, str, str] | None = None,
+        txn: TxnKey | None = None,
     ) -> StoredEvent:
         version = await self.require_room(room_id)
         if not valid_user_id(target):
@@ -277,7 +277,7 @@ class RoomService:
     ) -> StoredEvent:
         await self.require_room(room_id)
         self.hs.ratelimiter.check("message", requester.user_id)
-        txn = (requester.user_id, requester.device_id, txn_id)
+        txn = TxnKey(requester.user_id, requester.device_id, f"send {room_id} {event_type}", txn_id)
         # A repeated transaction ID returns the first event (checked under the room lock).
         return await self.events.send(room_id, requester.user_id, event_type, content, txn=txn)
 
@@ -285,7 +285,7 @@ class RoomService:
         self, requester: Requester, room_id: str, event_id: str, reason: str | None, txn_id: str
     ) -> StoredEvent:
         version = await self.require_room(room_id)
-        txn = (requester.user_id, requester.device_id, txn_id)
+        txn = TxnKey(requester.user_id, requester.device_id, f"redact {room_id} {event_id}", txn_id)
         existing = await self.events.event_for_txn(txn)
         if existing is not None:
             return existing

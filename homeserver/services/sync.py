@@ -136,6 +136,8 @@ class SyncService:
                 continue
             if since is not None and (change is None or change[0] not in ("leave", "ban")):
                 continue
+            if await self.event_store.has_forgotten(user_id, room_id):
+                continue
             rooms["leave"][room_id] = await self._left_room(
                 user_id, device, room_id, since, sync_filter
             )

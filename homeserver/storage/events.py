@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from homeserver.storage.engine import Database, Row, Txn
 
@@ -41,6 +41,15 @@ class StoredEvent:
         return self._data
 
 
+class TxnKey(NamedTuple):
+    """A client transaction: the same ID on the same path from the same device is a retry."""
+
+    user_id: str
+    device_id: str
+    scope: str
+    txn_id: str
+
+
 @dataclass(frozen=True)
 class NewStateGroup:
     group_id: int
@@ -68,7 +77,7 @@ class EventToPersist:
     membership: str | None
     current_state_update: bool
     replaces_state: str | None = None
-    txn: tuple[str, str, str] | None = None
+    txn: TxnKey | None = None
     redacts: str | None = None
 
 
@@ -113,15 +122,20 @@ class EventStore:
 
     # Rooms
 
-    async def store_room(self, room_id: str, version: str, creator: str, now_ms: int) -> None:
-        await self.db.run(
-            "store_room",
-            lambda txn: txn.execute(
+    async def store_room(self, room_id: str, version: str, creator: str, now_ms: int) -> bool:
+        """Record a new room; False if the room ID is already taken."""
+
+        def txn_fn(txn: Txn) -> bool:
+            if txn.select_one("SELECT 1 FROM rooms WHERE room_id = ?", (room_id,)):
+                return False
+            txn.execute(
                 "INSERT INTO rooms (room_id, room_version, creator, created_ts) "
                 "VALUES (?, ?, ?, ?)",
                 (room_id, version, creator, now_ms),
-            ),
-        )
+            )
+            return True
+
+        return await self.db.run("store_room", txn_fn)
 
     async def get_room(self, room_id: str) -> tuple[str, str, bool] | None:
         row = await self.db.run(
@@ -198,8 +212,8 @@ class EventStore:
                 )  # fmt: skip
             if ev.txn is not None:
                 txn.execute(
-                    "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, "
+                    "event_id, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
                     (*ev.txn, ev.event_id, ev.origin_server_ts),
                 )
             if ev.redacts is not None:
@@ -286,29 +300,30 @@ class EventStore:
         )
         return row[0] if row else None
 
-    async def get_recent_txn_ids(self, since_ms: int) -> list[tuple[str, str, str, str]]:
-        return await self.db.run(
+    async def get_recent_txn_ids(self, since_ms: int) -> list[tuple[TxnKey, str]]:
+        rows = await self.db.run(
             "get_recent_txn_ids",
             lambda txn: txn.select(
-                "SELECT user_id, device_id, txn_id, event_id FROM event_txn_ids "
+                "SELECT user_id, device_id, scope, txn_id, event_id FROM event_transactions "
                 "WHERE created_ts > ? ORDER BY created_ts",
                 (since_ms,),
             ),
         )
+        return [(TxnKey(r[0], r[1], r[2], r[3]), r[4]) for r in rows]
 
-    async def get_txn_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+    async def get_txn_ids(self, event_ids: Sequence[str]) -> dict[str, TxnKey]:
         if not event_ids:
             return {}
         marks = ",".join("?" * len(event_ids))
         rows = await self.db.run(
             "get_txn_ids",
             lambda txn: txn.select(
-                f"SELECT event_id, user_id, device_id, txn_id FROM event_txn_ids "
+                f"SELECT event_id, user_id, device_id, scope, txn_id FROM event_transactions "
                 f"WHERE event_id IN ({marks})",
                 list(event_ids),
             ),
         )
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+        return {r[0]: TxnKey(r[1], r[2], r[3], r[4]) for r in rows}
 
     # State
 
@@ -406,6 +421,18 @@ class EventStore:
             ),
         )
         return [(int(r[0]), r[1]) for r in rows]
+
+    async def has_forgotten(self, user_id: str, room_id: str) -> bool:
+        """Whether the user forgot the room since their last membership change."""
+        row = await self.db.run(
+            "has_forgotten",
+            lambda txn: txn.select_one(
+                "SELECT forgotten FROM room_memberships WHERE user_id = ? AND room_id = ? "
+                "ORDER BY stream_ordering DESC LIMIT 1",
+                (user_id, room_id),
+            ),
+        )
+        return bool(row and row[0])
 
     async def forget_room(self, user_id: str, room_id: str) -> None:
         await self.db.run(
