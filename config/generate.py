@@ -99,6 +99,13 @@ http:
   # Largest JSON request body accepted (media uploads have their own limit above).
   max_request_body_size: 1M
 
+rooms:
+  # The room version of new rooms unless the client asks for another (12 is what the
+  # spec recommends).
+  default_room_version: "12"
+  # Longest a /sync request may wait for something to happen.
+  max_sync_timeout: 60s
+
 logging:
   level: INFO
   # Write the log to a file instead of standard error.

@@ -221,6 +221,21 @@ class WellKnownConfig(_Section):
     client_extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class RoomsConfig(_Section):
+    # The spec recommends version 12 for new rooms.
+    default_room_version: str = "12"
+    max_sync_timeout: Duration = "60s"
+
+    def __post_init__(self) -> None:
+        if self.default_room_version not in [str(v) for v in range(1, 13)]:
+            raise ValueError("default_room_version: expected a room version from 1 to 12")
+        _normalise(self, "max_sync_timeout", parse_duration_ms)
+
+    @property
+    def max_sync_timeout_ms(self) -> int:
+        return int(self.max_sync_timeout)
+
+
 class HttpConfig(_Section):
     max_request_body_size: Size = "1M"
     cors_allowed_origin: str = "*"
@@ -255,6 +270,7 @@ class HomeserverConfig(_Section):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     well_known: WellKnownConfig = msgspec.field(default_factory=WellKnownConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
     require_auth_for_profile_requests: bool = False
 
     def __post_init__(self) -> None:

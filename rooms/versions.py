@@ -77,9 +77,6 @@ KNOWN_ROOM_VERSIONS: dict[str, RoomVersion] = {
     v.identifier: v for v in (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12)
 }
 
-# "Servers SHOULD use room version 12 as the default room version when creating new rooms."
-DEFAULT_ROOM_VERSION = "12"
-
 
 def get_room_version(identifier: str) -> RoomVersion | None:
     return KNOWN_ROOM_VERSIONS.get(identifier)

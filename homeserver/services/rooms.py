@@ -10,7 +10,7 @@ from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_p
 from homeserver.services.auth import Requester
 from homeserver.storage.events import StoredEvent, TxnKey
 from rooms.power_levels import default_power_levels_content, power_levels_from_state
-from rooms.versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
+from rooms.versions import RoomVersion, get_room_version
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -51,7 +51,7 @@ class RoomService:
 
     async def create_room(self, requester: Requester, body: JsonDict) -> JsonDict:
         user_id = requester.user_id
-        version_id = body.get("room_version", DEFAULT_ROOM_VERSION)
+        version_id = body.get("room_version", self.hs.config.rooms.default_room_version)
         version = get_room_version(version_id) if isinstance(version_id, str) else None
         if version is None:
             raise MatrixError(

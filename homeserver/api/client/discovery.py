@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import client_paths
-from rooms.versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+from rooms.versions import KNOWN_ROOM_VERSIONS
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -50,7 +50,7 @@ def register(hs: HomeServer, router: Router) -> None:
                 "m.get_login_token": {"enabled": False},
                 "m.profile_fields": {"enabled": True},
                 "m.room_versions": {
-                    "default": DEFAULT_ROOM_VERSION,
+                    "default": config.rooms.default_room_version,
                     "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
                 },
             }

@@ -22,7 +22,6 @@ from homeserver.streams import SyncToken
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
-MAX_SYNC_TIMEOUT_MS = 60_000
 MAX_TAG_LENGTH = 255
 
 
@@ -37,7 +36,7 @@ def register(hs: HomeServer, router: Router) -> None:
             except ValueError:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid 'since' token") from None
         query_string(request, "set_presence", None, ("online", "offline", "unavailable"))
-        timeout = min(query_int(request, "timeout", 0), MAX_SYNC_TIMEOUT_MS)
+        timeout = min(query_int(request, "timeout", 0), hs.config.rooms.max_sync_timeout_ms)
         full_state = query_bool(request, "full_state", False)
         filter_param = query_string(request, "filter")
         raw_filter: Any = None
