@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from homeserver.services.client_ips import ClientIpService
 from homeserver.services.devices import DeviceService
 from homeserver.services.ephemeral import ReceiptService, TypingService
 from homeserver.services.profile import ProfileService
+from homeserver.services.push import PushService
 from homeserver.services.room_access import RoomAccessService, RoomReads
 from homeserver.services.room_events import RoomEventService
 from homeserver.services.rooms import RoomService
@@ -32,8 +34,11 @@ from homeserver.storage.devices import DeviceStore
 from homeserver.storage.engine import Database
 from homeserver.storage.events import EventStore, StoredEvent
 from homeserver.storage.profiles import ProfileStore
+from homeserver.storage.push import PushStore
 from homeserver.storage.sync import SyncStore
 from homeserver.storage.users import UserStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class Stores:
     account_data: AccountDataStore
     events: EventStore
     sync: SyncStore
+    push: PushStore
 
     @classmethod
     def build(cls, db: Database) -> Stores:
@@ -54,6 +60,7 @@ class Stores:
             AccountDataStore(db),
             EventStore(db),
             SyncStore(db),
+            PushStore(db),
         )
 
 
@@ -91,6 +98,7 @@ class HomeServer:
         self.typing = TypingService(self)
         self.receipts = ReceiptService(self, stream_positions.get("receipts", 0))
         self.sync = SyncService(self)
+        self.push = PushService(self)
         self.room_events.on_new_event.append(self._notify_new_event)
 
     @classmethod
@@ -114,6 +122,11 @@ class HomeServer:
         defer.ensureDeferred(self._notify_room(event))
 
     async def _notify_room(self, event: StoredEvent) -> None:
+        try:
+            # Notification counts first, so that the syncs woken below already see them.
+            await self.push.handle_new_event(event)
+        except Exception:
+            logger.exception("Evaluating push rules for %s failed", event.event_id)
         users = set(await self.room_events.joined_users(event.room_id))
         if event.data.get("type") == "m.room.member":
             users.add(str(event.data.get("state_key")))

@@ -255,8 +255,25 @@ class SyncService:
             },
             "state": {"events": await self.access.serialize_many(state, device)},
             "summary": await self._summary(room_id, user_id),
-            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+            **await self._unread(user_id, room_id, sync_filter),
         }
+
+    async def _unread(self, user_id: str, room_id: str, sync_filter: SyncFilter) -> JsonDict:
+        total, highlight, threads = await self.hs.stores.push.get_unread_counts(user_id, room_id)
+        result: JsonDict = {
+            "unread_notifications": {"notification_count": total, "highlight_count": highlight}
+        }
+        if sync_filter.timeline.unread_thread_notifications:
+            main = threads.pop("main", (0, 0))
+            result["unread_notifications"] = {
+                "notification_count": main[0],
+                "highlight_count": main[1],
+            }
+            result["unread_thread_notifications"] = {
+                thread: {"notification_count": n, "highlight_count": h}
+                for thread, (n, h) in threads.items()
+            }
+        return result
 
     async def _left_room(
         self,

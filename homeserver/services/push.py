@@ -1,0 +1,270 @@
+"""Push: users' rules, evaluating them on every event, unread counts, pushers and delivery
+to push gateways (in the background: a gateway that is down never slows a send)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from cachetools import LRUCache
+from twisted.internet import defer
+
+from homeserver.errors import Codes, MatrixError, not_found
+from homeserver.storage.events import StoredEvent
+from rooms import push_rules
+from rooms.power_levels import power_levels_from_state
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+MAX_DELIVERY_ATTEMPTS = 6
+FIRST_RETRY_MS = 1_000
+
+
+def thread_of(event: JsonDict) -> str:
+    relates = (event.get("content") or {}).get("m.relates_to")
+    if isinstance(relates, dict) and relates.get("rel_type") == "m.thread":
+        root = relates.get("event_id")
+        if isinstance(root, str):
+            return root
+    return "main"
+
+
+class PushService:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.store = hs.stores.push
+        self._rules: LRUCache[str, JsonDict] = LRUCache(maxsize=10_000)
+
+    # Rules
+
+    async def stored_rules(self, user_id: str) -> JsonDict:
+        rules = self._rules.get(user_id)
+        if rules is None:
+            rules = await self.store.get_rules(user_id) or push_rules.empty_user_rules()
+            self._rules[user_id] = rules
+        return rules
+
+    async def ruleset(self, user_id: str) -> dict[str, list[JsonDict]]:
+        return push_rules.effective_rules(user_id, await self.stored_rules(user_id))
+
+    async def _save(self, user_id: str, rules: JsonDict) -> None:
+        await self.store.set_rules(user_id, rules)
+        self._rules[user_id] = rules
+        # Clients learn of the change through m.push_rules account data.
+        await self.hs.account_data.write(
+            user_id, "", "m.push_rules", {"global": await self.ruleset(user_id)}
+        )
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in push_rules.KINDS:
+            raise MatrixError(400, Codes.INVALID_PARAM, f"Unknown push rule kind {kind!r}")
+
+    async def find_rule(self, user_id: str, kind: str, rule_id: str) -> JsonDict:
+        self._check_kind(kind)
+        for rule in (await self.ruleset(user_id))[kind]:
+            if rule["rule_id"] == rule_id:
+                return rule
+        raise not_found("Push rule not found")
+
+    async def put_rule(
+        self,
+        user_id: str,
+        kind: str,
+        rule_id: str,
+        body: JsonDict,
+        before: str | None,
+        after: str | None,
+    ) -> None:
+        self._check_kind(kind)
+        try:
+            rule = push_rules.validate_rule(kind, rule_id, body)
+        except push_rules.InvalidRule as e:
+            raise MatrixError(400, Codes.INVALID_PARAM, str(e)) from None
+        stored = json.loads(json.dumps(await self.stored_rules(user_id)))
+        own: list[JsonDict] = stored["rules"][kind]
+        existing = next((i for i, r in enumerate(own) if r["rule_id"] == rule_id), None)
+        if existing is not None:
+            rule["enabled"] = own[existing].get("enabled", True)
+            own.pop(existing)
+        anchor = before or after
+        if anchor is not None:
+            position = next((i for i, r in enumerate(own) if r["rule_id"] == anchor), None)
+            if position is None:
+                raise MatrixError(404, "M_NOT_FOUND", f"No rule {anchor!r} to place this beside")
+            own.insert(position if before else position + 1, rule)
+        elif existing is not None:
+            own.insert(existing, rule)
+        else:
+            own.insert(0, rule)
+        await self._save(user_id, stored)
+
+    async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> None:
+        self._check_kind(kind)
+        if rule_id.startswith("."):
+            raise MatrixError(400, Codes.INVALID_PARAM, "Server-default rules cannot be deleted")
+        stored = json.loads(json.dumps(await self.stored_rules(user_id)))
+        own = stored["rules"][kind]
+        remaining = [r for r in own if r["rule_id"] != rule_id]
+        if len(remaining) == len(own):
+            raise not_found("Push rule not found")
+        stored["rules"][kind] = remaining
+        await self._save(user_id, stored)
+
+    async def set_attribute(
+        self, user_id: str, kind: str, rule_id: str, attribute: str, value: Any
+    ) -> None:
+        await self.find_rule(user_id, kind, rule_id)  # 404 if absent
+        if attribute == "enabled":
+            if not isinstance(value, bool):
+                raise MatrixError(400, Codes.BAD_JSON, "enabled must be a boolean")
+        else:
+            try:
+                value = push_rules.validate_actions(value)
+            except push_rules.InvalidRule as e:
+                raise MatrixError(400, Codes.INVALID_PARAM, str(e)) from None
+        stored = json.loads(json.dumps(await self.stored_rules(user_id)))
+        if rule_id.startswith("."):
+            stored["defaults"].setdefault(rule_id, {})[attribute] = value
+        else:
+            for rule in stored["rules"][kind]:
+                if rule["rule_id"] == rule_id:
+                    rule[attribute] = value
+        await self._save(user_id, stored)
+
+    # Evaluating new events
+
+    async def handle_new_event(self, event: StoredEvent) -> None:
+        """Record notifications for the room's local members (never the sender)."""
+        data = event.data
+        sender = data.get("sender")
+        members = [
+            u for u in await self.hs.room_events.joined_users(event.room_id)
+            if u != sender and self.hs.accounts.is_local(u)
+        ]  # fmt: skip
+        if data.get("type") == "m.room.member" and data.get("state_key") not in members:
+            target = str(data.get("state_key"))
+            if target != sender and self.hs.accounts.is_local(target):
+                members.append(target)  # an invitee is not joined yet
+        if not members:
+            return
+        state = await self.hs.room_events.state_events(event.state_before)
+        version = await self.hs.room_events.room_version(event.room_id)
+        power = power_levels_from_state({k: v.data for k, v in state.items()}, version)
+        member_count = len(await self.hs.room_events.joined_users(event.room_id))
+        rows = []
+        notified = []
+        for user_id in members:
+            member = state.get(("m.room.member", user_id))
+            display_name = (member.data.get("content") or {}).get("displayname") if member else None
+            ctx = push_rules.PushContext(
+                user_id, display_name if isinstance(display_name, str) else None,
+                member_count, power.user_level(str(sender)), power.notifications,
+            )  # fmt: skip
+            actions = push_rules.evaluate(await self.ruleset(user_id), data, ctx)
+            if not push_rules.notifies(actions):
+                continue
+            rows.append((
+                user_id, event.room_id, event.event_id, event.stream_ordering, thread_of(data),
+                json.dumps(actions), int(push_rules.highlights(actions)),
+            ))  # fmt: skip
+            notified.append((user_id, actions))
+        await self.store.add_push_actions(rows)
+        if notified:
+            defer.ensureDeferred(self._deliver_all(event, notified))
+
+    # Pushers and delivery
+
+    async def set_pusher(self, user_id: str, body: JsonDict) -> None:
+        pushkey = body.get("pushkey")
+        app_id = body.get("app_id")
+        if not isinstance(pushkey, str) or not isinstance(app_id, str):
+            raise MatrixError(400, Codes.MISSING_PARAM, "pushkey and app_id are required")
+        if len(pushkey) > 512 or len(app_id) > 64:
+            raise MatrixError(400, Codes.INVALID_PARAM, "pushkey or app_id is too long")
+        kind = body.get("kind")
+        if kind is None:
+            await self.store.delete_pusher(user_id, app_id, pushkey)
+            return
+        if kind not in ("http", "email"):
+            raise MatrixError(400, Codes.INVALID_PARAM, "kind must be 'http', 'email' or null")
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise MatrixError(400, Codes.MISSING_PARAM, "data is required")
+        if kind == "http":
+            url = data.get("url")
+            parsed = urlparse(url) if isinstance(url, str) else None
+            if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise MatrixError(400, Codes.INVALID_PARAM, "data.url must be an http(s) URL")
+        if kind == "email":
+            raise MatrixError(400, Codes.INVALID_PARAM, "Email pushers are not supported")
+        for key in ("app_display_name", "device_display_name", "lang"):
+            if not isinstance(body.get(key), str):
+                raise MatrixError(400, Codes.MISSING_PARAM, f"{key} is required")
+        pusher = {
+            "pushkey": pushkey, "kind": kind, "app_id": app_id,
+            "app_display_name": body["app_display_name"],
+            "device_display_name": body["device_display_name"],
+            "profile_tag": body.get("profile_tag") if isinstance(body.get("profile_tag"), str)
+            else None,
+            "lang": body["lang"], "data": data,
+        }  # fmt: skip
+        append = body.get("append", False)
+        await self.store.set_pusher(user_id, pusher, bool(append), self.hs.clock.time_msec())
+
+    async def _deliver_all(self, event: StoredEvent, notified: list[tuple[str, list[Any]]]) -> None:
+        try:
+            for user_id, actions in notified:
+                for _, pusher in await self.store.get_pushers(user_id):
+                    if pusher.get("kind") == "http":
+                        await self._deliver(user_id, pusher, event, actions, 0)
+        except Exception:
+            logger.exception("Push delivery for %s failed", event.event_id)
+
+    async def _deliver(
+        self, user_id: str, pusher: JsonDict, event: StoredEvent, actions: list[Any], attempt: int
+    ) -> None:
+        import treq
+
+        data = event.data
+        tweaks = {a["set_tweak"]: a.get("value", True) for a in actions if isinstance(a, dict)}
+        unread, _, _ = await self.store.get_unread_counts(user_id, event.room_id)
+        device_data = {k: v for k, v in pusher["data"].items() if k != "url"}
+        notification: JsonDict = {
+            "event_id": event.event_id, "room_id": event.room_id, "type": data.get("type"),
+            "sender": data.get("sender"), "prio": "high" if tweaks.get("highlight") else "low",
+            "counts": {"unread": unread},
+            "devices": [{"app_id": pusher["app_id"], "pushkey": pusher["pushkey"],
+                         "data": device_data, "tweaks": tweaks}],
+        }  # fmt: skip
+        if device_data.get("format") != "event_id_only":
+            notification["content"] = data.get("content")
+        try:
+            response = await treq.post(
+                pusher["data"]["url"], json={"notification": notification}, timeout=10
+            )
+            body = await response.json() if response.code == 200 else {}
+            if response.code == 200:
+                if pusher["pushkey"] in (body.get("rejected") or []):
+                    await self.store.delete_pusher(user_id, pusher["app_id"], pusher["pushkey"])
+                return
+            if 400 <= response.code < 500:
+                return  # the gateway refuses this notification: retrying will not help
+            raise RuntimeError(f"gateway answered {response.code}")
+        except Exception as e:
+            if attempt + 1 >= MAX_DELIVERY_ATTEMPTS:
+                logger.warning("Giving up pushing %s to %s: %s", event.event_id, user_id, e)
+                return
+            delay = FIRST_RETRY_MS * 2**attempt
+            self.hs.clock.call_later(
+                delay,
+                lambda: defer.ensureDeferred(
+                    self._deliver(user_id, pusher, event, actions, attempt + 1)
+                ),
+            )

@@ -1,0 +1,344 @@
+"""Push rules as the spec defines them: the server-default rules, validation of a user's
+own rules, and evaluation of a rule set against an event. Pure, no I/O."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+JsonDict = dict[str, Any]
+
+KINDS = ("override", "content", "room", "sender", "underride")
+CONDITION_KINDS = (
+    "event_match", "event_property_is", "event_property_contains", "contains_display_name",
+    "room_member_count", "sender_notification_permission",
+)  # fmt: skip
+_LEGACY_ACTIONS = ("dont_notify", "coalesce")
+_IS_RE = re.compile(r"^(==|<=|>=|<|>)?([0-9]+)$")
+
+
+class InvalidRule(ValueError):
+    """A user-supplied rule the server refuses (the message names what is wrong)."""
+
+
+def _tweak(name: str, value: Any = None) -> JsonDict:
+    return {"set_tweak": name} if value is None else {"set_tweak": name, "value": value}
+
+
+def _rule(
+    rule_id: str, conditions: list[JsonDict], actions: list[Any], enabled: bool = True
+) -> JsonDict:
+    return {"rule_id": rule_id, "default": True, "enabled": enabled,
+            "conditions": conditions, "actions": actions}  # fmt: skip
+
+
+def _match(key: str, pattern: str) -> JsonDict:
+    return {"kind": "event_match", "key": key, "pattern": pattern}
+
+
+def default_rules(user_id: str) -> dict[str, list[JsonDict]]:
+    """The spec's predefined rules for ``user_id`` (Matrix 1.17+: mentions via m.mentions)."""
+    sound = _tweak("sound", "default")
+    return {
+        "override": [
+            _rule(".m.rule.master", [], [], enabled=False),
+            _rule(".m.rule.suppress_notices", [_match("content.msgtype", "m.notice")], []),
+            _rule(
+                ".m.rule.invite_for_me",
+                [
+                    _match("type", "m.room.member"),
+                    _match("content.membership", "invite"),
+                    _match("state_key", user_id),
+                ],
+                ["notify", sound],
+            ),
+            _rule(".m.rule.member_event", [_match("type", "m.room.member")], []),
+            _rule(
+                ".m.rule.is_user_mention",
+                [
+                    {
+                        "kind": "event_property_contains",
+                        "key": "content.m\\.mentions.user_ids",
+                        "value": user_id,
+                    }
+                ],
+                ["notify", sound, _tweak("highlight")],
+            ),
+            _rule(
+                ".m.rule.is_room_mention",
+                [
+                    {
+                        "kind": "event_property_is",
+                        "key": "content.m\\.mentions.room",
+                        "value": True,
+                    },
+                    {"kind": "sender_notification_permission", "key": "room"},
+                ],
+                ["notify", _tweak("highlight")],
+            ),
+            _rule(
+                ".m.rule.tombstone",
+                [_match("type", "m.room.tombstone"), _match("state_key", "")],
+                ["notify", _tweak("highlight")],
+            ),
+            _rule(".m.rule.reaction", [_match("type", "m.reaction")], []),
+            _rule(
+                ".m.rule.room.server_acl",
+                [_match("type", "m.room.server_acl"), _match("state_key", "")],
+                [],
+            ),
+            _rule(
+                ".m.rule.suppress_edits",
+                [
+                    {
+                        "kind": "event_property_is",
+                        "key": "content.m\\.relates_to.rel_type",
+                        "value": "m.replace",
+                    }
+                ],
+                [],
+            ),
+        ],
+        "content": [],
+        "room": [],
+        "sender": [],
+        "underride": [
+            _rule(
+                ".m.rule.call",
+                [_match("type", "m.call.invite")],
+                ["notify", _tweak("sound", "ring")],
+            ),
+            _rule(
+                ".m.rule.encrypted_room_one_to_one",
+                [{"kind": "room_member_count", "is": "2"}, _match("type", "m.room.encrypted")],
+                ["notify", sound],
+            ),
+            _rule(
+                ".m.rule.room_one_to_one",
+                [{"kind": "room_member_count", "is": "2"}, _match("type", "m.room.message")],
+                ["notify", sound],
+            ),
+            _rule(".m.rule.message", [_match("type", "m.room.message")], ["notify"]),
+            _rule(".m.rule.encrypted", [_match("type", "m.room.encrypted")], ["notify"]),
+        ],
+    }
+
+
+# A user's stored rules: their own rules per kind (in priority order) and their changes to
+# the server-default rules ({rule_id: {"enabled": bool, "actions": [...]}}).
+def empty_user_rules() -> JsonDict:
+    return {"rules": {kind: [] for kind in KINDS}, "defaults": {}}
+
+
+def effective_rules(user_id: str, stored: JsonDict) -> dict[str, list[JsonDict]]:
+    """The ruleset clients see: ``.m.rule.master`` first, user rules before server defaults."""
+    defaults = default_rules(user_id)
+    changes = stored.get("defaults", {})
+    for rules in defaults.values():
+        for rule in rules:
+            rule.update(changes.get(rule["rule_id"], {}))
+    own = stored.get("rules", {})
+    result: dict[str, list[JsonDict]] = {}
+    for kind in KINDS:
+        user_rules = [dict(r, default=False) for r in own.get(kind, [])]
+        server = defaults[kind]
+        if kind == "override":
+            master, rest = server[:1], server[1:]
+            result[kind] = master + user_rules + rest
+        else:
+            result[kind] = user_rules + server
+    return result
+
+
+def validate_actions(actions: Any) -> list[Any]:
+    if not isinstance(actions, list):
+        raise InvalidRule("actions must be a list")
+    cleaned = []
+    for action in actions:
+        if action in _LEGACY_ACTIONS:
+            continue
+        if action == "notify" or (
+            isinstance(action, dict) and isinstance(action.get("set_tweak"), str)
+        ):
+            cleaned.append(action)
+        else:
+            raise InvalidRule(f"unknown action {action!r}")
+    return cleaned
+
+
+def validate_rule(kind: str, rule_id: str, body: JsonDict) -> JsonDict:
+    """A user rule from a PUT body, or InvalidRule saying what is wrong."""
+    if kind not in KINDS:
+        raise InvalidRule(f"unknown rule kind {kind!r}")
+    if rule_id.startswith("."):
+        raise InvalidRule("rule IDs starting with '.' are reserved for server-default rules")
+    if not rule_id or "/" in rule_id or "\\" in rule_id:
+        raise InvalidRule("invalid rule ID")
+    rule: JsonDict = {"rule_id": rule_id, "enabled": True,
+                      "actions": validate_actions(body.get("actions"))}  # fmt: skip
+    if kind == "content":
+        pattern = body.get("pattern")
+        if not isinstance(pattern, str):
+            raise InvalidRule("content rules need a string pattern")
+        rule["pattern"] = pattern
+    elif kind in ("override", "underride"):
+        conditions = body.get("conditions", [])
+        if not isinstance(conditions, list):
+            raise InvalidRule("conditions must be a list")
+        for condition in conditions:
+            _validate_condition(condition)
+        rule["conditions"] = copy.deepcopy(conditions)
+    elif kind == "room" and not rule_id.startswith("!"):
+        raise InvalidRule("room rule IDs must be room IDs")
+    elif kind == "sender" and not rule_id.startswith("@"):
+        raise InvalidRule("sender rule IDs must be user IDs")
+    return rule
+
+
+def _validate_condition(condition: Any) -> None:
+    if not isinstance(condition, dict) or condition.get("kind") not in CONDITION_KINDS:
+        raise InvalidRule(f"unknown condition {condition!r}")
+    kind = condition["kind"]
+    if kind == "event_match" and not (
+        isinstance(condition.get("key"), str) and isinstance(condition.get("pattern"), str)
+    ):
+        raise InvalidRule("event_match needs a string key and pattern")
+    if kind in ("event_property_is", "event_property_contains") and not isinstance(
+        condition.get("key"), str
+    ):
+        raise InvalidRule(f"{kind} needs a string key")
+    if kind == "room_member_count" and not (
+        isinstance(condition.get("is"), str) and _IS_RE.match(condition["is"])
+    ):
+        raise InvalidRule("room_member_count needs an 'is' like '2', '>=10' or '<5'")
+    if kind == "sender_notification_permission" and not isinstance(condition.get("key"), str):
+        raise InvalidRule("sender_notification_permission needs a string key")
+
+
+# Evaluation
+
+
+@dataclass(frozen=True)
+class PushContext:
+    user_id: str
+    display_name: str | None
+    member_count: int
+    sender_power: float
+    notification_levels: dict[str, int]
+
+
+@lru_cache(maxsize=1024)
+def _glob(pattern: str, word_boundary: bool) -> re.Pattern[str]:
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    if word_boundary:
+        return re.compile(rf"(?:^|[^A-Za-z0-9_]){body}(?:[^A-Za-z0-9_]|$)", re.I | re.S)
+    return re.compile(rf"^{body}$", re.I | re.S)
+
+
+def _split_path(key: str) -> list[str]:
+    """Dot-separated property paths, where ``\\.`` is a literal dot."""
+    parts, current, escaped = [], "", False
+    for char in key:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ".":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+_MISSING = object()
+
+
+def _lookup(event: JsonDict, key: str) -> Any:
+    value: Any = event
+    for part in _split_path(key):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _simple(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | str)
+
+
+def _condition_holds(condition: JsonDict, event: JsonDict, ctx: PushContext) -> bool:
+    kind = condition.get("kind")
+    if kind == "event_match":
+        value = _lookup(event, str(condition.get("key")))
+        if not isinstance(value, str):
+            return False
+        word_boundary = condition.get("key") == "content.body"
+        return bool(_glob(str(condition.get("pattern")), word_boundary).search(value))
+    if kind == "event_property_is":
+        value = _lookup(event, str(condition.get("key")))
+        expected = condition.get("value")
+        return _simple(value) and type(value) is type(expected) and value == expected
+    if kind == "event_property_contains":
+        value = _lookup(event, str(condition.get("key")))
+        expected = condition.get("value")
+        return isinstance(value, list) and any(
+            _simple(v) and type(v) is type(expected) and v == expected for v in value
+        )
+    if kind == "contains_display_name":
+        body = _lookup(event, "content.body")
+        if not ctx.display_name or not isinstance(body, str):
+            return False
+        return bool(_glob(re.sub(r"[*?]", "", ctx.display_name), True).search(body))
+    if kind == "room_member_count":
+        match = _IS_RE.match(str(condition.get("is", "")))
+        if not match:
+            return False
+        op, number = match.group(1) or "==", int(match.group(2))
+        count = ctx.member_count
+        return {"==": count == number, "<": count < number, ">": count > number,
+                "<=": count <= number, ">=": count >= number}[op]  # fmt: skip
+    if kind == "sender_notification_permission":
+        needed = ctx.notification_levels.get(str(condition.get("key")), 50)
+        return ctx.sender_power >= needed
+    return False  # unrecognised conditions never match
+
+
+def _rule_matches(kind: str, rule: JsonDict, event: JsonDict, ctx: PushContext) -> bool:
+    if not rule.get("enabled", True):
+        return False
+    if kind == "content":
+        body = _lookup(event, "content.body")
+        return isinstance(body, str) and bool(
+            _glob(str(rule.get("pattern", "")), True).search(body)
+        )
+    if kind == "room":
+        return bool(event.get("room_id") == rule["rule_id"])
+    if kind == "sender":
+        return bool(event.get("sender") == rule["rule_id"])
+    return all(_condition_holds(c, event, ctx) for c in rule.get("conditions", []))
+
+
+def evaluate(rules: dict[str, list[JsonDict]], event: JsonDict, ctx: PushContext) -> list[Any]:
+    """The actions of the first matching rule, or [] (no notification)."""
+    for kind in KINDS:
+        for rule in rules.get(kind, []):
+            if _rule_matches(kind, rule, event, ctx):
+                return [a for a in rule.get("actions", []) if a not in _LEGACY_ACTIONS]
+    return []
+
+
+def notifies(actions: list[Any]) -> bool:
+    return "notify" in actions
+
+
+def highlights(actions: list[Any]) -> bool:
+    for action in actions:
+        if isinstance(action, dict) and action.get("set_tweak") == "highlight":
+            return action.get("value", True) is not False
+    return False
