@@ -366,8 +366,15 @@ class Api:
         if status != 200:
             raise RuntimeError(f"send: {status} {result}")
 
-    async def sync(self, token: str, since: str | None = None, timeout: int = 0) -> JsonBody:
+    async def sync(
+        self, token: str, since: str | None = None, timeout: int = 0, nonce: str | None = None
+    ) -> JsonBody:
         path = "sync?timeout=" + str(timeout) + (f"&since={quote(since)}" if since else "")
+        if nonce is not None:
+            # A filter that changes nothing but makes each request distinct, so that a
+            # server's cache of recent identical responses does not answer it.
+            unique = {"presence": {"not_types": [f"bench.nonce.{nonce}"]}}
+            path += "&filter=" + quote(json.dumps(unique))
         status, result = await self.call("GET", path, None, token)
         if status != 200:
             raise RuntimeError(f"sync: {status} {result}")
@@ -588,7 +595,7 @@ def scenario_initial_sync(rooms: int, messages: int) -> Callable[..., Awaitable[
         await api.filled_rooms(token, rooms, messages)
 
         async def op(i: int) -> None:
-            await api.sync(token)
+            await api.sync(token, nonce=secrets.token_hex(4))
 
         return await run_concurrent(server, size, 1, op)
 
