@@ -24,7 +24,7 @@ from homeserver.services.devices import DeviceService
 from homeserver.services.ephemeral import ReceiptService, TypingService
 from homeserver.services.profile import ProfileService
 from homeserver.services.push import PushService
-from homeserver.services.room_access import RoomAccessService, RoomReads
+from homeserver.services.room_access import RelationReads, RoomAccessService, RoomReads
 from homeserver.services.room_events import RoomEventService
 from homeserver.services.rooms import RoomService
 from homeserver.services.sync import SyncService
@@ -93,6 +93,7 @@ class HomeServer:
         )
         self.room_access = RoomAccessService(self)
         self.room_reads = RoomReads(self)
+        self.relation_reads = RelationReads(self)
         self.rooms = RoomService(self)
         self.notifier = Notifier(self.clock)
         self.typing = TypingService(self)

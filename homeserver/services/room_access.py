@@ -159,6 +159,52 @@ class RoomAccessService:
         data["unsigned"] = unsigned
         return data
 
+    async def _aggregations(
+        self, events: Sequence[StoredEvent], requester_device: tuple[str, str] | None
+    ) -> dict[str, JsonDict]:
+        """Bundled aggregations: thread summaries, the latest edit, references."""
+        parents = {e.event_id: e for e in events if not e.redacted_by}
+        rows = await self.store.get_relations_of(list(parents))
+        if not rows:
+            return {}
+        user_id = requester_device[0] if requester_device else None
+        children = await self.events.get_events(child for _, _, child, _, _ in rows)
+        visible_ids = None
+        if user_id is not None:
+            visible = await self.filter_visible(user_id, list(children.values()))
+            visible_ids = {e.event_id for e in visible}
+        result: dict[str, JsonDict] = {}
+        threads: dict[str, list[tuple[str, str]]] = {}
+        for parent, rel_type, child, sender, _ in rows:
+            if visible_ids is not None and child not in visible_ids:
+                continue
+            if child in children and children[child].redacted_by:
+                continue
+            entry = result.setdefault(parent, {})
+            if rel_type == "m.thread":
+                threads.setdefault(parent, []).append((child, sender))
+            elif rel_type == "m.replace":
+                if sender == parents[parent].data.get("sender"):
+                    edit = children.get(child)
+                    if edit is not None:
+                        entry["m.replace"] = self.serialize(edit)
+            elif rel_type == "m.reference":
+                entry.setdefault("m.reference", {"chunk": []})["chunk"].append({"event_id": child})
+        for parent, replies in threads.items():
+            latest = children.get(replies[-1][0])
+            if latest is None:
+                continue
+            result[parent]["m.thread"] = {
+                "latest_event": self.serialize(latest, requester_device),
+                "count": len(replies),
+                "current_user_participated": user_id is not None
+                and (
+                    any(sender == user_id for _, sender in replies)
+                    or parents[parent].data.get("sender") == user_id
+                ),
+            }
+        return {parent: entry for parent, entry in result.items() if entry}
+
     async def serialize_many(
         self, events: Sequence[StoredEvent], requester_device: tuple[str, str] | None = None
     ) -> list[JsonDict]:
@@ -174,9 +220,12 @@ class RoomAccessService:
         redactions = await self.events.get_events(
             [e.redacted_by[0] for e in events if e.redacted_by]
         )
+        aggregations = await self._aggregations(events, requester_device)
         result = []
         for event in events:
             data = self.serialize(event, requester_device, txn_ids, redactions)
+            if event.event_id in aggregations:
+                data["unsigned"]["m.relations"] = aggregations[event.event_id]
             prev = previous.get(event.replaces_state or "")
             if prev is not None:
                 content = prev.data.get("content")
@@ -322,6 +371,65 @@ class RoomReads:
                 continue
             members.append(event)
         return await self.access.serialize_many(members, (requester.user_id, requester.device_id))
+
+
+class RelationReads:
+    """/relations and /threads, through the same visibility check as every read."""
+
+    def __init__(self, hs: HomeServer) -> None:
+        self.access = hs.room_access
+        self.events = hs.room_events
+        self.store = hs.stores.events
+
+    async def relations(
+        self,
+        requester: Requester,
+        room_id: str,
+        parent_id: str,
+        rel_type: str | None,
+        event_type: str | None,
+        from_token: str | None,
+        backwards: bool,
+        limit: int,
+    ) -> JsonDict:
+        await self.access.check_event_visible(requester.user_id, room_id, parent_id)
+        position = parse_stream_token(from_token)
+        before, after = (position, None) if backwards else (None, position)
+        rows = await self.store.get_children(
+            parent_id, rel_type, event_type, before, after, backwards, limit
+        )
+        loaded = await self.events.get_events(e for e, _ in rows)
+        ordered = [loaded[e] for e, _ in rows if e in loaded and loaded[e].room_id == room_id]
+        visible = await self.access.filter_visible(requester.user_id, ordered)
+        response: JsonDict = {
+            "chunk": await self.access.serialize_many(
+                visible, (requester.user_id, requester.device_id)
+            )
+        }
+        if len(rows) == limit:
+            response["next_batch"] = f"s{rows[-1][1]}"
+        return response
+
+    async def threads(
+        self, requester: Requester, room_id: str, participated: bool, from_token: str | None,
+        limit: int,
+    ) -> JsonDict:  # fmt: skip
+        await self.events.room_version(room_id)
+        before = parse_stream_token(from_token)
+        rows = await self.store.get_thread_roots(
+            room_id, requester.user_id if participated else None, before, limit
+        )
+        loaded = await self.events.get_events(root for root, _ in rows)
+        roots = [loaded[r] for r, _ in rows if r in loaded and loaded[r].room_id == room_id]
+        visible = await self.access.filter_visible(requester.user_id, roots)
+        response: JsonDict = {
+            "chunk": await self.access.serialize_many(
+                visible, (requester.user_id, requester.device_id)
+            )
+        }
+        if len(rows) == limit:
+            response["next_batch"] = f"s{rows[-1][1]}"
+        return response
 
 
 class EventFilter:

@@ -408,6 +408,7 @@ class RoomEventService:
                     replaces_state=replaces,
                     txn=txn,
                     redacts=redacts,
+                    relation=relation_of(event),
                 )
             )
         if redacts is not None:
@@ -438,6 +439,11 @@ class RoomEventService:
         return stored
 
 
-def event_content(stored: StoredEvent) -> JsonDict:
-    content = stored.data.get("content")
-    return content if isinstance(content, dict) else {}
+def relation_of(event: JsonDict) -> tuple[str, str] | None:
+    """(parent event ID, rel_type) if the event relates to another one."""
+    relates = (event.get("content") or {}).get("m.relates_to")
+    if isinstance(relates, dict):
+        parent, rel_type = relates.get("event_id"), relates.get("rel_type")
+        if isinstance(parent, str) and isinstance(rel_type, str):
+            return parent, rel_type
+    return None

@@ -79,6 +79,8 @@ class EventToPersist:
     replaces_state: str | None = None
     txn: TxnKey | None = None
     redacts: str | None = None
+    # (parent event ID, rel_type) from content.m.relates_to
+    relation: tuple[str, str] | None = None
 
 
 _EVENT_COLUMNS = (
@@ -216,6 +218,13 @@ class EventStore:
                     "event_id, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
                     (*ev.txn, ev.event_id, ev.origin_server_ts),
                 )
+            if ev.relation is not None:
+                txn.execute(
+                    "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, "
+                    "type, sender, stream_ordering) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (ev.event_id, *ev.relation, ev.room_id, ev.event_type, ev.sender,
+                     ev.stream_ordering),
+                )  # fmt: skip
             if ev.redacts is not None:
                 txn.execute(
                     "INSERT INTO redactions (event_id, redacted_by) VALUES (?, ?) "
@@ -442,6 +451,76 @@ class EventStore:
                 (user_id, room_id),
             ),
         )
+
+    # Relations
+
+    async def get_relations_of(
+        self, parent_ids: Sequence[str]
+    ) -> list[tuple[str, str, str, str, int]]:
+        """(parent, rel_type, child, sender, stream) for every child of the given events."""
+        if not parent_ids:
+            return []
+        marks = ",".join("?" * len(parent_ids))
+        return await self.db.run(
+            "get_relations_of",
+            lambda txn: txn.select(
+                f"SELECT relates_to_id, rel_type, event_id, sender, stream_ordering "
+                f"FROM event_relations WHERE relates_to_id IN ({marks}) ORDER BY stream_ordering",
+                list(parent_ids),
+            ),
+        )
+
+    async def get_children(
+        self,
+        parent_id: str,
+        rel_type: str | None,
+        event_type: str | None,
+        before: int | None,
+        after: int | None,
+        backwards: bool,
+        limit: int,
+    ) -> list[tuple[str, int]]:
+        sql = "SELECT event_id, stream_ordering FROM event_relations WHERE relates_to_id = ?"
+        args: list[Any] = [parent_id]
+        for column, value in (("rel_type", rel_type), ("type", event_type)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if before is not None:
+            sql += " AND stream_ordering < ?"
+            args.append(before)
+        if after is not None:
+            sql += " AND stream_ordering > ?"
+            args.append(after)
+        sql += f" ORDER BY stream_ordering {'DESC' if backwards else 'ASC'} LIMIT ?"
+        args.append(limit)
+        rows = await self.db.run("get_children", lambda txn: txn.select(sql, args))
+        return [(r[0], int(r[1])) for r in rows]
+
+    async def get_thread_roots(
+        self, room_id: str, participant: str | None, before: int | None, limit: int
+    ) -> list[tuple[str, int]]:
+        """(root event ID, latest reply position), most recently active first."""
+        sql = (
+            "SELECT r.relates_to_id, MAX(r.stream_ordering) AS latest FROM event_relations r "
+            "WHERE r.room_id = ? AND r.rel_type = 'm.thread'"
+        )
+        args: list[Any] = [room_id]
+        if participant is not None:
+            sql += (
+                " AND r.relates_to_id IN (SELECT relates_to_id FROM event_relations WHERE "
+                "rel_type = 'm.thread' AND sender = ? UNION SELECT event_id FROM events "
+                "WHERE room_id = ? AND sender = ?)"
+            )
+            args += [participant, room_id, participant]
+        sql += " GROUP BY r.relates_to_id"
+        if before is not None:
+            sql += " HAVING MAX(r.stream_ordering) < ?"
+            args.append(before)
+        sql += " ORDER BY latest DESC LIMIT ?"
+        args.append(limit)
+        rows = await self.db.run("get_thread_roots", lambda txn: txn.select(sql, args))
+        return [(r[0], int(r[1])) for r in rows]
 
     # Aliases
 

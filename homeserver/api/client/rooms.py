@@ -321,3 +321,36 @@ def register(hs: HomeServer, router: Router) -> None:
         timestamp_to_event,
         "timestamp_to_event",
     )
+    register_relations(hs, router)
+
+
+def register_relations(hs: HomeServer, router: Router) -> None:
+    reads = hs.relation_reads
+
+    async def relations(
+        request: MatrixRequest,
+        room_id: str,
+        event_id: str,
+        rel_type: str | None = None,
+        event_type: str | None = None,
+    ) -> tuple[int, Any]:
+        requester = await hs.auth.get_user_by_req(request)
+        direction = query_string(request, "dir", "b", ("b", "f"))
+        return 200, await reads.relations(
+            requester, room_id, event_id, rel_type, event_type,
+            query_string(request, "from"), direction == "b",
+            query_int(request, "limit", 50, minimum=1, maximum=1000),
+        )  # fmt: skip
+
+    async def threads(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.get_user_by_req(request)
+        include = query_string(request, "include", "all", ("all", "participated"))
+        return 200, await reads.threads(
+            requester, room_id, include == "participated", query_string(request, "from"),
+            query_int(request, "limit", 50, minimum=1, maximum=1000),
+        )  # fmt: skip
+
+    base = "/rooms/{room_id}/relations/{event_id}"
+    for suffix in ("", "/{rel_type}", "/{rel_type}/{event_type}"):
+        router.add("GET", client_v1_paths(base + suffix), relations, "relations")
+    router.add("GET", client_v1_paths("/rooms/{room_id}/threads"), threads, "threads")
