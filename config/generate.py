@@ -106,6 +106,10 @@ rooms:
   # Longest a /sync request may wait for something to happen.
   max_sync_timeout: 60s
 
+presence:
+  # Share online/offline status with people you share a room with.
+  enabled: true
+
 logging:
   level: INFO
   # Write the log to a file instead of standard error.

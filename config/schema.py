@@ -221,6 +221,10 @@ class WellKnownConfig(_Section):
     client_extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class PresenceConfig(_Section):
+    enabled: bool = True
+
+
 class RoomsConfig(_Section):
     # The spec recommends version 12 for new rooms.
     default_room_version: str = "12"
@@ -271,6 +275,7 @@ class HomeserverConfig(_Section):
     well_known: WellKnownConfig = msgspec.field(default_factory=WellKnownConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
+    presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     require_auth_for_profile_requests: bool = False
 
     def __post_init__(self) -> None:

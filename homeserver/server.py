@@ -22,6 +22,7 @@ from homeserver.services.auth import AuthService
 from homeserver.services.client_ips import ClientIpService
 from homeserver.services.devices import DeviceService
 from homeserver.services.ephemeral import ReceiptService, TypingService
+from homeserver.services.presence import PresenceService
 from homeserver.services.profile import ProfileService
 from homeserver.services.push import PushService
 from homeserver.services.room_access import RelationReads, RoomAccessService, RoomReads
@@ -97,6 +98,7 @@ class HomeServer:
         self.rooms = RoomService(self)
         self.notifier = Notifier(self.clock)
         self.typing = TypingService(self)
+        self.presence = PresenceService(self)
         self.receipts = ReceiptService(self, stream_positions.get("receipts", 0))
         self.sync = SyncService(self)
         self.push = PushService(self)

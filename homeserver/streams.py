@@ -34,35 +34,40 @@ class StreamIdGenerator:
         return self._last_allocated
 
 
-_TOKEN_FIELDS = ("events", "account_data", "receipts", "typing")
+_TOKEN_FIELDS = ("events", "account_data", "receipts", "typing", "presence")
 
 
 class SyncToken:
-    """Where a sync got to in every stream: ``s<events>_<account_data>_<receipts>_<typing>``.
+    """Where a sync got to in every stream:
+    ``s<events>_<account_data>_<receipts>_<typing>_<presence>``.
 
-    Typing lives only in memory, so after a restart a token's typing position may be ahead
-    of the server's; it is then read as zero.
+    Typing and presence live only in memory, so after a restart a token's position in them
+    may be ahead of the server's; it is then read as zero.
     """
 
     __slots__ = _TOKEN_FIELDS
 
-    def __init__(self, events: int, account_data: int, receipts: int, typing: int) -> None:
+    def __init__(
+        self, events: int, account_data: int, receipts: int, typing: int, presence: int = 0
+    ) -> None:
         self.events = events
         self.account_data = account_data
         self.receipts = receipts
         self.typing = typing
+        self.presence = presence
 
     @classmethod
     def parse(cls, text: str) -> SyncToken:
         if not text.startswith("s"):
             raise ValueError("not a sync token")
         parts = text[1:].split("_")
-        if len(parts) != len(_TOKEN_FIELDS) or not all(p.isdigit() for p in parts):
+        # Four-part tokens predate the presence stream.
+        if len(parts) not in (4, len(_TOKEN_FIELDS)) or not all(p.isdigit() for p in parts):
             raise ValueError("not a sync token")
         return cls(*(int(p) for p in parts))
 
     def __str__(self) -> str:
-        return f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}"
+        return f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}_{self.presence}"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SyncToken) and str(self) == str(other)

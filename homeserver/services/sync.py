@@ -35,6 +35,7 @@ class SyncService:
             self.hs.account_data.stream.current,
             self.hs.receipts.stream.current,
             self.hs.typing.position,
+            self.hs.presence.position,
         )
 
     async def sync(
@@ -46,7 +47,9 @@ class SyncService:
         sync_filter: SyncFilter,
     ) -> JsonDict:
         if since is not None and since.typing > self.hs.typing.position:
-            since.typing = 0  # typing positions do not survive a restart
+            since.typing = 0  # typing and presence positions do not survive a restart
+        if since is not None and since.presence > self.hs.presence.position:
+            since.presence = 0
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             result, changed = await self._build(requester, since, full_state, sync_filter)
@@ -142,15 +145,21 @@ class SyncService:
                 user_id, device, room_id, since, sync_filter
             )
 
+        presence = [
+            e for e in await self.hs.presence.events_since(
+                user_id, since.presence if since else 0, joined
+            )
+            if sync_filter.presence.allows(e)
+        ]  # fmt: skip
         changed = bool(
             rooms["join"] or rooms["invite"] or rooms["leave"] or rooms["knock"]
-            or global_account_data
+            or global_account_data or presence
         )  # fmt: skip
         response: JsonDict = {
             "next_batch": str(now),
             "rooms": rooms,
             "account_data": {"events": global_account_data},
-            "presence": {"events": []},
+            "presence": {"events": presence},
             "to_device": {"events": []},
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},

@@ -35,7 +35,11 @@ def register(hs: HomeServer, router: Router) -> None:
                 since = SyncToken.parse(since_text)
             except ValueError:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid 'since' token") from None
-        query_string(request, "set_presence", None, ("online", "offline", "unavailable"))
+        set_presence = query_string(
+            request, "set_presence", "online", ("online", "offline", "unavailable")
+        )
+        assert set_presence is not None
+        await hs.presence.set_state(requester.user_id, set_presence, keep_message=True)
         timeout = min(query_int(request, "timeout", 0), hs.config.rooms.max_sync_timeout_ms)
         full_state = query_bool(request, "full_state", False)
         filter_param = query_string(request, "filter")
@@ -155,8 +159,25 @@ def register(hs: HomeServer, router: Router) -> None:
             await hs.account_data.write(user_id, room_id, "m.tag", {"tags": tags})
         return 200, {}
 
+    async def get_presence(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.get_user_by_req(request)
+        return 200, await hs.presence.get(requester.user_id, user_id)
+
+    async def put_presence(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.get_user_by_req(request)
+        if requester.user_id != user_id:
+            raise forbidden("Cannot set another user's presence")
+        hs.presence._require_enabled()
+        body = parse_json_object(request)
+        await hs.presence.set_state(
+            user_id, require(body, "presence", str), optional(body, "status_msg", str)
+        )
+        return 200, {}
+
     add = router.add
     add("GET", client_paths("/sync"), sync, "sync")
+    add("GET", client_paths("/presence/{user_id}/status"), get_presence, "presence")
+    add("PUT", client_paths("/presence/{user_id}/status"), put_presence, "presence")
     add("POST", client_paths("/user/{user_id}/filter"), post_filter, "filter")
     add("GET", client_paths("/user/{user_id}/filter/{filter_id}"), get_filter, "filter")
     add("PUT", client_paths("/rooms/{room_id}/typing/{user_id}"), typing, "typing")
