@@ -196,9 +196,7 @@ def test_invited_room_has_stripped_invite_state(alice: Client, bob: Client) -> N
     assert room_id not in joined(body)
     invite = section(body, "invite")[room_id]
     events = invite["invite_state"]["events"]
-    member = [
-        e for e in events if e["type"] == "m.room.member" and e["state_key"] == bob.user_id
-    ]
+    member = [e for e in events if e["type"] == "m.room.member" and e["state_key"] == bob.user_id]
     assert len(member) == 1
     assert member[0]["content"]["membership"] == "invite"
     assert member[0]["sender"] == alice.user_id
@@ -232,9 +230,7 @@ def test_left_rooms_need_include_leave_on_initial_sync(alice: Client, bob: Clien
     assert room_id not in joined(with_leave)
     left = section(with_leave, "leave")[room_id]
     everything = timeline_events(left) + state_events(left)
-    mine = [
-        e for e in everything if e["type"] == "m.room.member" and e["state_key"] == bob.user_id
-    ]
+    mine = [e for e in everything if e["type"] == "m.room.member" and e["state_key"] == bob.user_id]
     assert mine and mine[-1]["content"]["membership"] == "leave"
     assert "before leaving" in bodies(timeline_events(left))
 
@@ -302,7 +298,9 @@ def test_incremental_sync_only_changed_rooms(alice: Client) -> None:
 
 def test_global_account_data_once(alice: Client) -> None:
     token = sync(alice)["next_batch"]
-    resp = alice.put(f"user/{q(alice.user_id)}/account_data/com.example.settings", {"theme": "dark"})
+    resp = alice.put(
+        f"user/{q(alice.user_id)}/account_data/com.example.settings", {"theme": "dark"}
+    )
     assert resp.status == 200, resp
 
     body = sync(alice, token)
@@ -362,9 +360,7 @@ def test_room_account_data_and_tags(alice: Client) -> None:
     # Initial sync: both kinds of room account data are there.
     room = joined(sync(alice))[room_id]
     assert [e["content"] for e in account_data_of(room, "m.tag")] == [{"tags": {"m.favourite": {}}}]
-    assert [e["content"] for e in account_data_of(room, "com.example.room")] == [
-        {"colour": "blue"}
-    ]
+    assert [e["content"] for e in account_data_of(room, "com.example.room")] == [{"colour": "blue"}]
 
 
 def test_tags_of_other_users_are_forbidden(alice: Client, bob: Client) -> None:
@@ -537,11 +533,26 @@ def test_timeline_type_and_sender_filters(alice: Client, bob: Client) -> None:
     assert {e["sender"] for e in not_bob} == {alice.user_id}
     assert len(not_bob) == 2
 
-    # The limit counts the events that pass the filter, not the ones before filtering.
+
+def test_timeline_limit_counts_filtered_events(alice: Client, bob: Client) -> None:
+    """The limit caps the events that pass the filter, not the events before filtering."""
+    room_id = create_room(alice)
+    join(bob, room_id)
+    token = sync(bob)["next_batch"]
+    send(bob, room_id, "from bob")
+    send(alice, room_id, "custom", event_type="com.example.custom")
     for i in range(4):
         send(alice, room_id, f"noise {i}")
-    limited = timeline_with({"senders": [bob.user_id], "limit": 2})
-    assert bodies(limited) == ["from bob"]
+
+    def timeline_with(event_filter: JsonDict) -> list[JsonDict]:
+        body = sync(bob, token, filter={"room": {"timeline": event_filter}})
+        return timeline_events(joined(body).get(room_id, {}))
+
+    assert bodies(timeline_with({"senders": [bob.user_id], "limit": 2})) == ["from bob"]
+    custom = timeline_with({"types": ["com.example.*"], "limit": 2})
+    assert [e["type"] for e in custom] == ["com.example.custom"]
+    custom = timeline_with({"not_types": ["m.room.message"], "limit": 2})
+    assert [e["type"] for e in custom] == ["com.example.custom"]
 
 
 def test_room_filter_selects_rooms(alice: Client) -> None:
@@ -553,34 +564,55 @@ def test_room_filter_selects_rooms(alice: Client) -> None:
     assert unwanted in rooms and wanted not in rooms
 
 
-def test_lazy_load_members(server: ServerProcess, alice: Client, bob: Client) -> None:
+def lazy_room(server: ServerProcess, alice: Client, bob: Client) -> tuple[str, list[Client]]:
+    """A named room of five; only carol and eve have spoken, in the last two events."""
     carol, dave, eve = new_user(server), new_user(server), new_user(server)
     room_id = create_room(alice, name="Lazy room")
     for member in (bob, carol, dave, eve):
         join(member, room_id)
     send(carol, room_id, "carol speaks")
     send(eve, room_id, "eve speaks")
+    return room_id, [alice, bob, carol, dave, eve]
 
-    lazy = {"room": {"timeline": {"limit": 2}, "state": {"lazy_load_members": True}}}
-    room = joined(sync(bob, filter=lazy))[room_id]
+
+LAZY = {"room": {"timeline": {"limit": 2}, "state": {"lazy_load_members": True}}}
+
+
+def test_lazy_load_members(server: ServerProcess, alice: Client, bob: Client) -> None:
+    room_id, everyone = lazy_room(server, alice, bob)
+    _, _, carol, dave, eve = everyone
+    room = joined(sync(bob, filter=LAZY))[room_id]
     timeline = timeline_events(room)
     assert bodies(timeline) == ["carol speaks", "eve speaks"]
-    senders = {e["sender"] for e in timeline}
+    assert {e["sender"] for e in timeline} == {carol.user_id, eve.user_id}
     members = state_keys(state_events(room), "m.room.member")
-    # Heroes' member events must be included when heroes are sent (a named room needs none).
+    # The senders and the syncing user; nobody else, unless listed as a hero (whose member
+    # events the spec requires; a named room needs no heroes).
+    assert {carol.user_id, eve.user_id, bob.user_id} <= members
     heroes = set(room.get("summary", {}).get("m.heroes", []))
-    assert members == senders | {bob.user_id} | heroes
-    assert alice.user_id not in members or alice.user_id in heroes
-    assert dave.user_id not in members or dave.user_id in heroes
+    assert members <= {carol.user_id, eve.user_id, bob.user_id} | heroes
+    for silent in (alice, dave):
+        assert silent.user_id not in members or silent.user_id in heroes
     # Other state is still all there.
     assert state_keys(state_events(room), "m.room.create") == {""}
     assert state_keys(state_events(room), "m.room.name") == {""}
 
     # Without lazy loading every member is in the state.
     eager = joined(sync(bob, filter={"room": {"timeline": {"limit": 2}}}))[room_id]
-    assert state_keys(state_events(eager), "m.room.member") == {
-        u.user_id for u in (alice, bob, carol, dave, eve)
-    }
+    assert state_keys(state_events(eager), "m.room.member") == {u.user_id for u in everyone}
+
+
+def test_lazy_load_members_includes_heroes(
+    server: ServerProcess, alice: Client, bob: Client
+) -> None:
+    """Spec (sync, RoomSummary.m.heroes): with lazy-loading, the heroes' member events MUST be
+    in the state unless redundant."""
+    room_id, _ = lazy_room(server, alice, bob)
+    room = joined(sync(bob, filter=LAZY))[room_id]
+    members = state_keys(state_events(room), "m.room.member")
+    timeline_members = state_keys(timeline_events(room), "m.room.member")
+    heroes = set(room.get("summary", {}).get("m.heroes", []))
+    assert heroes <= members | timeline_members
 
 
 def test_full_state_in_incremental_sync(alice: Client, bob: Client) -> None:

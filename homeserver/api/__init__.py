@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 def register_servlets(hs: HomeServer, router: Router, resources: Sequence[str]) -> None:
     from homeserver.api.admin import register_admin_servlets
     from homeserver.api.client import register_client_servlets
+    from keybackup import servlets as keybackup_servlets
 
     if "client" in resources:
         register_client_servlets(hs, router)
+        keybackup_servlets.register(hs, router)
     if "admin" in resources:
         register_admin_servlets(hs, router)

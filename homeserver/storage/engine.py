@@ -31,6 +31,9 @@ class Engine:
 
     name: str
     module_name: str
+    # Appended to a SELECT to lock the rows it reads until the transaction ends (SQLite has
+    # one writer at a time, so it needs nothing).
+    for_update = ""
 
     def convert_sql(self, sql: str) -> str:
         return sql
@@ -90,6 +93,7 @@ class SqliteEngine(Engine):
 class PostgresEngine(Engine):
     name = "postgres"
     module_name = "psycopg2"
+    for_update = " FOR UPDATE"
 
     def __init__(self, args: dict[str, Any], cp_min: int, cp_max: int) -> None:
         self.args = {k: v for k, v in args.items() if v is not None}
