@@ -178,18 +178,30 @@ class SyncService:
         """The newest events in (after, upto], limited; returns (events, limited, first pos)."""
         limit = sync_filter.timeline.limit
         limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
-        rows = await self.event_store.get_room_event_ids(
-            room_id, after, upto + 1, True, limit + 1,
-            sync_filter.timeline.types if sync_filter.timeline.types and not any(
-                "*" in t for t in sync_filter.timeline.types) else None,
-        )  # fmt: skip
-        limited = len(rows) > limit
-        rows = list(reversed(rows[:limit]))
-        loaded = await self.events.get_events(e for e, _ in rows)
-        events = [loaded[e] for e, _ in rows if e in loaded]
-        events = [e for e in events if sync_filter.timeline.allows(e.data)]
-        events = await self.access.filter_visible(user_id, events)
-        first = rows[0][1] if rows else upto + 1
+        exact_types = sync_filter.timeline.types
+        if exact_types and any("*" in t for t in exact_types):
+            exact_types = None
+        # Walk back in pages until ``limit`` events pass the filter and the visibility check
+        # (the limit counts returned events, not scanned ones).
+        accepted: list[StoredEvent] = []
+        before = upto + 1
+        page = max(limit + 1, 20)
+        exhausted = False
+        while len(accepted) <= limit and not exhausted:
+            rows = await self.event_store.get_room_event_ids(
+                room_id, after, before, True, page, exact_types
+            )
+            exhausted = len(rows) < page
+            if not rows:
+                break
+            before = rows[-1][1]
+            loaded = await self.events.get_events(e for e, _ in rows)
+            candidates = [loaded[e] for e, _ in rows if e in loaded]
+            candidates = [e for e in candidates if sync_filter.timeline.allows(e.data)]
+            accepted += await self.access.filter_visible(user_id, candidates)
+        limited = len(accepted) > limit
+        events = list(reversed(accepted[:limit]))
+        first = events[0].stream_ordering if events else (before if limited else upto + 1)
         return events, limited, first
 
     async def _state_for(
@@ -232,7 +244,9 @@ class SyncService:
         chosen = [e for e in chosen if e.event_id not in timeline_ids]
         chosen = [e for e in chosen if sync_filter.state.allows(e.data)]
         if sync_filter.state.lazy_load_members or sync_filter.timeline.lazy_load_members:
+            # Members who sent timeline events, the user, and the heroes of the summary.
             needed = {str(e.data.get("sender")) for e in timeline} | {user_id}
+            needed |= set((await self._summary(room_id, user_id))["m.heroes"])
             chosen = [
                 e for e in chosen
                 if e.data.get("type") != "m.room.member" or e.data.get("state_key") in needed
