@@ -21,6 +21,7 @@ from homeserver.services.accounts import AccountService
 from homeserver.services.auth import AuthService
 from homeserver.services.client_ips import ClientIpService
 from homeserver.services.devices import DeviceService
+from homeserver.services.e2ee import E2eeService
 from homeserver.services.ephemeral import ReceiptService, TypingService
 from homeserver.services.presence import PresenceService
 from homeserver.services.profile import ProfileService
@@ -32,6 +33,7 @@ from homeserver.services.sync import SyncService
 from homeserver.services.uia import InteractiveAuthService
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.devices import DeviceStore
+from homeserver.storage.e2ee import E2eeStore
 from homeserver.storage.engine import Database
 from homeserver.storage.events import EventStore, StoredEvent
 from homeserver.storage.profiles import ProfileStore
@@ -51,6 +53,7 @@ class Stores:
     events: EventStore
     sync: SyncStore
     push: PushStore
+    e2ee: E2eeStore
 
     @classmethod
     def build(cls, db: Database) -> Stores:
@@ -62,6 +65,7 @@ class Stores:
             EventStore(db),
             SyncStore(db),
             PushStore(db),
+            E2eeStore(db),
         )
 
 
@@ -73,6 +77,7 @@ class HomeServer:
         db: Database,
         signing_key: SigningKey,
         stream_positions: dict[str, int],
+        e2ee_positions: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
         self.config = config
         self.reactor = reactor
@@ -102,6 +107,7 @@ class HomeServer:
         self.receipts = ReceiptService(self, stream_positions.get("receipts", 0))
         self.sync = SyncService(self)
         self.push = PushService(self)
+        self.e2ee = E2eeService(self, e2ee_positions)
         self.room_events.on_new_event.append(self._notify_new_event)
 
     @classmethod
@@ -116,7 +122,9 @@ class HomeServer:
             "state_groups": max_group,
             "receipts": await SyncStore(db).get_max_receipt_stream(),
         }
-        hs = cls(config, reactor, db, signing_key, positions)
+        hs = cls(
+            config, reactor, db, signing_key, positions, await E2eeStore(db).get_max_positions()
+        )
         await hs.room_events.load_recent_transactions()
         return hs
 

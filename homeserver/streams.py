@@ -34,12 +34,14 @@ class StreamIdGenerator:
         return self._last_allocated
 
 
-_TOKEN_FIELDS = ("events", "account_data", "receipts", "typing", "presence")
+_TOKEN_FIELDS = (
+    "events", "account_data", "receipts", "typing", "presence", "to_device", "device_lists",
+)  # fmt: skip
 
 
 class SyncToken:
     """Where a sync got to in every stream:
-    ``s<events>_<account_data>_<receipts>_<typing>_<presence>``.
+    ``s<events>_<account_data>_<receipts>_<typing>_<presence>_<to_device>_<device_lists>``.
 
     Typing and presence live only in memory, so after a restart a token's position in them
     may be ahead of the server's; it is then read as zero.
@@ -48,26 +50,35 @@ class SyncToken:
     __slots__ = _TOKEN_FIELDS
 
     def __init__(
-        self, events: int, account_data: int, receipts: int, typing: int, presence: int = 0
+        self,
+        events: int,
+        account_data: int,
+        receipts: int,
+        typing: int,
+        presence: int = 0,
+        to_device: int = 0,
+        device_lists: int = 0,
     ) -> None:
         self.events = events
         self.account_data = account_data
         self.receipts = receipts
         self.typing = typing
         self.presence = presence
+        self.to_device = to_device
+        self.device_lists = device_lists
 
     @classmethod
     def parse(cls, text: str) -> SyncToken:
         if not text.startswith("s"):
             raise ValueError("not a sync token")
         parts = text[1:].split("_")
-        # Four-part tokens predate the presence stream.
-        if len(parts) not in (4, len(_TOKEN_FIELDS)) or not all(p.isdigit() for p in parts):
+        # Shorter tokens predate the presence and end-to-end streams.
+        if len(parts) not in (4, 5, len(_TOKEN_FIELDS)) or not all(p.isdigit() for p in parts):
             raise ValueError("not a sync token")
         return cls(*(int(p) for p in parts))
 
     def __str__(self) -> str:
-        return f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}_{self.presence}"
+        return "s" + "_".join(str(getattr(self, name)) for name in _TOKEN_FIELDS)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SyncToken) and str(self) == str(other)

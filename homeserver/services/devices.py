@@ -81,6 +81,8 @@ class DeviceService:
         self.hs.auth.forget_tokens(revoked)
         for device_id in ids:
             self.hs.client_ips.forget_device(user_id, device_id)
+        if ids:
+            await self.hs.e2ee.on_devices_deleted(user_id, ids)
 
     async def delete_all_devices(self, user_id: str, except_device: str | None = None) -> None:
         ids = [d for d in await self.store.get_device_ids(user_id) if d != except_device]

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 JsonDict = dict[str, Any]
 DEFAULT_TIMELINE_LIMIT = 10
+TO_DEVICE_BATCH = 100
 STRIPPED_STATE_TYPES = (
     "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
     "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
@@ -36,6 +37,8 @@ class SyncService:
             self.hs.receipts.stream.current,
             self.hs.typing.position,
             self.hs.presence.position,
+            self.hs.e2ee.to_device.current,
+            self.hs.e2ee.device_lists.current,
         )
 
     async def sync(
@@ -155,17 +158,64 @@ class SyncService:
             rooms["join"] or rooms["invite"] or rooms["leave"] or rooms["knock"]
             or global_account_data or presence
         )  # fmt: skip
+        e2ee = self.hs.e2ee
+        to_device = await e2ee.store.take_to_device(
+            user_id, requester.device_id, since.to_device if since else 0, now.to_device,
+            TO_DEVICE_BATCH,
+        )  # fmt: skip
+        if len(to_device) == TO_DEVICE_BATCH:
+            now.to_device = to_device[-1][0]  # the rest comes with the next sync
+        device_changes = await self._device_list_changes(
+            user_id, since, now, joined, membership_changes
+        )
+        if to_device or device_changes["changed"] or device_changes["left"]:
+            changed = True
         response: JsonDict = {
             "next_batch": str(now),
             "rooms": rooms,
             "account_data": {"events": global_account_data},
             "presence": {"events": presence},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
-            "device_unused_fallback_key_types": [],
+            "to_device": {"events": [message for _, message in to_device]},
+            "device_lists": device_changes,
+            "device_one_time_keys_count": await e2ee.store.count_one_time_keys(
+                user_id, requester.device_id
+            ),
+            "device_unused_fallback_key_types": await e2ee.store.unused_fallback_key_types(
+                user_id, requester.device_id
+            ),
         }
         return response, changed
+
+    async def _device_list_changes(
+        self,
+        user_id: str,
+        since: SyncToken | None,
+        now: SyncToken,
+        joined: list[str],
+        membership_changes: dict[str, tuple[str, int]],
+    ) -> JsonDict:
+        """Users whose keys changed, who newly share a room, or who share none any more."""
+        if since is None:
+            return {"changed": [], "left": []}
+        changed = await self.hs.e2ee.changed_users(
+            user_id, since.device_lists, now.device_lists, joined
+        )
+        left: set[str] = set()
+        sharing: set[str] = set()
+        for room_id in joined:
+            sharing |= await self.events.joined_users(room_id)
+        for room_id in await self.store.get_changed_rooms(joined, since.events, now.events):
+            for member in await self.store.get_member_changes(room_id, since.events, now.events):
+                (changed if member in sharing else left).add(member)
+        for room_id, (membership, _) in membership_changes.items():
+            members = await self.event_store.get_joined_users(room_id)
+            if membership == "join":
+                changed |= set(members)
+            else:
+                left |= {m for m in members if m not in sharing}
+        changed.discard(user_id)
+        left -= sharing
+        return {"changed": sorted(changed), "left": sorted(left)}
 
     async def _timeline(
         self,

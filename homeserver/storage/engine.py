@@ -34,6 +34,8 @@ class Engine:
     # Appended to a SELECT to lock the rows it reads until the transaction ends (SQLite has
     # one writer at a time, so it needs nothing).
     for_update = ""
+    # Lock a row and let concurrent transactions take the next one instead of waiting.
+    skip_locked = ""
 
     def convert_sql(self, sql: str) -> str:
         return sql
@@ -94,6 +96,7 @@ class PostgresEngine(Engine):
     name = "postgres"
     module_name = "psycopg2"
     for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, args: dict[str, Any], cp_min: int, cp_max: int) -> None:
         self.args = {k: v for k, v in args.items() if v is not None}

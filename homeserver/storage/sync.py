@@ -125,6 +125,18 @@ class SyncStore:
         )
         return [(r[0], r[1], int(r[2])) for r in rows]
 
+    async def get_member_changes(self, room_id: str, after: int, upto: int) -> set[str]:
+        """Users whose membership of the room changed in (after, upto]."""
+        rows = await self.db.run(
+            "get_member_changes",
+            lambda txn: txn.select(
+                "SELECT DISTINCT user_id FROM room_memberships WHERE room_id = ? "
+                "AND stream_ordering > ? AND stream_ordering <= ?",
+                (room_id, after, upto),
+            ),
+        )
+        return {r[0] for r in rows}
+
     async def get_account_data_since(
         self, user_id: str, after: int, upto: int
     ) -> list[tuple[str, str, JsonDict]]:

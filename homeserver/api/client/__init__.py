@@ -16,6 +16,7 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
         account_data,
         devices,
         discovery,
+        keys,
         login,
         profile,
         push,
@@ -26,6 +27,7 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
 
     for module in (
         discovery,
+        keys,
         register,
         login,
         account,

@@ -1,0 +1,348 @@
+"""End-to-end encryption key distribution: the server relays public keys and encrypted
+messages between devices, and can read none of them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+from crypto.canonical import verify
+from homeserver.errors import Codes, MatrixError, bad_json, invalid_param
+from homeserver.services.auth import Requester
+from homeserver.storage.e2ee import OneTimeKeyConflict
+from homeserver.streams import StreamIdGenerator
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+JsonDict = dict[str, Any]
+CROSS_SIGNING_TYPES = {"master_key": "master", "self_signing_key": "self_signing",
+                       "user_signing_key": "user_signing"}  # fmt: skip
+TO_DEVICE_BATCH = 100
+
+
+def _split_key_id(key_id: str) -> tuple[str, str]:
+    algorithm, sep, identifier = key_id.partition(":")
+    if not sep or not algorithm or not identifier:
+        raise invalid_param(f"Key ID {key_id!r} must look like 'algorithm:id'")
+    return algorithm, identifier
+
+
+def _ed25519_key(key: JsonDict) -> tuple[str, str] | None:
+    """(key ID, public key) of the ed25519 key in a cross-signing or device key object."""
+    for key_id, public in (key.get("keys") or {}).items():
+        if isinstance(key_id, str) and key_id.startswith("ed25519:") and isinstance(public, str):
+            return key_id, public
+    return None
+
+
+class E2eeService:
+    def __init__(self, hs: HomeServer, positions: tuple[int, int, int]) -> None:
+        self.hs = hs
+        self.store = hs.stores.e2ee
+        self.device_lists = StreamIdGenerator(positions[0])
+        self.to_device = StreamIdGenerator(positions[1])
+        self._otk_seq = positions[2]
+
+    # Device lists
+
+    async def device_list_changed(self, user_id: str) -> None:
+        with self.device_lists.next_id() as stream_id:
+            await self.store.add_device_list_change(stream_id, user_id)
+        watchers = {user_id}
+        for room_id in await self.hs.stores.events.get_rooms_for_user(user_id, ["join"]):
+            watchers |= await self.hs.room_events.joined_users(room_id)
+        self.hs.notifier.notify_users(watchers)
+
+    async def on_devices_deleted(self, user_id: str, device_ids: list[str]) -> None:
+        await self.store.delete_device_data(user_id, device_ids)
+        await self.device_list_changed(user_id)
+
+    # Upload
+
+    async def upload_keys(self, requester: Requester, body: JsonDict) -> JsonDict:
+        user_id, device_id = requester.user_id, requester.device_id
+        device_keys = body.get("device_keys")
+        if device_keys is not None:
+            await self._upload_device_keys(user_id, device_id, device_keys)
+        one_time = body.get("one_time_keys")
+        if one_time is not None:
+            if not isinstance(one_time, dict):
+                raise bad_json("one_time_keys must be an object")
+            keys = []
+            for key_id, key in one_time.items():
+                algorithm, identifier = _split_key_id(key_id)
+                keys.append((algorithm, identifier, json.dumps(key)))
+            first = self._otk_seq + 1
+            self._otk_seq += len(keys)
+            try:
+                await self.store.add_one_time_keys(user_id, device_id, keys, first)
+            except OneTimeKeyConflict as e:
+                raise MatrixError(
+                    400, Codes.INVALID_PARAM,
+                    f"One-time key {e.key_id} already exists with a different value",
+                ) from None  # fmt: skip
+        fallback = body.get("fallback_keys", body.get("org.matrix.msc2732.fallback_keys"))
+        if fallback is not None:
+            if not isinstance(fallback, dict):
+                raise bad_json("fallback_keys must be an object")
+            for key_id, key in fallback.items():
+                algorithm, identifier = _split_key_id(key_id)
+                await self.store.set_fallback_key(
+                    user_id, device_id, algorithm, identifier, json.dumps(key)
+                )
+        return {"one_time_key_counts": await self.store.count_one_time_keys(user_id, device_id)}
+
+    async def _upload_device_keys(self, user_id: str, device_id: str, keys: Any) -> None:
+        if not isinstance(keys, dict):
+            raise bad_json("device_keys must be an object")
+        if keys.get("user_id") != user_id or keys.get("device_id") != device_id:
+            raise invalid_param("device_keys must name this user and device")
+        if not isinstance(keys.get("algorithms"), list) or not isinstance(keys.get("keys"), dict):
+            raise bad_json("device_keys needs algorithms and keys")
+        signing = keys["keys"].get(f"ed25519:{device_id}")
+        if not isinstance(signing, str) or not verify(
+            keys, user_id, f"ed25519:{device_id}", signing
+        ):
+            raise invalid_param("device_keys must be signed by the device's own ed25519 key")
+        existing = await self.store.get_device_keys(user_id, device_id)
+        if existing == keys:
+            return
+        await self.store.set_device_keys(user_id, device_id, keys)
+        await self.device_list_changed(user_id)
+
+    # Query and claim
+
+    async def query_keys(self, requester: Requester, body: JsonDict) -> JsonDict:
+        wanted = body.get("device_keys")
+        if not isinstance(wanted, dict):
+            raise bad_json("device_keys must be an object of user IDs to device lists")
+        local = [u for u in wanted if isinstance(u, str) and self.hs.accounts.is_local(u)]
+        failures = {
+            u.split(":", 1)[-1]: {"status": 503, "message": "Federation is not available yet"}
+            for u in wanted if u not in local
+        }  # fmt: skip
+        signatures = await self.store.get_signatures(local)
+        result: JsonDict = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {},
+                            "user_signing_keys": {}, "failures": failures}  # fmt: skip
+        for user_id, device_id, keys, display_name in await self.store.query_device_keys(local):
+            devices = wanted.get(user_id) or []
+            if devices and device_id not in devices:
+                continue
+            keys = self._with_signatures(keys, user_id, f"ed25519:{device_id}", signatures,
+                                         requester.user_id)  # fmt: skip
+            keys["unsigned"] = {"device_display_name": display_name} if display_name else {}
+            result["device_keys"].setdefault(user_id, {})[device_id] = keys
+        for user_id in local:
+            result["device_keys"].setdefault(user_id, {})
+        for user_id, by_type in (await self.store.get_cross_signing_keys(local)).items():
+            for field, key_type in CROSS_SIGNING_TYPES.items():
+                key = by_type.get(key_type)
+                if key is None:
+                    continue
+                if key_type == "user_signing" and user_id != requester.user_id:
+                    continue  # user-signing keys only to their owner
+                found = _ed25519_key(key)
+                if found is not None:
+                    key = self._with_signatures(
+                        key, user_id, found[0], signatures, requester.user_id
+                    )
+                result[field.replace("_key", "_keys")][user_id] = key
+        return result
+
+    @staticmethod
+    def _with_signatures(
+        key: JsonDict,
+        owner: str,
+        key_id: str,
+        signatures: list[tuple[str, str, str, str, str]],
+        requester_id: str,
+    ) -> JsonDict:
+        """Merge uploaded signatures in; another user's signatures only to that user."""
+        merged = json.loads(json.dumps(key))
+        public_id = key_id.split(":", 1)[1]
+        for target, target_key, signer, signer_key, signature in signatures:
+            if target != owner or target_key not in (key_id, public_id):
+                continue
+            if signer != owner and signer != requester_id:
+                continue
+            merged.setdefault("signatures", {}).setdefault(signer, {})[signer_key] = signature
+        return merged
+
+    async def claim_keys(self, body: JsonDict) -> JsonDict:
+        wanted = body.get("one_time_keys")
+        if not isinstance(wanted, dict):
+            raise bad_json("one_time_keys must be an object")
+        requests = []
+        failures: JsonDict = {}
+        for user_id, devices in wanted.items():
+            if not isinstance(devices, dict):
+                raise bad_json("one_time_keys values must be objects")
+            if not self.hs.accounts.is_local(user_id):
+                failures[user_id.split(":", 1)[-1]] = {"status": 503}
+                continue
+            for device_id, algorithm in devices.items():
+                if not isinstance(algorithm, str):
+                    raise bad_json("algorithms must be strings")
+                requests.append((user_id, device_id, algorithm))
+        claimed = await self.store.claim_keys(requests)
+        result: JsonDict = {}
+        for (user_id, device_id), (key_id, key) in claimed.items():
+            result.setdefault(user_id, {})[device_id] = {key_id: key}
+        return {"one_time_keys": result, "failures": failures}
+
+    # Cross-signing
+
+    async def upload_cross_signing(self, requester: Requester, body: JsonDict) -> None:
+        user_id = requester.user_id
+        existing = (await self.store.get_cross_signing_keys([user_id])).get(user_id, {})
+        new: dict[str, JsonDict] = {}
+        for field, key_type in CROSS_SIGNING_TYPES.items():
+            key = body.get(field)
+            if key is None:
+                continue
+            if not isinstance(key, dict) or key.get("user_id") != user_id:
+                raise invalid_param(f"{field} must be an object for this user")
+            if key_type not in (key.get("usage") or []) or _ed25519_key(key) is None:
+                raise invalid_param(f"{field} needs usage '{key_type}' and an ed25519 key")
+            new[key_type] = key
+        master = new.get("master") or existing.get("master")
+        for key_type in ("self_signing", "user_signing"):
+            if key_type in new:
+                if master is None:
+                    raise invalid_param("upload a master key first")
+                master_id, master_public = _ed25519_key(master) or ("", "")
+                if not verify(new[key_type], user_id, master_id, master_public):
+                    raise invalid_param(f"{key_type} key must be signed by the master key")
+        if not new:
+            return
+        # No re-authentication for the first upload or an identical re-upload.
+        if existing and any(existing.get(t) != k for t, k in new.items()):
+            await self.hs.uia.authenticate(
+                body, [["m.login.password"]], "cross_signing_upload", requester
+            )
+        await self.store.set_cross_signing_keys(user_id, new)
+        await self.device_list_changed(user_id)
+
+    async def upload_signatures(self, requester: Requester, body: JsonDict) -> JsonDict:
+        signer = requester.user_id
+        own = (await self.store.get_cross_signing_keys([signer])).get(signer, {})
+        failures: dict[str, dict[str, JsonDict]] = {}
+        rows = []
+        changed_users = set()
+        for target_user, keys in body.items():
+            if not isinstance(keys, dict):
+                raise bad_json("each user's value must be an object of key IDs")
+            for key_id, signed in keys.items():
+                try:
+                    rows += await self._verify_signed(signer, own, target_user, key_id, signed)
+                    changed_users.add(target_user)
+                except ValueError as e:
+                    failures.setdefault(target_user, {})[key_id] = {
+                        "errcode": Codes.INVALID_PARAM if "not found" not in str(e)
+                        else Codes.NOT_FOUND,
+                        "error": str(e),
+                    }  # fmt: skip
+        await self.store.add_signatures(rows)
+        for user_id in changed_users:
+            await self.device_list_changed(user_id)
+        return {"failures": failures}
+
+    async def _verify_signed(
+        self, signer: str, own: dict[str, JsonDict], target: str, key_id: str, signed: Any
+    ) -> list[tuple[str, str, str, str, str]]:
+        if not isinstance(signed, dict):
+            raise ValueError("the signed object must be an object")
+        signatures = (signed.get("signatures") or {}).get(signer) or {}
+        if not signatures:
+            raise ValueError("no signature by the uploader")
+        # Which stored key is being signed, and which of the signer's keys may sign it.
+        target_keys = (await self.store.get_cross_signing_keys([target])).get(target, {})
+        device = await self.store.get_device_keys(target, key_id)
+        if device is not None and target == signer:
+            signing_keys = [own.get("self_signing")]
+            stored: JsonDict = device
+            target_key_id = f"ed25519:{key_id}"
+        elif (
+            target_keys.get("master")
+            and _ed25519_key(target_keys["master"])
+            and ((_ed25519_key(target_keys["master"]) or ("", ""))[1] == key_id)
+        ):
+            stored = target_keys["master"]
+            target_key_id = f"ed25519:{key_id}"
+            if target == signer:
+                devices = await self.store.query_device_keys([signer])
+                signing_keys = [d[2] for d in devices]
+            else:
+                signing_keys = [own.get("user_signing")]
+        else:
+            raise ValueError("key not found")
+        unsigned_view = {k: v for k, v in signed.items() if k not in ("signatures", "unsigned")}
+        stored_view = {k: v for k, v in stored.items() if k not in ("signatures", "unsigned")}
+        if unsigned_view != stored_view:
+            raise ValueError("the signed object does not match the stored key")
+        rows = []
+        for signer_key_id, signature in signatures.items():
+            valid = False
+            for candidate in signing_keys:
+                if not candidate:
+                    continue
+                for cand_id, public in (candidate.get("keys") or {}).items():
+                    if cand_id == signer_key_id and verify(
+                        {**stored_view, "signatures": {signer: {signer_key_id: signature}}},
+                        signer, signer_key_id, public,
+                    ):  # fmt: skip
+                        valid = True
+            if not valid:
+                raise ValueError(f"signature {signer_key_id} does not verify")
+            rows.append((target, target_key_id, signer, signer_key_id, signature))
+        return rows
+
+    # Changes
+
+    async def changed_users(
+        self, user_id: str, after: int, upto: int, joined_rooms: Iterable[str]
+    ) -> set[str]:
+        """Users sharing a room with ``user_id`` whose keys or devices changed in (after, upto]."""
+        sharing = {user_id}
+        for room_id in joined_rooms:
+            sharing |= await self.hs.room_events.joined_users(room_id)
+        return await self.store.users_with_device_changes(sharing, after, upto)
+
+    # To-device
+
+    async def send_to_device(
+        self, requester: Requester, event_type: str, txn_id: str, messages: Any
+    ) -> None:
+        if not isinstance(messages, dict):
+            raise bad_json("messages must be an object")
+        if not await self.store.record_to_device_txn(
+            requester.user_id, requester.device_id, txn_id, self.hs.clock.time_msec()
+        ):
+            return  # a retry of a transaction already delivered
+        rows = []
+        recipients = set()
+        for user_id, by_device in messages.items():
+            if not isinstance(by_device, dict):
+                raise bad_json("messages values must be objects of device IDs")
+            if not self.hs.accounts.is_local(user_id):
+                continue  # federation is not available yet
+            device_ids = list(by_device)
+            if "*" in by_device:
+                device_ids = await self.hs.stores.devices.get_device_ids(user_id)
+            for device_id in device_ids:
+                content = by_device.get(device_id, by_device.get("*"))
+                message = {"type": event_type, "sender": requester.user_id, "content": content}
+                rows.append((user_id, device_id, json.dumps(message)))
+            recipients.add(user_id)
+        # Positions stay "in flight" until written, so no sync acknowledges past them early.
+        with ExitStack() as in_flight:
+            stored = [
+                (in_flight.enter_context(self.to_device.next_id()), user_id, device_id, message)
+                for user_id, device_id, message in rows
+            ]
+            if stored:
+                await self.store.add_to_device(stored)
+        self.hs.notifier.notify_users(recipients)
