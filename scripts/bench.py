@@ -44,9 +44,7 @@ BCRYPT_ROUNDS = 12
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Scenarios the issue tracker names that need features not built yet: reported as skipped.
-NOT_YET_BUILT = {
-    "one_time_keys": "needs E2EE keys (issue 5)",
-}
+NOT_YET_BUILT: dict[str, str] = {}
 
 
 # Process measurements from /proc
@@ -699,6 +697,45 @@ async def scenario_key_backup_download(api: Api, server: Server, size: int) -> M
     return await run_concurrent(server, 5, 1, op)
 
 
+async def scenario_one_time_keys(api: Api, server: Server, size: int) -> Measurement:
+    """Upload ``size`` one-time keys in batches of 50, then claim them all with 10 concurrent
+    claimers. Reported: claims per second; ``failed_claims`` counts claims that got no key,
+    a key someone else also got, or an error; ``upload_ops_per_s`` the upload batches."""
+    from unpaddedbase64 import encode_base64
+
+    owner = (await api.users(1, "otk" + secrets.token_hex(3)))[0]
+    claimer = (await api.users(1, "otc" + secrets.token_hex(3)))[0]
+    status, whoami = await api.call("GET", "account/whoami", None, owner)
+    user_id, device_id = whoami["user_id"], whoami["device_id"]
+    started = time.perf_counter()
+    for batch in range(size // 50):
+        keys = {f"curve25519:k{batch:05d}{j:03d}": encode_base64(os.urandom(32)) for j in range(50)}
+        status, result = await api.call("POST", "keys/upload", {"one_time_keys": keys}, owner)
+        if status != 200:
+            raise RuntimeError(f"keys/upload: {status} {result}")
+    upload_seconds = time.perf_counter() - started
+    seen: set[str] = set()
+    duplicates = 0
+
+    async def op(i: int) -> None:
+        nonlocal duplicates
+        body = {"one_time_keys": {user_id: {device_id: "curve25519"}}}
+        status, result = await api.call("POST", "keys/claim", body, claimer)
+        keys = ((result.get("one_time_keys") or {}).get(user_id) or {}).get(device_id) or {}
+        if status != 200 or not keys:
+            raise RuntimeError(f"claim got no key ({status})")
+        key_id = next(iter(keys))
+        if key_id in seen:
+            duplicates += 1
+            raise RuntimeError(f"key {key_id} handed out twice")
+        seen.add(key_id)
+
+    m = await run_concurrent(server, size, 10, op)
+    m.extra["failed_claims"] = float(m.failures)
+    m.extra["upload_ops_per_s"] = (size // 50) / upload_seconds if upload_seconds else 0.0
+    return m
+
+
 SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
     "register": scenario_register,
     "login": scenario_login,
@@ -712,6 +749,7 @@ SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
     "incremental_sync_1_changed": scenario_incremental_sync,
     "key_backup_upload": scenario_key_backup_upload,
     "key_backup_download": scenario_key_backup_download,
+    "one_time_keys_claim": scenario_one_time_keys,
 }
 SIZES_FULL = {
     "register": 40,
@@ -726,6 +764,7 @@ SIZES_FULL = {
     "incremental_sync_1_changed": 500,
     "key_backup_upload": 10_000,
     "key_backup_download": 10_000,
+    "one_time_keys_claim": 1_000,
 }
 SIZES_QUICK = {
     "register": 12,
@@ -739,6 +778,7 @@ SIZES_QUICK = {
     "incremental_sync_1_changed": 50,
     "key_backup_upload": 2_000,
     "key_backup_download": 2_000,
+    "one_time_keys_claim": 200,
 }
 
 
