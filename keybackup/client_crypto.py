@@ -127,8 +127,11 @@ def _ssss_keys(key: bytes, name: str) -> tuple[bytes, bytes]:
 
 def ssss_encrypt(key: bytes, name: str, secret: bytes, iv: bytes | None = None) -> JsonDict:
     aes_key, mac_key = _ssss_keys(key, name)
-    counter = bytearray(iv or os.urandom(16))
-    counter[8] &= 0x7F  # the spec clears bit 63 of the counter
+    if iv is None:
+        counter = bytearray(os.urandom(16))
+        counter[8] &= 0x7F  # the spec clears bit 63 of a new IV
+    else:
+        counter = bytearray(iv)  # a given IV (the key check's) is used as it is
     encryptor = Cipher(algorithms.AES(aes_key), modes.CTR(bytes(counter))).encryptor()
     ciphertext = encryptor.update(secret) + encryptor.finalize()
     mac = hmac.new(mac_key, ciphertext, hashlib.sha256).digest()

@@ -4,6 +4,7 @@ backup may contain. The server never decrypts anything; it only checks shapes.""
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,10 @@ from unpaddedbase64 import decode_base64
 
 MEGOLM_BACKUP_V1 = "m.megolm_backup.v1.curve25519-aes-sha2"
 _ENCRYPTED_FIELDS = ("ciphertext", "ephemeral", "mac")
+# Unpadded base64 in the standard alphabet (what the spec and every client sends).
+_UNPADDED_BASE64 = re.compile(r"[A-Za-z0-9+/]+")
+# The largest integer the database columns (BIGINT) hold.
+_MAX_INT = 2**63 - 1
 
 JsonDict = dict[str, Any]
 
@@ -43,7 +48,7 @@ def should_replace(stored: KeyQuality, candidate: KeyQuality) -> bool:
 
 
 def _is_base64(value: Any, length: int | None = None) -> bool:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not _UNPADDED_BASE64.fullmatch(value):
         return False
     try:
         decoded = decode_base64(value)
@@ -67,7 +72,7 @@ def check_key_data(algorithm: str, data: Any) -> KeyQuality:
         data.get("first_message_index"), data.get("forwarded_count"), data.get("is_verified"),
     )  # fmt: skip
     for name, value in (("first_message_index", fmi), ("forwarded_count", forwarded)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
             raise InvalidBackupData(f"{name} must be a non-negative integer")
     if not isinstance(verified, bool):
         raise InvalidBackupData("is_verified must be a boolean")

@@ -102,7 +102,12 @@ class KeyBackupStore:
                 (user_id, version),
             )
             if txn.rowcount == 0:
-                return False
+                # Deleting an already deleted version succeeds (the spec); unknown is False.
+                row = txn.select_one(
+                    "SELECT 1 FROM backup_versions WHERE user_id = ? AND version = ?",
+                    (user_id, version),
+                )
+                return row is not None
             txn.execute(
                 "DELETE FROM backup_keys WHERE user_id = ? AND version = ?", (user_id, version)
             )

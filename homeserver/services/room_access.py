@@ -49,12 +49,8 @@ class RoomAccessService:
         for event in events:
             if event.room_id not in histories:
                 # A forgotten room reads as one the user was never in (None).
-                forgotten = await self.store.has_forgotten(user_id, event.room_id)
-                histories[event.room_id] = (
-                    None
-                    if forgotten
-                    else await self.store.get_membership_history(user_id, event.room_id)
-                )
+                record, forgotten = await self.store.get_membership_record(user_id, event.room_id)
+                histories[event.room_id] = None if forgotten else record
             history = histories[event.room_id]
             state = await self.events.state_ids(event.state_before)
             visibility = normalise_visibility(

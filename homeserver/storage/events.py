@@ -431,6 +431,20 @@ class EventStore:
         )
         return [(int(r[0]), r[1]) for r in rows]
 
+    async def get_membership_record(
+        self, user_id: str, room_id: str
+    ) -> tuple[list[tuple[int, str]], bool]:
+        """The user's membership history in the room, and whether they have forgotten it."""
+        rows = await self.db.run(
+            "get_membership_record",
+            lambda txn: txn.select(
+                "SELECT stream_ordering, membership, forgotten FROM room_memberships "
+                "WHERE user_id = ? AND room_id = ? ORDER BY stream_ordering",
+                (user_id, room_id),
+            ),
+        )
+        return [(int(r[0]), r[1]) for r in rows], bool(rows and rows[-1][2])
+
     async def has_forgotten(self, user_id: str, room_id: str) -> bool:
         """Whether the user forgot the room since their last membership change."""
         row = await self.db.run(

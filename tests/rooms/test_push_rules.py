@@ -49,8 +49,11 @@ def message(body: Any = "hello", sender: str = OTHER, **content: Any) -> dict[st
 
 def holds(condition: dict[str, Any], event: dict[str, Any], context: PushContext | None = None):
     """Whether one override rule with this single condition matches the event."""
-    rules = {"override": [{"rule_id": "x", "enabled": True, "conditions": [condition],
-                           "actions": ["notify"]}]}  # fmt: skip
+    rules = {
+        "override": [
+            {"rule_id": "x", "enabled": True, "conditions": [condition], "actions": ["notify"]}
+        ]
+    }
     return evaluate(rules, event, context or ctx()) == ["notify"]
 
 
@@ -217,8 +220,11 @@ def test_dotted_paths_with_escaped_dots() -> None:
     assert holds(condition, message(**{"m.mentions": {"user_ids": [ME]}}))
     # Without the escape the path would mean content -> m -> mentions.
     assert not holds(condition, message(m={"mentions": {"user_ids": [ME]}}))
-    unescaped = {"kind": "event_property_contains", "key": "content.m.mentions.user_ids",
-                 "value": ME}  # fmt: skip
+    unescaped = {
+        "kind": "event_property_contains",
+        "key": "content.m.mentions.user_ids",
+        "value": ME,
+    }
     assert holds(unescaped, message(m={"mentions": {"user_ids": [ME]}}))
     assert not holds(unescaped, message(**{"m.mentions": {"user_ids": [ME]}}))
     # Nested top-level keys work too.
@@ -295,8 +301,9 @@ def test_unknown_condition_never_matches() -> None:
     # An override rule with an unknown condition is skipped: the message falls through to
     # .m.rule.message (notify, no highlight).
     rules = effective_rules(ME, empty_user_rules())
-    rules["override"].insert(1, user_rule("weird", ["notify", HIGHLIGHT],
-                                          conditions=[{"kind": "com.example.unknown"}]))  # fmt: skip
+    rules["override"].insert(
+        1, user_rule("weird", ["notify", HIGHLIGHT], conditions=[{"kind": "com.example.unknown"}])
+    )
     assert evaluate(rules, message(), ctx()) == ["notify"]
 
 
@@ -310,11 +317,10 @@ def test_rule_without_conditions_always_matches() -> None:
 
 def test_effective_rules_order() -> None:
     rules = stored(
-        override=[user_rule("o1", ["notify"], conditions=[]),
-                  user_rule("o2", [], conditions=[])],
+        override=[user_rule("o1", ["notify"], conditions=[]), user_rule("o2", [], conditions=[])],
         content=[user_rule("c1", ["notify"], pattern="x")],
         underride=[user_rule("u1", ["notify"], conditions=[])],
-    )  # fmt: skip
+    )
     effective = effective_rules(ME, rules)
     assert list(effective) == ["override", "content", "room", "sender", "underride"]
     override_ids = [r["rule_id"] for r in effective["override"]]
@@ -347,9 +353,10 @@ def test_override_beats_content() -> None:
 
 def test_user_override_rules_beat_default_overrides() -> None:
     rules = stored(
-        override=[user_rule("notices", ["notify"], conditions=[match("content.msgtype",
-                                                                     "m.notice")])]
-    )  # fmt: skip
+        override=[
+            user_rule("notices", ["notify"], conditions=[match("content.msgtype", "m.notice")])
+        ]
+    )
     assert actions_for(message("n", msgtype="m.notice")) == []
     assert actions_for(message("n", msgtype="m.notice"), rules) == ["notify"]
 
@@ -433,15 +440,24 @@ def test_legacy_actions_are_stripped() -> None:
 def test_default_rule_ids_and_master_disabled() -> None:
     rules = default_rules(ME)
     assert [r["rule_id"] for r in rules["override"]] == [
-        ".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me",
-        ".m.rule.member_event", ".m.rule.is_user_mention", ".m.rule.is_room_mention",
-        ".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl",
+        ".m.rule.master",
+        ".m.rule.suppress_notices",
+        ".m.rule.invite_for_me",
+        ".m.rule.member_event",
+        ".m.rule.is_user_mention",
+        ".m.rule.is_room_mention",
+        ".m.rule.tombstone",
+        ".m.rule.reaction",
+        ".m.rule.room.server_acl",
         ".m.rule.suppress_edits",
-    ]  # fmt: skip
+    ]
     assert [r["rule_id"] for r in rules["underride"]] == [
-        ".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
-        ".m.rule.message", ".m.rule.encrypted",
-    ]  # fmt: skip
+        ".m.rule.call",
+        ".m.rule.encrypted_room_one_to_one",
+        ".m.rule.room_one_to_one",
+        ".m.rule.message",
+        ".m.rule.encrypted",
+    ]
     assert rules["content"] == rules["room"] == rules["sender"] == []
     master = rules["override"][0]
     assert master["enabled"] is False and master["conditions"] == [] and master["actions"] == []
@@ -450,8 +466,11 @@ def test_default_rule_ids_and_master_disabled() -> None:
     assert all(r["enabled"] is True for r in every if r["rule_id"] != ".m.rule.master")
     # Matrix 1.17 removed the body-based mention rules.
     ids = {r["rule_id"] for r in every}
-    assert not ids & {".m.rule.contains_display_name", ".m.rule.contains_user_name",
-                      ".m.rule.roomnotif"}  # fmt: skip
+    assert not ids & {
+        ".m.rule.contains_display_name",
+        ".m.rule.contains_user_name",
+        ".m.rule.roomnotif",
+    }
 
 
 def test_defaults_plain_messages() -> None:
@@ -477,8 +496,12 @@ def test_defaults_mentions() -> None:
 
 
 def test_defaults_other_events() -> None:
-    invite = {"type": "m.room.member", "state_key": ME, "sender": OTHER,
-              "content": {"membership": "invite"}}  # fmt: skip
+    invite = {
+        "type": "m.room.member",
+        "state_key": ME,
+        "sender": OTHER,
+        "content": {"membership": "invite"},
+    }
     assert actions_for(invite) == ["notify", SOUND]
     other_invite = dict(invite, state_key="@x:example.org")
     assert actions_for(other_invite) == []
@@ -531,8 +554,12 @@ def test_highlights_and_notifies() -> None:
 
 def test_validate_rule_accepts_each_kind() -> None:
     rule = validate_rule("content", "cake", {"pattern": "cake*lie", "actions": ["notify"]})
-    assert rule == {"rule_id": "cake", "enabled": True, "actions": ["notify"],
-                    "pattern": "cake*lie"}  # fmt: skip
+    assert rule == {
+        "rule_id": "cake",
+        "enabled": True,
+        "actions": ["notify"],
+        "pattern": "cake*lie",
+    }
     conditions = [match("type", "m.room.message"), {"kind": "room_member_count", "is": "<=10"}]
     rule = validate_rule("override", "o", {"conditions": conditions, "actions": [SOUND]})
     assert rule["conditions"] == conditions and rule["actions"] == [SOUND]
@@ -570,12 +597,18 @@ def test_validate_rule_accepts_each_kind() -> None:
         ("override", "o", {"actions": [], "conditions": [{"kind": "event_match", "key": "x"}]}),
         ("underride", "u", {"actions": [], "conditions": [{"kind": "event_property_is"}]}),
         ("override", "o", {"actions": [], "conditions": [{"kind": "room_member_count"}]}),
-        ("override", "o", {"actions": [],
-                           "conditions": [{"kind": "room_member_count", "is": "lots"}]}),
-        ("override", "o", {"actions": [],
-                           "conditions": [{"kind": "sender_notification_permission"}]}),
+        (
+            "override",
+            "o",
+            {"actions": [], "conditions": [{"kind": "room_member_count", "is": "lots"}]},
+        ),
+        (
+            "override",
+            "o",
+            {"actions": [], "conditions": [{"kind": "sender_notification_permission"}]},
+        ),
     ],
-)  # fmt: skip
+)
 def test_validate_rule_refuses(kind: str, rule_id: str, body: dict[str, Any]) -> None:
     with pytest.raises(InvalidRule):
         validate_rule(kind, rule_id, body)
@@ -584,6 +617,9 @@ def test_validate_rule_refuses(kind: str, rule_id: str, body: dict[str, Any]) ->
 def test_kinds_and_condition_kinds() -> None:
     assert push_rules.KINDS == ("override", "content", "room", "sender", "underride")
     assert set(push_rules.CONDITION_KINDS) >= {
-        "event_match", "event_property_is", "event_property_contains", "room_member_count",
+        "event_match",
+        "event_property_is",
+        "event_property_contains",
+        "room_member_count",
         "sender_notification_permission",
-    }  # fmt: skip
+    }
