@@ -209,7 +209,13 @@ class RoomAccessService:
             return []
         for event in events:
             await self.events.room_version(event.room_id)
-        txn_ids = await self.store.get_txn_ids([e.event_id for e in events])
+        # Transaction IDs are only ever shown to their sender.
+        own = [
+            e.event_id
+            for e in events
+            if requester_device and e.data.get("sender") == requester_device[0]
+        ]
+        txn_ids = await self.store.get_txn_ids(own)
         previous = await self.events.get_events(
             [e.replaces_state for e in events if e.replaces_state]
         )

@@ -158,6 +158,7 @@ class SyncService:
             rooms["join"] or rooms["invite"] or rooms["leave"] or rooms["knock"]
             or global_account_data or presence
         )  # fmt: skip
+        await self._serialize_all(rooms, device)
         e2ee = self.hs.e2ee
         to_device = await e2ee.store.take_to_device(
             user_id, requester.device_id, since.to_device if since else 0, now.to_device,
@@ -185,6 +186,21 @@ class SyncService:
             ),
         }
         return response, changed
+
+    async def _serialize_all(self, rooms: JsonDict, device: tuple[str, str]) -> None:
+        """Serialise every room's timeline and state in one pass: one lookup of transaction
+        IDs, edits and relations for the whole sync instead of one per room."""
+        sections = [
+            entry[part]
+            for kind in ("join", "leave")
+            for entry in rooms[kind].values()
+            for part in ("timeline", "state")
+        ]
+        events: list[StoredEvent] = [e for section in sections for e in section["events"]]
+        serialized = await self.access.serialize_many(events, device)
+        by_id = {event.event_id: data for event, data in zip(events, serialized, strict=True)}
+        for section in sections:
+            section["events"] = [by_id[e.event_id] for e in section["events"]]
 
     async def _device_list_changes(
         self,
@@ -321,12 +337,9 @@ class SyncService:
             user_id, room_id, timeline, since, first, limited, full, sync_filter
         )
         return {
-            "timeline": {
-                "events": await self.access.serialize_many(timeline, device),
-                "limited": limited,
-                "prev_batch": f"s{first - 1}",
-            },
-            "state": {"events": await self.access.serialize_many(state, device)},
+            # Serialised for all rooms at once at the end of the sync (see _serialize_all).
+            "timeline": {"events": timeline, "limited": limited, "prev_batch": f"s{first - 1}"},
+            "state": {"events": state},
             "summary": await self._summary(room_id, user_id),
             **await self._unread(user_id, room_id, sync_filter),
         }
@@ -369,12 +382,8 @@ class SyncService:
             at_group=leave_event.state_after if leave_event else None,
         )  # fmt: skip
         return {
-            "timeline": {
-                "events": await self.access.serialize_many(timeline, device),
-                "limited": limited,
-                "prev_batch": f"s{first - 1}",
-            },
-            "state": {"events": await self.access.serialize_many(state, device)},
+            "timeline": {"events": timeline, "limited": limited, "prev_batch": f"s{first - 1}"},
+            "state": {"events": state},
             "account_data": {"events": []},
         }
 
