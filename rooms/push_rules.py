@@ -239,19 +239,20 @@ def _glob(pattern: str, word_boundary: bool) -> re.Pattern[str]:
 
 
 def _split_path(key: str) -> list[str]:
-    """Dot-separated property paths, where ``\\.`` is a literal dot."""
-    parts, current, escaped = [], "", False
-    for char in key:
-        if escaped:
-            current += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ".":
+    """Dot-separated property paths, where only ``\\.`` and ``\\\\`` are escapes."""
+    parts, current, index = [], "", 0
+    while index < len(key):
+        char = key[index]
+        if char == "\\" and index + 1 < len(key) and key[index + 1] in ".\\":
+            current += key[index + 1]
+            index += 2
+            continue
+        if char == ".":
             parts.append(current)
             current = ""
         else:
             current += char
+        index += 1
     parts.append(current)
     return parts
 

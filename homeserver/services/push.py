@@ -26,13 +26,17 @@ MAX_DELIVERY_ATTEMPTS = 6
 FIRST_RETRY_MS = 1_000
 
 
-def thread_of(event: JsonDict) -> str:
+MAX_THREAD_HOPS = 3
+
+
+def _relates_to(event: JsonDict) -> tuple[str | None, str | None]:
     relates = (event.get("content") or {}).get("m.relates_to")
-    if isinstance(relates, dict) and relates.get("rel_type") == "m.thread":
-        root = relates.get("event_id")
-        if isinstance(root, str):
-            return root
-    return "main"
+    if not isinstance(relates, dict):
+        return None, None
+    parent, rel_type = relates.get("event_id"), relates.get("rel_type")
+    return (parent if isinstance(parent, str) else None), (
+        rel_type if isinstance(rel_type, str) else None
+    )
 
 
 class PushService:
@@ -42,6 +46,22 @@ class PushService:
         self._rules: LRUCache[str, JsonDict] = LRUCache(maxsize=10_000)
 
     # Rules
+
+    async def thread_of(self, event: JsonDict) -> str:
+        """The thread an event belongs to: follow its relations (at most three hops, as
+        the spec suggests) until an m.thread relation names the root."""
+        current = event
+        for _ in range(MAX_THREAD_HOPS):
+            parent, rel_type = _relates_to(current)
+            if parent is None:
+                return "main"
+            if rel_type == "m.thread":
+                return parent
+            stored = await self.hs.room_events.get_event(parent)
+            if stored is None:
+                return "main"
+            current = stored.data
+        return "main"
 
     async def stored_rules(self, user_id: str) -> JsonDict:
         rules = self._rules.get(user_id)
@@ -97,7 +117,7 @@ class PushService:
         if anchor is not None:
             position = next((i for i, r in enumerate(own) if r["rule_id"] == anchor), None)
             if position is None:
-                raise MatrixError(404, "M_NOT_FOUND", f"No rule {anchor!r} to place this beside")
+                raise MatrixError(400, Codes.UNKNOWN, f"before/after rule not found: {anchor}")
             own.insert(position if before else position + 1, rule)
         elif existing is not None:
             own.insert(existing, rule)
@@ -160,6 +180,7 @@ class PushService:
         member_count = len(await self.hs.room_events.joined_users(event.room_id))
         rows = []
         notified = []
+        thread = await self.thread_of(data)
         for user_id in members:
             member = state.get(("m.room.member", user_id))
             display_name = (member.data.get("content") or {}).get("displayname") if member else None
@@ -171,7 +192,7 @@ class PushService:
             if not push_rules.notifies(actions):
                 continue
             rows.append((
-                user_id, event.room_id, event.event_id, event.stream_ordering, thread_of(data),
+                user_id, event.room_id, event.event_id, event.stream_ordering, thread,
                 json.dumps(actions), int(push_rules.highlights(actions)),
             ))  # fmt: skip
             notified.append((user_id, actions))

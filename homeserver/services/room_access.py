@@ -39,7 +39,10 @@ class RoomAccessService:
         return content if isinstance(content, dict) else {}
 
     async def filter_visible(
-        self, user_id: str, events: Sequence[StoredEvent]
+        self,
+        user_id: str,
+        events: Sequence[StoredEvent],
+        records: dict[str, tuple[list[tuple[int, str]], bool]] | None = None,
     ) -> list[StoredEvent]:
         """The events ``user_id`` may see, in the given order."""
         if not events:
@@ -49,7 +52,12 @@ class RoomAccessService:
         for event in events:
             if event.room_id not in histories:
                 # A forgotten room reads as one the user was never in (None).
-                record, forgotten = await self.store.get_membership_record(user_id, event.room_id)
+                if records is not None and event.room_id in records:
+                    record, forgotten = records[event.room_id]
+                else:
+                    record, forgotten = await self.store.get_membership_record(
+                        user_id, event.room_id
+                    )
                 histories[event.room_id] = None if forgotten else record
             history = histories[event.room_id]
             state = await self.events.state_ids(event.state_before)
@@ -159,7 +167,8 @@ class RoomAccessService:
         self, events: Sequence[StoredEvent], requester_device: tuple[str, str] | None
     ) -> dict[str, JsonDict]:
         """Bundled aggregations: thread summaries, the latest edit, references."""
-        parents = {e.event_id: e for e in events if not e.redacted_by}
+        # State events get no bundled aggregations.
+        parents = {e.event_id: e for e in events if not e.redacted_by and "state_key" not in e.data}
         rows = await self.store.get_relations_of(list(parents))
         if not rows:
             return {}
@@ -174,8 +183,11 @@ class RoomAccessService:
         for parent, rel_type, child, sender, _ in rows:
             if visible_ids is not None and child not in visible_ids:
                 continue
-            if child in children and children[child].redacted_by:
+            child_event = children.get(child)
+            if child_event is None or child_event.redacted_by:
                 continue
+            if child_event.room_id != parents[parent].room_id:
+                continue  # a relation from another room means nothing here
             entry = result.setdefault(parent, {})
             if rel_type == "m.thread":
                 threads.setdefault(parent, []).append((child, sender))
@@ -186,12 +198,17 @@ class RoomAccessService:
                         entry["m.replace"] = self.serialize(edit)
             elif rel_type == "m.reference":
                 entry.setdefault("m.reference", {"chunk": []})["chunk"].append({"event_id": child})
+        latest_events = [children[r[-1][0]] for r in threads.values() if r[-1][0] in children]
+        latest_aggregations = await self._aggregations(latest_events, requester_device)
         for parent, replies in threads.items():
             latest = children.get(replies[-1][0])
             if latest is None:
                 continue
+            latest_json = self.serialize(latest, requester_device)
+            if latest.event_id in latest_aggregations:
+                latest_json["unsigned"]["m.relations"] = latest_aggregations[latest.event_id]
             result[parent]["m.thread"] = {
-                "latest_event": self.serialize(latest, requester_device),
+                "latest_event": latest_json,
                 "count": len(replies),
                 "current_user_participated": user_id is not None
                 and (
@@ -417,6 +434,8 @@ class RelationReads:
         limit: int,
     ) -> JsonDict:  # fmt: skip
         await self.events.room_version(room_id)
+        if await self.access.state_group_for_reader(requester.user_id, room_id) is None:
+            raise forbidden("You are not in this room")
         before = parse_stream_token(from_token)
         rows = await self.store.get_thread_roots(
             room_id, requester.user_id if participated else None, before, limit

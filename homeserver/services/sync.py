@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from homeserver.services.auth import Requester
@@ -20,6 +21,20 @@ STRIPPED_STATE_TYPES = (
     "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
     "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
 )  # fmt: skip
+
+
+@dataclass
+class _Prefetch:
+    summaries: dict[str, list[tuple[str, str]]]
+    unread: dict[str, tuple[int, int, dict[str, tuple[int, int]]]]
+    records: dict[str, tuple[list[tuple[int, str]], bool]]
+    first_pages: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+
+def _page_size(sync_filter: SyncFilter) -> int:
+    limit = sync_filter.timeline.limit
+    limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
+    return max(limit + 1, 20)
 
 
 class SyncService:
@@ -104,8 +119,8 @@ class SyncService:
         else:
             changed_rooms = await self.store.get_changed_rooms(joined, since.events, now.events)
         device = (requester.user_id, requester.device_id)
+        included = []
         for room_id in joined:
-            newly_joined = membership_changes.get(room_id, ("", 0))[0] == "join"
             typing = self.hs.typing.event_if_changed(room_id, since.typing if since else 0)
             ephemeral = [e for e in (typing, receipts.get(room_id)) if e is not None]
             ephemeral = [e for e in ephemeral if sync_filter.ephemeral.allows(e)]
@@ -113,11 +128,14 @@ class SyncService:
                 e for e in room_account_data.get(room_id, [])
                 if sync_filter.room_account_data.allows(e)
             ]  # fmt: skip
-            if room_id not in changed_rooms and not ephemeral and not account_data:
-                continue
+            if room_id in changed_rooms or ephemeral or account_data:
+                included.append((room_id, ephemeral, account_data))
+        batch = await self._prefetch(user_id, [r for r, _, _ in included], since, now, sync_filter)
+        for room_id, ephemeral, account_data in included:
+            newly_joined = membership_changes.get(room_id, ("", 0))[0] == "join"
             entry = await self._joined_room(
                 user_id, device, room_id, since, now, sync_filter,
-                full=since is None or full_state or newly_joined,
+                full=since is None or full_state or newly_joined, batch=batch,
             )  # fmt: skip
             entry["ephemeral"] = {"events": ephemeral}
             entry["account_data"] = {"events": account_data}
@@ -233,6 +251,30 @@ class SyncService:
         left -= sharing
         return {"changed": sorted(changed), "left": sorted(left)}
 
+    async def _prefetch(
+        self,
+        user_id: str,
+        room_ids: list[str],
+        since: SyncToken | None,
+        now: SyncToken,
+        sync_filter: SyncFilter,
+    ) -> _Prefetch:
+        """What every included room needs, read in a few queries for all rooms at once."""
+        batch = _Prefetch(
+            summaries=await self.event_store.get_member_summaries(room_ids),
+            unread=await self.hs.stores.push.get_unread_counts_many(user_id, room_ids),
+            records=await self.event_store.get_membership_records(user_id, room_ids),
+        )
+        if not sync_filter.timeline.types:
+            page = _page_size(sync_filter)
+            batch.first_pages = await self.event_store.get_latest_event_ids(
+                room_ids, since.events if since else None, now.events, page
+            )
+            await self.events.get_events(
+                e for rows in batch.first_pages.values() for e, _ in rows
+            )  # loads them into the cache in one round trip
+        return batch
+
     async def _timeline(
         self,
         user_id: str,
@@ -240,6 +282,7 @@ class SyncService:
         after: int | None,
         upto: int,
         sync_filter: SyncFilter,
+        batch: _Prefetch | None = None,
     ) -> tuple[list[StoredEvent], bool, int]:
         """The newest events in (after, upto], limited; returns (events, limited, first pos)."""
         limit = sync_filter.timeline.limit
@@ -251,12 +294,17 @@ class SyncService:
         # (the limit counts returned events, not scanned ones).
         accepted: list[StoredEvent] = []
         before = upto + 1
-        page = max(limit + 1, 20)
+        page = _page_size(sync_filter)
         exhausted = False
+        first_page = batch.first_pages.get(room_id) if batch and batch.first_pages else None
+        records = batch.records if batch else None
         while len(accepted) <= limit and not exhausted:
-            rows = await self.event_store.get_room_event_ids(
-                room_id, after, before, True, page, exact_types
-            )
+            if first_page is not None:
+                rows, first_page = first_page, None
+            else:
+                rows = await self.event_store.get_room_event_ids(
+                    room_id, after, before, True, page, exact_types
+                )
             exhausted = len(rows) < page
             if not rows:
                 break
@@ -264,7 +312,7 @@ class SyncService:
             loaded = await self.events.get_events(e for e, _ in rows)
             candidates = [loaded[e] for e, _ in rows if e in loaded]
             candidates = [e for e in candidates if sync_filter.timeline.allows(e.data)]
-            accepted += await self.access.filter_visible(user_id, candidates)
+            accepted += await self.access.filter_visible(user_id, candidates, records)
         limited = len(accepted) > limit
         events = list(reversed(accepted[:limit]))
         first = events[0].stream_ordering if events else (before if limited else upto + 1)
@@ -328,10 +376,11 @@ class SyncService:
         now: SyncToken,
         sync_filter: SyncFilter,
         full: bool,
+        batch: _Prefetch | None = None,
     ) -> JsonDict:
         after = None if since is None else since.events
         timeline, limited, first = await self._timeline(
-            user_id, room_id, after, now.events, sync_filter
+            user_id, room_id, after, now.events, sync_filter, batch
         )
         state = await self._state_for(
             user_id, room_id, timeline, since, first, limited, full, sync_filter
@@ -340,12 +389,24 @@ class SyncService:
             # Serialised for all rooms at once at the end of the sync (see _serialize_all).
             "timeline": {"events": timeline, "limited": limited, "prev_batch": f"s{first - 1}"},
             "state": {"events": state},
-            "summary": await self._summary(room_id, user_id),
-            **await self._unread(user_id, room_id, sync_filter),
+            "summary": await self._summary(
+                room_id, user_id, batch.summaries.get(room_id) if batch else None
+            ),
+            **await self._unread(
+                user_id, room_id, sync_filter, batch.unread.get(room_id) if batch else None
+            ),
         }
 
-    async def _unread(self, user_id: str, room_id: str, sync_filter: SyncFilter) -> JsonDict:
-        total, highlight, threads = await self.hs.stores.push.get_unread_counts(user_id, room_id)
+    async def _unread(
+        self,
+        user_id: str,
+        room_id: str,
+        sync_filter: SyncFilter,
+        counts: tuple[int, int, dict[str, tuple[int, int]]] | None = None,
+    ) -> JsonDict:
+        if counts is None:
+            counts = await self.hs.stores.push.get_unread_counts(user_id, room_id)
+        total, highlight, threads = counts
         result: JsonDict = {
             "unread_notifications": {"notification_count": total, "highlight_count": highlight}
         }
@@ -387,8 +448,11 @@ class SyncService:
             "account_data": {"events": []},
         }
 
-    async def _summary(self, room_id: str, user_id: str) -> JsonDict:
-        members = await self.event_store.get_member_summary(room_id)
+    async def _summary(
+        self, room_id: str, user_id: str, members: list[tuple[str, str]] | None = None
+    ) -> JsonDict:
+        if members is None:
+            members = await self.event_store.get_member_summary(room_id)
         joined = [u for u, m in members if m == "join"]
         invited = [u for u, m in members if m == "invite"]
         heroes = sorted(u for u in joined + invited if u != user_id)[:5]

@@ -23,6 +23,41 @@ SELECT MAX(pos) FROM (
 """
 
 
+def _unread_counts(
+    txn: Txn, user_id: str, room_id: str
+) -> tuple[int, int, dict[str, tuple[int, int]]]:
+    """Counts per thread. An unthreaded receipt (or the user's own latest event) reads every
+    thread up to it; a ``main`` receipt reads the main timeline; a thread receipt its thread."""
+    receipts = {
+        thread: int(pos)
+        for thread, pos in txn.select(
+            "SELECT r.thread_id, MAX(e.stream_ordering) FROM receipts r "
+            "JOIN events e ON e.event_id = r.event_id WHERE r.room_id = ? AND r.user_id = ? "
+            "AND r.receipt_type IN ('m.read', 'm.read.private') GROUP BY r.thread_id",
+            (room_id, user_id),
+        )
+    }
+    own = txn.select_one(
+        "SELECT MAX(stream_ordering) FROM events WHERE room_id = ? AND sender = ?",
+        (room_id, user_id),
+    )
+    everywhere = max(receipts.get("", 0), int(own[0]) if own and own[0] is not None else 0)
+    total = highlight = 0
+    threads: dict[str, tuple[int, int]] = {}
+    for thread, stream, is_highlight in txn.select(
+        "SELECT thread_id, stream_ordering, highlight FROM event_push_actions "
+        "WHERE user_id = ? AND room_id = ? AND stream_ordering > ?",
+        (user_id, room_id, everywhere),
+    ):
+        if stream <= receipts.get(thread, 0):
+            continue
+        total += 1
+        highlight += int(is_highlight)
+        count, high = threads.get(thread, (0, 0))
+        threads[thread] = (count + 1, high + int(is_highlight))
+    return total, highlight, threads
+
+
 class PushStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -66,34 +101,13 @@ class PushStore:
         self, user_id: str, room_id: str
     ) -> tuple[int, int, dict[str, tuple[int, int]]]:
         """(notifications, highlights, {thread: (notifications, highlights)}) still unread."""
+        return (await self.get_unread_counts_many(user_id, [room_id]))[room_id]
 
-        def txn_fn(txn: Txn) -> tuple[int, int, dict[str, tuple[int, int]]]:
-            row = txn.select_one(_READ_POSITION, (room_id, user_id, room_id, user_id))
-            read_upto = int(row[0]) if row and row[0] is not None else 0
-            thread_receipts = {
-                thread: int(pos)
-                for thread, pos in txn.select(
-                    "SELECT r.thread_id, MAX(e.stream_ordering) FROM receipts r "
-                    "JOIN events e ON e.event_id = r.event_id WHERE r.room_id = ? "
-                    "AND r.user_id = ? AND r.receipt_type IN ('m.read', 'm.read.private') "
-                    "AND r.thread_id NOT IN ('', 'main') GROUP BY r.thread_id",
-                    (room_id, user_id),
-                )
-            }
-            total = highlight = 0
-            threads: dict[str, tuple[int, int]] = {}
-            for thread, stream, is_highlight in txn.select(
-                "SELECT thread_id, stream_ordering, highlight FROM event_push_actions "
-                "WHERE user_id = ? AND room_id = ? AND stream_ordering > ?",
-                (user_id, room_id, read_upto),
-            ):
-                if thread != "main" and stream <= thread_receipts.get(thread, 0):
-                    continue
-                total += 1
-                highlight += int(is_highlight)
-                count, high = threads.get(thread, (0, 0))
-                threads[thread] = (count + 1, high + int(is_highlight))
-            return total, highlight, threads
+    async def get_unread_counts_many(
+        self, user_id: str, room_ids: Sequence[str]
+    ) -> dict[str, tuple[int, int, dict[str, tuple[int, int]]]]:
+        def txn_fn(txn: Txn) -> dict[str, tuple[int, int, dict[str, tuple[int, int]]]]:
+            return {room_id: _unread_counts(txn, user_id, room_id) for room_id in room_ids}
 
         return await self.db.run("get_unread_counts", txn_fn)
 

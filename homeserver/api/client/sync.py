@@ -38,8 +38,9 @@ def register(hs: HomeServer, router: Router) -> None:
         set_presence = query_string(
             request, "set_presence", "online", ("online", "offline", "unavailable")
         )
-        assert set_presence is not None
-        await hs.presence.set_state(requester.user_id, set_presence, keep_message=True)
+        if set_presence != "offline":  # "offline" only means: do not mark me online
+            assert set_presence is not None
+            await hs.presence.set_state(requester.user_id, set_presence, keep_message=True)
         timeout = min(query_int(request, "timeout", 0), hs.config.rooms.max_sync_timeout_ms)
         full_state = query_bool(request, "full_state", False)
         filter_param = query_string(request, "filter")
