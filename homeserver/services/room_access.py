@@ -417,17 +417,7 @@ class RelationReads:
         rows = await self.store.get_children(
             parent_id, rel_type, event_type, before, after, backwards, limit
         )
-        loaded = await self.events.get_events(e for e, _ in rows)
-        ordered = [loaded[e] for e, _ in rows if e in loaded and loaded[e].room_id == room_id]
-        visible = await self.access.filter_visible(requester.user_id, ordered)
-        response: JsonDict = {
-            "chunk": await self.access.serialize_many(
-                visible, (requester.user_id, requester.device_id)
-            )
-        }
-        if len(rows) == limit:
-            response["next_batch"] = f"s{rows[-1][1]}"
-        return response
+        return await self._page(requester, room_id, rows, limit)
 
     async def threads(
         self, requester: Requester, room_id: str, participated: bool, from_token: str | None,
@@ -440,9 +430,15 @@ class RelationReads:
         rows = await self.store.get_thread_roots(
             room_id, requester.user_id if participated else None, before, limit
         )
-        loaded = await self.events.get_events(root for root, _ in rows)
-        roots = [loaded[r] for r, _ in rows if r in loaded and loaded[r].room_id == room_id]
-        visible = await self.access.filter_visible(requester.user_id, roots)
+        return await self._page(requester, room_id, rows, limit)
+
+    async def _page(
+        self, requester: Requester, room_id: str, rows: list[tuple[str, int]], limit: int
+    ) -> JsonDict:
+        """A visible, serialised chunk of events from (event ID, position) rows."""
+        loaded = await self.events.get_events(e for e, _ in rows)
+        ordered = [loaded[e] for e, _ in rows if e in loaded and loaded[e].room_id == room_id]
+        visible = await self.access.filter_visible(requester.user_id, ordered)
         response: JsonDict = {
             "chunk": await self.access.serialize_many(
                 visible, (requester.user_id, requester.device_id)

@@ -41,23 +41,21 @@ def register(hs: HomeServer, router: Router) -> None:
         requester = await hs.auth.get_user_by_req(request)
         return 200, await rooms.create_room(requester, parse_json_object(request, allow_empty=True))
 
-    async def join(request: MatrixRequest, room: str) -> tuple[int, Any]:
-        requester = await hs.auth.get_user_by_req(request)
-        body = parse_json_object(request, allow_empty=True)
-        room_id = await rooms.resolve_room(room)
-        await rooms.change_membership(
-            requester, room_id, requester.user_id, "join", optional(body, "reason", str)
-        )
-        return 200, {"room_id": room_id}
+    def enter(membership: str) -> Any:
+        """Joining and knocking: by room ID or alias, for oneself."""
 
-    async def knock(request: MatrixRequest, room: str) -> tuple[int, Any]:
-        requester = await hs.auth.get_user_by_req(request)
-        body = parse_json_object(request, allow_empty=True)
-        room_id = await rooms.resolve_room(room)
-        await rooms.change_membership(
-            requester, room_id, requester.user_id, "knock", optional(body, "reason", str)
-        )
-        return 200, {"room_id": room_id}
+        async def handler(request: MatrixRequest, room: str) -> tuple[int, Any]:
+            requester = await hs.auth.get_user_by_req(request)
+            body = parse_json_object(request, allow_empty=True)
+            room_id = await rooms.resolve_room(room)
+            await rooms.change_membership(
+                requester, room_id, requester.user_id, membership, optional(body, "reason", str)
+            )
+            return 200, {"room_id": room_id}
+
+        return handler
+
+    join, knock = enter("join"), enter("knock")
 
     async def leave(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         requester = await hs.auth.get_user_by_req(request)
