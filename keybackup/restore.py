@@ -29,7 +29,9 @@ JsonDict = dict[str, Any]
 
 
 class RestoreError(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -66,7 +68,8 @@ class HomeserverClient:
             except ValueError:
                 error = {}
             raise RestoreError(
-                f"{method} {path}: {e.code} {error.get('errcode', '')} {error.get('error', '')}"
+                f"{method} {path}: {e.code} {error.get('errcode', '')} {error.get('error', '')}",
+                e.code,
             ) from None
         except urllib.error.URLError as e:
             raise RestoreError(f"cannot reach {self.base_url}: {e.reason}") from None
@@ -90,7 +93,7 @@ class HomeserverClient:
         try:
             return self.call("GET", path)
         except RestoreError as e:
-            if " 404 " in str(e):
+            if e.status == 404:
                 return None
             raise
 

@@ -24,7 +24,7 @@ def _parse_version(text: str | None) -> int:
     """Versions are opaque strings to clients; ours are decimal numbers."""
     if text is None:
         raise missing_param("version")
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18 or text != str(int(text)):
         raise _no_backup()
     return int(text)
 

@@ -62,6 +62,7 @@ class KeyBackupStore:
 
     async def create_version(self, user_id: str, algorithm: str, auth_data: JsonDict) -> int:
         def txn_fn(txn: Txn) -> int:
+            _lock_user(txn, user_id)
             # Numbers are never reused, even after a version is deleted.
             row = txn.select_one(
                 "SELECT MAX(version) FROM backup_versions WHERE user_id = ?", (user_id,)
@@ -225,8 +226,17 @@ def _get_version(
     return _version_row(row) if row else None
 
 
+def _lock_user(txn: Txn, user_id: str) -> None:
+    """Every backup write of one user takes this lock first, so creating a version, and
+    uploads and deletes of keys, happen one at a time per user in the database."""
+    txn.select_one(
+        f"SELECT user_id FROM users WHERE user_id = ?{txn.engine.for_update}", (user_id,)
+    )
+
+
 def _lock_current(txn: Txn, user_id: str, version: int) -> BackupVersion:
     """Lock the user's current version row; refuse writes to any other version."""
+    _lock_user(txn, user_id)
     current = _get_version(txn, user_id, None, lock=True)
     if current is None:
         raise NoBackup()
