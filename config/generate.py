@@ -94,6 +94,25 @@ privacy:
 media:
   store_path: "{media_store_path}"
   max_upload_size: 50M
+  # Total a single user may upload (0: no quota).
+  max_user_quota: 0
+  # The legacy unauthenticated /_matrix/media/v3 download/thumbnail endpoints. Off by
+  # default; or set legacy_unauthenticated_before (ms since 1970) to keep them for media
+  # uploaded before that moment only.
+  legacy_unauthenticated: false
+  url_preview_enabled: false
+
+voip:
+  # TURN servers for calls, with the shared secret of their REST API (coturn's
+  # static-auth-secret).
+  turn_uris: []
+  #turn_shared_secret: "..."
+  turn_user_lifetime: 1h
+
+user_directory:
+  # Find every local user, rather than only people you share a room with or who are in
+  # public rooms.
+  search_all_users: false
 
 http:
   # Largest JSON request body accepted (media uploads have their own limit above).

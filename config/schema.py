@@ -200,9 +200,42 @@ class PrivacyConfig(_Section):
 class MediaConfig(_Section):
     store_path: str = "media_store"
     max_upload_size: Size = "50M"
+    # Total bytes one user may store; 0 means no quota.
+    max_user_quota: Size = 0
+    # The legacy unauthenticated /_matrix/media/v3 download and thumbnail endpoints: off,
+    # on, or only for media uploaded before ``legacy_unauthenticated_before`` (ms).
+    legacy_unauthenticated: bool = False
+    legacy_unauthenticated_before: int | None = None
+    url_preview_enabled: bool = False
+    thumbnail_sizes: list[list[int]] = msgspec.field(
+        default_factory=lambda: [[32, 32], [96, 96], [320, 240], [640, 480], [800, 600]]
+    )
 
     def __post_init__(self) -> None:
         _normalise(self, "max_upload_size", parse_size_bytes)
+        _normalise(self, "max_user_quota", parse_size_bytes)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_size)
+
+    @property
+    def quota_bytes(self) -> int:
+        return int(self.max_user_quota)
+
+
+class VoipConfig(_Section):
+    turn_uris: list[str] = msgspec.field(default_factory=list)
+    turn_shared_secret: str | None = None
+    turn_user_lifetime: Duration = "1h"
+
+    def __post_init__(self) -> None:
+        _normalise(self, "turn_user_lifetime", parse_duration_ms)
+
+
+class UserDirectoryConfig(_Section):
+    # Search every local user, not only those who share a room or are in public rooms.
+    search_all_users: bool = False
 
 
 class LoggingConfig(_Section):
@@ -276,6 +309,8 @@ class HomeserverConfig(_Section):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
+    voip: VoipConfig = msgspec.field(default_factory=VoipConfig)
+    user_directory: UserDirectoryConfig = msgspec.field(default_factory=UserDirectoryConfig)
     require_auth_for_profile_requests: bool = False
 
     def __post_init__(self) -> None:

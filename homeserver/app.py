@@ -78,6 +78,7 @@ async def listen(hs: HomeServer, reactor: Any) -> list[Any]:
         site = MatrixSite(
             root,
             max_body_size=hs.config.http.max_body_bytes,
+            max_upload_size=hs.config.media.max_upload_bytes,
             access_log=hs.config.logging.access_log and bool(json_resources),
             name=f"listener:{listener.port}",
         )

@@ -23,6 +23,7 @@ from homeserver.services.client_ips import ClientIpService
 from homeserver.services.devices import DeviceService
 from homeserver.services.e2ee import E2eeService
 from homeserver.services.ephemeral import ReceiptService, TypingService
+from homeserver.services.media import MediaService
 from homeserver.services.presence import PresenceService
 from homeserver.services.profile import ProfileService
 from homeserver.services.push import PushService
@@ -108,6 +109,7 @@ class HomeServer:
         self.sync = SyncService(self)
         self.push = PushService(self)
         self.e2ee = E2eeService(self, e2ee_positions)
+        self.media = MediaService(self)
         self.room_events.on_new_event.append(self._notify_new_event)
 
     @classmethod

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 
 def register_servlets(hs: HomeServer, router: Router, resources: Sequence[str]) -> None:
+    from homeserver.api import media
     from homeserver.api.admin import register_admin_servlets
     from homeserver.api.client import register_client_servlets
     from keybackup import servlets as keybackup_servlets
@@ -19,5 +20,7 @@ def register_servlets(hs: HomeServer, router: Router, resources: Sequence[str]) 
     if "client" in resources:
         register_client_servlets(hs, router)
         keybackup_servlets.register(hs, router)
+    if "client" in resources or "media" in resources:
+        media.register(hs, router)
     if "admin" in resources:
         register_admin_servlets(hs, router)

@@ -43,9 +43,11 @@ CORS_HEADERS = {
 
 
 class MatrixRequest(server.Request):
-    """A request that refuses to buffer a body larger than the configured limit."""
+    """A request that refuses to buffer a body larger than the configured limit (media
+    uploads have their own, larger limit)."""
 
-    max_body_size = 1024 * 1024
+    max_json_body_size = 1024 * 1024
+    max_upload_size = 50 * 1024 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,8 +56,12 @@ class MatrixRequest(server.Request):
         self.requester_id: str | None = None
         self.client_ip: str = ""
         self.started = time.perf_counter()
+        self.max_body_size = self.max_json_body_size
 
     def gotLength(self, length: int | None) -> None:
+        path = getattr(self.channel, "_path", b"") or b""
+        if path.startswith(b"/_matrix/media/") and b"/upload" in path:
+            self.max_body_size = self.max_upload_size
         if length is not None and length > self.max_body_size:
             self.body_too_large = True
             self.content = io.BytesIO()
@@ -214,8 +220,8 @@ def _respond(request: MatrixRequest, code: int, body: Any) -> None:
     request.setResponseCode(code)
     if not isinstance(body, bytes):
         request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
     request.setHeader(b"Content-Length", str(len(payload)).encode("ascii"))
-    request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
     if request.method != b"HEAD":
         request.write(payload)
     request.finish()
@@ -224,16 +230,22 @@ def _respond(request: MatrixRequest, code: int, body: Any) -> None:
 class MatrixSite(server.Site):
     """A Site producing ``MatrixRequest``s and writing our own access log and metrics."""
 
-    def __init__(self, resource: Resource, max_body_size: int, access_log: bool, name: str) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        max_body_size: int,
+        access_log: bool,
+        name: str,
+        max_upload_size: int = 50 * 1024 * 1024,
+    ) -> None:
         super().__init__(resource)
-        self.max_body_size = max_body_size
         self.access_log = access_log
         self.listener_name = name
-        site = self
 
         class _Request(MatrixRequest):
-            max_body_size = site.max_body_size
+            max_json_body_size = max_body_size
 
+        _Request.max_upload_size = max_upload_size
         self.requestFactory = _Request
 
     def log(self, request: Any) -> None:

@@ -213,4 +213,5 @@ class AccountService:
         await self.hs.stores.profiles.delete_profile(user_id)
         if erase:
             await self.hs.stores.account_data.delete_all_for_user(user_id)
+            await self.hs.media.delete_user_media(user_id)
         logger.info("Deactivated %s (erase=%s)", user_id, erase)

@@ -1,0 +1,123 @@
+"""SQL for media metadata and thumbnails (the bytes themselves are files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeserver.storage.engine import Database, Txn
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    media_id: str
+    user_id: str
+    content_type: str | None
+    upload_name: str | None
+    size: int | None
+    created_ts: int
+    uploaded_ts: int | None
+
+
+class MediaStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get_info(self, media_id: str) -> MediaInfo | None:
+        row = await self.db.run(
+            "get_media",
+            lambda txn: txn.select_one(
+                "SELECT media_id, user_id, content_type, upload_name, size, created_ts, "
+                "uploaded_ts FROM media WHERE media_id = ?",
+                (media_id,),
+            ),
+        )
+        return MediaInfo(*row) if row else None
+
+    async def used_bytes(self, user_id: str) -> int:
+        row = await self.db.run(
+            "media_usage",
+            lambda txn: txn.select_one(
+                "SELECT COALESCE(SUM(size), 0) FROM media WHERE user_id = ?", (user_id,)
+            ),
+        )
+        return int(row[0]) if row else 0
+
+    async def reserve(self, media_id: str, user_id: str, now_ms: int, expires_ms: int) -> None:
+        await self.db.run(
+            "reserve_media",
+            lambda txn: txn.execute(
+                "INSERT INTO media (media_id, user_id, created_ts, expires_ts) VALUES (?, ?, ?, ?)",
+                (media_id, user_id, now_ms, expires_ms),
+            ),
+        )
+
+    async def store(
+        self,
+        media_id: str,
+        user_id: str,
+        content_type: str | None,
+        upload_name: str | None,
+        size: int,
+        now_ms: int,
+    ) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute(
+                "INSERT INTO media (media_id, user_id, content_type, upload_name, size, "
+                "created_ts, uploaded_ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (media_id) "
+                "DO UPDATE SET content_type = excluded.content_type, "
+                "upload_name = excluded.upload_name, size = excluded.size, "
+                "uploaded_ts = excluded.uploaded_ts, expires_ts = NULL",
+                (media_id, user_id, content_type, upload_name, size, now_ms, now_ms),
+            )
+
+        await self.db.run("store_media", txn_fn)
+
+    async def get_thumbnail_type(
+        self, media_id: str, width: int, height: int, method: str
+    ) -> str | None:
+        row = await self.db.run(
+            "get_thumbnail",
+            lambda txn: txn.select_one(
+                "SELECT content_type FROM media_thumbnails WHERE media_id = ? AND width = ? "
+                "AND height = ? AND method = ?",
+                (media_id, width, height, method),
+            ),
+        )
+        return row[0] if row else None
+
+    async def store_thumbnail(
+        self, media_id: str, width: int, height: int, method: str, content_type: str, size: int
+    ) -> None:
+        await self.db.run(
+            "store_thumbnail",
+            lambda txn: txn.execute(
+                "INSERT INTO media_thumbnails (media_id, width, height, method, content_type, "
+                "size) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (media_id, width, height, method) "
+                "DO NOTHING",
+                (media_id, width, height, method, content_type, size),
+            ),
+        )
+
+    async def user_media_ids(self, user_id: str) -> list[str]:
+        rows = await self.db.run(
+            "get_user_media",
+            lambda txn: txn.select("SELECT media_id FROM media WHERE user_id = ?", (user_id,)),
+        )
+        return [r[0] for r in rows]
+
+    async def thumbnails_of(self, media_id: str) -> list[tuple[int, int, str]]:
+        rows = await self.db.run(
+            "get_media_thumbnails",
+            lambda txn: txn.select(
+                "SELECT width, height, method FROM media_thumbnails WHERE media_id = ?",
+                (media_id,),
+            ),
+        )
+        return [(int(r[0]), int(r[1]), r[2]) for r in rows]
+
+    async def delete(self, media_id: str) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM media_thumbnails WHERE media_id = ?", (media_id,))
+            txn.execute("DELETE FROM media WHERE media_id = ?", (media_id,))
+
+        await self.db.run("delete_media", txn_fn)
