@@ -21,6 +21,7 @@ from homeserver.services.accounts import AccountService
 from homeserver.services.auth import AuthService
 from homeserver.services.client_ips import ClientIpService
 from homeserver.services.devices import DeviceService
+from homeserver.services.discovery import DiscoveryService
 from homeserver.services.e2ee import E2eeService
 from homeserver.services.ephemeral import ReceiptService, TypingService
 from homeserver.services.media import MediaService
@@ -110,6 +111,7 @@ class HomeServer:
         self.push = PushService(self)
         self.e2ee = E2eeService(self, e2ee_positions)
         self.media = MediaService(self)
+        self.discovery = DiscoveryService(self)
         self.room_events.on_new_event.append(self._notify_new_event)
 
     @classmethod

@@ -283,21 +283,25 @@ class E2eeService:
         stored_view = {k: v for k, v in stored.items() if k not in ("signatures", "unsigned")}
         if unsigned_view != stored_view:
             raise ValueError("the signed object does not match the stored key")
+        # Only signatures by the keys allowed to sign this key count; others (such as a
+        # device's own self-signature carried along) are ignored.
+        allowed = {
+            key_id: public
+            for candidate in signing_keys
+            if candidate
+            for key_id, public in (candidate.get("keys") or {}).items()
+        }
         rows = []
         for signer_key_id, signature in signatures.items():
-            valid = False
-            for candidate in signing_keys:
-                if not candidate:
-                    continue
-                for cand_id, public in (candidate.get("keys") or {}).items():
-                    if cand_id == signer_key_id and verify(
-                        {**stored_view, "signatures": {signer: {signer_key_id: signature}}},
-                        signer, signer_key_id, public,
-                    ):  # fmt: skip
-                        valid = True
-            if not valid:
+            public = allowed.get(signer_key_id)
+            if public is None:
+                continue
+            signed_copy = {**stored_view, "signatures": {signer: {signer_key_id: signature}}}
+            if not verify(signed_copy, signer, signer_key_id, public):
                 raise ValueError(f"signature {signer_key_id} does not verify")
             rows.append((target, target_key_id, signer, signer_key_id, signature))
+        if not rows:
+            raise ValueError("no signature by a key allowed to sign this key")
         return rows
 
     # Changes

@@ -409,6 +409,7 @@ class RoomEventService:
                     txn=txn,
                     redacts=redacts,
                     relation=relation_of(event),
+                    search=search_text_of(event),
                 )
             )
         if redacts is not None:
@@ -437,6 +438,23 @@ class RoomEventService:
         for callback in self.on_new_event:
             callback(stored)
         return stored
+
+
+_SEARCHABLE = {
+    "m.room.message": "content.body",
+    "m.room.name": "content.name",
+    "m.room.topic": "content.topic",
+}
+
+
+def search_text_of(event: JsonDict) -> tuple[str, str] | None:
+    """What full-text search indexes: message bodies, names and topics. Encrypted events
+    have none of these, so nothing of theirs is ever indexed."""
+    key = _SEARCHABLE.get(str(event.get("type")))
+    if key is None:
+        return None
+    value = (event.get("content") or {}).get(key.split(".", 1)[1])
+    return (key, value) if isinstance(value, str) and value else None
 
 
 def relation_of(event: JsonDict) -> tuple[str, str] | None:

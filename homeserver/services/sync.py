@@ -220,6 +220,17 @@ class SyncService:
         for section in sections:
             section["events"] = [by_id[e.event_id] for e in section["events"]]
 
+    async def device_list_changes(self, user_id: str, since: SyncToken, now: SyncToken) -> JsonDict:
+        """For /keys/changes: the same answer /sync gives for that window."""
+        joined = await self.event_store.get_rooms_for_user(user_id, ["join"])
+        membership_changes = {
+            room_id: (membership, stream)
+            for room_id, membership, stream in await self.store.get_membership_changes(
+                user_id, since.events, now.events
+            )
+        }
+        return await self._device_list_changes(user_id, since, now, joined, membership_changes)
+
     async def _device_list_changes(
         self,
         user_id: str,
@@ -247,7 +258,8 @@ class SyncService:
                 changed |= set(members)
             else:
                 left |= {m for m in members if m not in sharing}
-        changed.discard(user_id)
+        # A user's own ID stays in: their other devices must learn of a new device or new
+        # cross-signing keys to encrypt for it.
         left -= sharing
         return {"changed": sorted(changed), "left": sorted(left)}
 

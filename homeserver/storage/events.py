@@ -81,6 +81,8 @@ class EventToPersist:
     redacts: str | None = None
     # (parent event ID, rel_type) from content.m.relates_to
     relation: tuple[str, str] | None = None
+    # (key, text) to index for full-text search (unencrypted bodies, names, topics)
+    search: tuple[str, str] | None = None
 
 
 _EVENT_COLUMNS = (
@@ -101,6 +103,23 @@ def _insert_state_group(txn: Txn, room_id: str, group: NewStateGroup) -> None:
         "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?, ?, ?, ?)",
         [(group.group_id, t, k, e) for (t, k), e in group.entries.items()],
     )
+
+
+def _index_for_search(
+    txn: Txn, event_id: str, room_id: str, stream: int, key: str, value: str
+) -> None:
+    if txn.engine.name == "postgres":
+        txn.execute(
+            "INSERT INTO event_search (event_id, room_id, key, stream_ordering, value, vector) "
+            "VALUES (?, ?, ?, ?, ?, to_tsvector('simple', ?)) ON CONFLICT (event_id) DO NOTHING",
+            (event_id, room_id, key, stream, value, value),
+        )
+    else:
+        txn.execute(
+            "INSERT INTO event_search (event_id, room_id, key, stream_ordering, value) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (event_id, room_id, key, stream, value),
+        )
 
 
 class EventStore:
@@ -225,7 +244,11 @@ class EventStore:
                     (ev.event_id, *ev.relation, ev.room_id, ev.event_type, ev.sender,
                      ev.stream_ordering),
                 )  # fmt: skip
+            if ev.search is not None:
+                _index_for_search(txn, ev.event_id, ev.room_id, ev.stream_ordering, *ev.search)
             if ev.redacts is not None:
+                # A redacted event's text must not be findable any more.
+                txn.execute("DELETE FROM event_search WHERE event_id = ?", (ev.redacts,))
                 txn.execute(
                     "INSERT INTO redactions (event_id, redacted_by) VALUES (?, ?) "
                     "ON CONFLICT (event_id, redacted_by) DO NOTHING",

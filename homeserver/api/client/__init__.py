@@ -16,6 +16,7 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
         account_data,
         devices,
         discovery,
+        discovery_extras,
         keys,
         login,
         profile,
@@ -27,6 +28,7 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
 
     for module in (
         discovery,
+        discovery_extras,
         keys,
         register,
         login,

@@ -35,11 +35,7 @@ def register(hs: HomeServer, router: Router) -> None:
             end = SyncToken.parse(query_required(request, "to"))
         except ValueError:
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid 'from' or 'to' token") from None
-        joined = await hs.stores.events.get_rooms_for_user(requester.user_id, ["join"])
-        changed = await e2ee.changed_users(
-            requester.user_id, start.device_lists, end.device_lists, joined
-        )
-        return 200, {"changed": sorted(changed), "left": []}
+        return 200, await hs.sync.device_list_changes(requester.user_id, start, end)
 
     async def device_signing(request: MatrixRequest) -> tuple[int, Any]:
         requester = await hs.auth.get_user_by_req(request)

@@ -1,0 +1,301 @@
+"""Finding things: the user directory, message search, space hierarchies, and reports."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.services.auth import Requester
+from homeserver.storage.discovery import DiscoveryStore
+from homeserver.storage.events import StoredEvent
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+JsonDict = dict[str, Any]
+SEARCH_KEYS = ("content.body", "content.name", "content.topic")
+MAX_SEARCH_LIMIT = 100
+
+
+def _offset(token: str | None) -> int:
+    if token is None:
+        return 0
+    if not token.startswith("o") or not token[1:].isdigit():
+        raise invalid_param("Invalid pagination token")
+    return int(token[1:])
+
+
+class DiscoveryService:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.store = DiscoveryStore(hs.db)
+        self.events = hs.room_events
+        self.access = hs.room_access
+
+    # User directory
+
+    async def search_users(self, requester: Requester, term: str, limit: int) -> JsonDict:
+        rows = await self.store.search_users(
+            requester.user_id, term, limit + 1, self.hs.config.user_directory.search_all_users
+        )
+        results = [
+            {k: v for k, v in (("user_id", u), ("display_name", n), ("avatar_url", a)) if v}
+            for u, n, a in rows[:limit]
+        ]
+        return {"results": results, "limited": len(rows) > limit}
+
+    # Message search
+
+    async def search(
+        self, requester: Requester, body: JsonDict, next_batch: str | None
+    ) -> JsonDict:
+        categories = body.get("search_categories")
+        if not isinstance(categories, dict):
+            raise bad_json("search_categories must be an object")
+        criteria = categories.get("room_events")
+        if not isinstance(criteria, dict):
+            return {"search_categories": {}}
+        term = criteria.get("search_term")
+        if not isinstance(term, str) or not term.strip():
+            raise MatrixError(400, Codes.MISSING_PARAM, "room_events.search_term is required")
+        keys = criteria.get("keys", list(SEARCH_KEYS))
+        if not isinstance(keys, list) or any(k not in SEARCH_KEYS for k in keys):
+            raise bad_json(f"room_events.keys must be a list of {', '.join(SEARCH_KEYS)}")
+        order_by = criteria.get("order_by", "rank")
+        if order_by not in ("rank", "recent"):
+            raise bad_json("room_events.order_by must be 'rank' or 'recent'")
+        room_filter = criteria.get("filter") or {}
+        if not isinstance(room_filter, dict):
+            raise bad_json("room_events.filter must be an object")
+        limit = room_filter.get("limit", 10)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise bad_json("room_events.filter.limit must be a positive integer")
+        limit = min(limit, MAX_SEARCH_LIMIT)
+
+        rooms = await self.hs.stores.events.get_rooms_for_user(requester.user_id, ["join"])
+        if isinstance(room_filter.get("rooms"), list):
+            rooms = [r for r in rooms if r in room_filter["rooms"]]
+        not_rooms = room_filter.get("not_rooms") or []
+        rooms = [r for r in rooms if r not in not_rooms]
+        offset = _offset(next_batch)
+        rows, total = await self.store.search_events(
+            rooms, term, keys, order_by == "rank", None, offset, limit
+        )
+        loaded = await self.events.get_events(e for e, _, _ in rows)
+        candidates = [loaded[e] for e, _, _ in rows if e in loaded and not loaded[e].redacted_by]
+        senders = room_filter.get("senders")
+        if isinstance(senders, list):
+            candidates = [e for e in candidates if e.data.get("sender") in senders]
+        visible = await self.access.filter_visible(requester.user_id, candidates)
+        ranks = {e: r for e, r, _ in rows}
+        device = (requester.user_id, requester.device_id)
+        serialized = await self.access.serialize_many(visible, device)
+        context_spec = criteria.get("event_context")
+        results = []
+        for event, data in zip(visible, serialized, strict=True):
+            result: JsonDict = {"rank": ranks.get(event.event_id, 0.0), "result": data}
+            if isinstance(context_spec, dict):
+                result["context"] = await self._context(requester, event, context_spec)
+            results.append(result)
+        response: JsonDict = {
+            "results": results,
+            "count": total,
+            "highlights": sorted({w.lower() for w in term.split()}),
+        }
+        if offset + limit < total:
+            response["next_batch"] = f"o{offset + limit}"
+        groupings = criteria.get("groupings")
+        if isinstance(groupings, dict):
+            response["groups"] = self._groups(groupings, visible)
+        return {"search_categories": {"room_events": response}}
+
+    async def _context(self, requester: Requester, event: StoredEvent, spec: JsonDict) -> JsonDict:
+        before = spec.get("before_limit", 5)
+        after = spec.get("after_limit", 5)
+        if not all(isinstance(v, int) and 0 <= v <= 100 for v in (before, after)):
+            raise bad_json("event_context limits must be integers from 0 to 100")
+        store = self.hs.stores.events
+        before_rows = await store.get_room_event_ids(
+            event.room_id, None, event.stream_ordering, True, before
+        )
+        after_rows = await store.get_room_event_ids(
+            event.room_id, event.stream_ordering, None, False, after
+        )
+        loaded = await self.events.get_events(e for e, _ in before_rows + after_rows)
+        user = requester.user_id
+        device = (requester.user_id, requester.device_id)
+        events_before = await self.access.filter_visible(
+            user, [loaded[e] for e, _ in before_rows if e in loaded]
+        )
+        events_after = await self.access.filter_visible(
+            user, [loaded[e] for e, _ in after_rows if e in loaded]
+        )
+        context: JsonDict = {
+            "events_before": await self.access.serialize_many(events_before, device),
+            "events_after": await self.access.serialize_many(events_after, device),
+            "start": f"s{event.stream_ordering - 1}",
+            "end": f"s{event.stream_ordering}",
+        }
+        if spec.get("include_profile"):
+            state = await self.events.state_events(event.state_before)
+            profiles = {}
+            for sender in {
+                str(e.data.get("sender")) for e in [event, *events_before, *events_after]
+            }:
+                member = state.get(("m.room.member", sender))
+                content = (member.data.get("content") or {}) if member else {}
+                profiles[sender] = {
+                    k: content[k] for k in ("displayname", "avatar_url") if k in content
+                }
+            context["profile_info"] = profiles
+        return context
+
+    @staticmethod
+    def _groups(groupings: JsonDict, events: list[StoredEvent]) -> JsonDict:
+        groups: JsonDict = {}
+        for grouping in groupings.get("group_by") or []:
+            key = grouping.get("key") if isinstance(grouping, dict) else None
+            if key not in ("room_id", "sender"):
+                continue
+            buckets: dict[str, list[str]] = {}
+            for event in events:
+                bucket = event.room_id if key == "room_id" else str(event.data.get("sender"))
+                buckets.setdefault(bucket, []).append(event.event_id)
+            groups[key] = {
+                name: {"results": ids, "order": order}
+                for order, (name, ids) in enumerate(buckets.items())
+            }
+        return groups
+
+    # Spaces
+
+    async def _summary(self, requester: Requester, room_id: str) -> JsonDict | None:
+        """The room's public summary, if the requester may see it (None otherwise)."""
+        if await self.hs.stores.events.get_room(room_id) is None:
+            return None
+        state = await self.events.current_state_events(room_id)
+
+        def content(event_type: str) -> JsonDict:
+            event = state.get((event_type, ""))
+            return (event.data.get("content") or {}) if event else {}
+
+        join_rule = content("m.room.join_rules").get("join_rule", "invite")
+        visibility = content("m.room.history_visibility").get("history_visibility", "shared")
+        member = state.get(("m.room.member", requester.user_id))
+        membership = (member.data.get("content") or {}).get("membership") if member else None
+        allowed = (
+            membership in ("join", "invite")
+            or join_rule in ("public", "knock", "knock_restricted")
+            or visibility == "world_readable"
+        )
+        if not allowed and join_rule == "restricted":
+            joined = set(
+                await self.hs.stores.events.get_rooms_for_user(requester.user_id, ["join"])
+            )
+            allow = content("m.room.join_rules").get("allow") or []
+            allowed = any(isinstance(a, dict) and a.get("room_id") in joined for a in allow)
+        if not allowed:
+            return None
+        joined_count = sum(
+            1 for (t, _), e in state.items()
+            if t == "m.room.member" and (e.data.get("content") or {}).get("membership") == "join"
+        )  # fmt: skip
+        summary: JsonDict = {
+            "room_id": room_id,
+            "num_joined_members": joined_count,
+            "world_readable": visibility == "world_readable",
+            "guest_can_join": content("m.room.guest_access").get("guest_access") == "can_join",
+            "join_rule": join_rule,
+        }
+        for key, (event_type, field) in {
+            "name": ("m.room.name", "name"),
+            "topic": ("m.room.topic", "topic"),
+            "canonical_alias": ("m.room.canonical_alias", "alias"),
+            "avatar_url": ("m.room.avatar", "url"),
+            "room_type": ("m.room.create", "type"),
+        }.items():
+            value = content(event_type).get(field)
+            if isinstance(value, str):
+                summary[key] = value
+        children = []
+        for (event_type, state_key), event in state.items():
+            child_content = event.data.get("content") or {}
+            via = child_content.get("via")
+            # A child event without a non-empty "via" list means the room was removed.
+            if event_type == "m.space.child" and isinstance(via, list) and via:
+                children.append({
+                    "type": "m.space.child", "state_key": state_key,
+                    "sender": event.data.get("sender"), "content": child_content,
+                    "origin_server_ts": event.data.get("origin_server_ts"),
+                })  # fmt: skip
+        summary["children_state"] = children
+        return summary
+
+    async def hierarchy(
+        self,
+        requester: Requester,
+        room_id: str,
+        max_depth: int | None,
+        suggested_only: bool,
+        limit: int,
+        from_token: str | None,
+    ) -> JsonDict:
+        root = await self._summary(requester, room_id)
+        if root is None:
+            if await self.hs.stores.events.get_room(room_id) is None:
+                raise not_found("Unknown room")
+            raise forbidden("You may not see this space")
+        # Breadth-first, each room once, as deep as allowed.
+        ordered: list[JsonDict] = []
+        queue: list[tuple[JsonDict, int]] = [(root, 0)]
+        seen = {room_id}
+        while queue:
+            summary, depth = queue.pop(0)
+            ordered.append(summary)
+            if max_depth is not None and depth >= max_depth:
+                continue
+            for child in summary["children_state"]:
+                child_id = child["state_key"]
+                if child_id in seen:
+                    continue
+                if suggested_only and child["content"].get("suggested") is not True:
+                    continue
+                seen.add(child_id)
+                child_summary = await self._summary(requester, child_id)
+                if child_summary is not None:
+                    queue.append((child_summary, depth + 1))
+        offset = _offset(from_token)
+        page = ordered[offset : offset + limit]
+        response: JsonDict = {"rooms": page}
+        if offset + limit < len(ordered):
+            response["next_batch"] = f"o{offset + limit}"
+        return response
+
+    # Reports
+
+    async def report(
+        self,
+        requester: Requester,
+        room_id: str | None,
+        event_id: str | None,
+        target_user: str | None,
+        body: JsonDict,
+    ) -> None:
+        reason = body.get("reason")
+        score = body.get("score")
+        if reason is not None and not isinstance(reason, str):
+            raise bad_json("reason must be a string")
+        if score is not None and (not isinstance(score, int) or not -100 <= score <= 0):
+            raise bad_json("score must be an integer from -100 to 0")
+        if event_id is not None:
+            assert room_id is not None
+            await self.access.check_event_visible(requester.user_id, room_id, event_id)
+        elif room_id is not None:
+            if await self.hs.stores.events.get_room(room_id) is None:
+                raise not_found("Unknown room")
+        elif target_user is not None and await self.hs.stores.users.get_user(target_user) is None:
+            raise not_found("Unknown user")
+        await self.store.add_report(
+            requester.user_id, room_id, event_id, target_user, reason, score,
+            self.hs.clock.time_msec(),
+        )  # fmt: skip

@@ -1,0 +1,139 @@
+"""SQL for finding people and messages: the user directory, full-text search, reports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from homeserver.storage.engine import Database, Txn
+
+
+def _like(term: str) -> str:
+    escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class DiscoveryStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # User directory
+
+    async def search_users(
+        self, searcher: str, term: str, limit: int, all_users: bool
+    ) -> list[tuple[str, str | None, str | None]]:
+        """(user, display name, avatar) of users matching ``term`` whom the searcher may find:
+        everyone (``all_users``), or people sharing a room with them or in a public room."""
+        like = _like(term)
+
+        def txn_fn(txn: Txn) -> list[tuple[str, str | None, str | None]]:
+            visible = ""
+            args: list[Any] = []
+            if not all_users:
+                visible = (
+                    " AND (u.user_id = ? OR u.user_id IN ("
+                    "SELECT m.state_key FROM current_state m WHERE m.type = 'm.room.member' "
+                    "AND m.membership = 'join' AND m.room_id IN ("
+                    "SELECT s.room_id FROM current_state s WHERE s.type = 'm.room.member' "
+                    "AND s.state_key = ? AND s.membership = 'join' "
+                    "UNION SELECT r.room_id FROM rooms r WHERE r.is_public = 1 "
+                    # Rooms anyone may join count as public too (canonical JSON, no spaces).
+                    "UNION SELECT j.room_id FROM current_state j JOIN events e "
+                    "ON e.event_id = j.event_id WHERE j.type = 'm.room.join_rules' "
+                    'AND e.json LIKE \'%"join_rule":"public"%\')))'
+                )
+                args = [searcher, searcher]
+            rows = txn.select(
+                "SELECT u.user_id, dn.value, av.value FROM users u "
+                "LEFT JOIN profiles dn ON dn.user_id = u.user_id AND dn.field = 'displayname' "
+                "LEFT JOIN profiles av ON av.user_id = u.user_id AND av.field = 'avatar_url' "
+                "WHERE u.deactivated = 0 AND (lower(u.user_id) LIKE ? ESCAPE '\\' "
+                "OR lower(dn.value) LIKE ? ESCAPE '\\')" + visible + " ORDER BY u.user_id LIMIT ?",
+                [like, like, *args, limit],
+            )
+            return [(r[0], r[1], r[2]) for r in rows]
+
+        rows = await self.db.run("search_users", txn_fn)
+        return [
+            (user, json.loads(name) if name else None, json.loads(avatar) if avatar else None)
+            for user, name, avatar in rows
+        ]
+
+    # Full-text search
+
+    async def search_events(
+        self,
+        room_ids: Sequence[str],
+        term: str,
+        keys: Sequence[str],
+        order_by_rank: bool,
+        before: int | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[tuple[str, float, int]], int]:
+        """((event ID, rank, stream) page, total count) of matches in the given rooms."""
+        if not room_ids:
+            return [], 0
+        marks = ",".join("?" * len(room_ids))
+        key_marks = ",".join("?" * len(keys))
+
+        def txn_fn(txn: Txn) -> tuple[list[tuple[str, float, int]], int]:
+            if txn.engine.name == "postgres":
+                match = "vector @@ plainto_tsquery('simple', ?)"
+                rank = "ts_rank(vector, plainto_tsquery('simple', ?))"
+                query_args: list[Any] = [term]
+            else:
+                match = "event_search MATCH ?"
+                rank = "-bm25(event_search)"
+                words = [w for w in term.replace('"', " ").split() if w]
+                query_args = [" ".join(f'"{w}"' for w in words) or '""']
+            where = f"{match} AND room_id IN ({marks}) AND key IN ({key_marks})" + (
+                " AND stream_ordering < ?" if before is not None else ""
+            )
+            args = [*query_args, *room_ids, *keys] + ([before] if before is not None else [])
+            total = txn.select_one(f"SELECT COUNT(*) FROM event_search WHERE {where}", args)
+            order = "score DESC, stream_ordering DESC" if order_by_rank else "stream_ordering DESC"
+            rank_args = query_args if txn.engine.name == "postgres" else []
+            rows = txn.select(
+                f"SELECT event_id, {rank} AS score, stream_ordering FROM event_search "
+                f"WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*rank_args, *args, limit, offset],
+            )
+            return [(r[0], float(r[1]), int(r[2])) for r in rows], int(total[0]) if total else 0
+
+        return await self.db.run("search_events", txn_fn)
+
+    # Reports
+
+    async def add_report(
+        self,
+        reporter: str,
+        room_id: str | None,
+        event_id: str | None,
+        target_user_id: str | None,
+        reason: str | None,
+        score: int | None,
+        now_ms: int,
+    ) -> int:
+        def txn_fn(txn: Txn) -> int:
+            row = txn.select_one("SELECT MAX(id) FROM reports")
+            report_id = (int(row[0]) if row and row[0] is not None else 0) + 1
+            txn.execute(
+                "INSERT INTO reports (id, reporter, room_id, event_id, target_user_id, reason, "
+                "score, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (report_id, reporter, room_id, event_id, target_user_id, reason, score, now_ms),
+            )
+            return report_id
+
+        return await self.db.run("add_report", txn_fn)
+
+    async def get_reports(self, limit: int, offset: int) -> list[tuple[Any, ...]]:
+        return await self.db.run(
+            "get_reports",
+            lambda txn: txn.select(
+                "SELECT id, reporter, room_id, event_id, target_user_id, reason, score, "
+                "received_ts FROM reports ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ),
+        )
