@@ -11,10 +11,13 @@ from rooms.versions import KNOWN_ROOM_VERSIONS
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
-# The spec versions whose client-server modules this server implements; the list grows as
-# modules land (rooms, sync, E2EE). Clients use it to pick endpoints, so it must not
-# claim what is missing.
-SUPPORTED_SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]
+# The spec versions whose client-server modules this server implements. Clients use it to
+# pick endpoints (v1.11 tells Element to use the authenticated media endpoints), so it must
+# not claim what is missing. Not yet claimed beyond v1.11: federation-dependent features.
+SUPPORTED_SPEC_VERSIONS = [
+    "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
+    "v1.10", "v1.11",
+]  # fmt: skip
 
 
 def register(hs: HomeServer, router: Router) -> None:
