@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.services.auth import Requester
+from homeserver.services.rooms import describe_room
 from homeserver.storage.discovery import DiscoveryStore
 from homeserver.storage.events import StoredEvent
 
@@ -196,27 +197,7 @@ class DiscoveryService:
             allowed = any(isinstance(a, dict) and a.get("room_id") in joined for a in allow)
         if not allowed:
             return None
-        joined_count = sum(
-            1 for (t, _), e in state.items()
-            if t == "m.room.member" and (e.data.get("content") or {}).get("membership") == "join"
-        )  # fmt: skip
-        summary: JsonDict = {
-            "room_id": room_id,
-            "num_joined_members": joined_count,
-            "world_readable": visibility == "world_readable",
-            "guest_can_join": content("m.room.guest_access").get("guest_access") == "can_join",
-            "join_rule": join_rule,
-        }
-        for key, (event_type, field) in {
-            "name": ("m.room.name", "name"),
-            "topic": ("m.room.topic", "topic"),
-            "canonical_alias": ("m.room.canonical_alias", "alias"),
-            "avatar_url": ("m.room.avatar", "url"),
-            "room_type": ("m.room.create", "type"),
-        }.items():
-            value = content(event_type).get(field)
-            if isinstance(value, str):
-                summary[key] = value
+        summary = describe_room(room_id, state)
         children = []
         for (event_type, state_key), event in state.items():
             child_content = event.data.get("content") or {}

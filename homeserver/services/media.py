@@ -49,14 +49,17 @@ def _thumbnail(data: bytes, width: int, height: int, method: str) -> tuple[bytes
         image.seek(0)
         source = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
         if method == "crop":
-            ratio = max(width / source.width, height / source.height)
+            # Never upscale (the spec forbids it): a source smaller than the box is only
+            # cropped, to at most the box.
+            ratio = min(max(width / source.width, height / source.height), 1.0)
             scaled = source.resize(
                 (max(1, round(source.width * ratio)), max(1, round(source.height * ratio))),
                 Image.Resampling.LANCZOS,
             )
-            left = (scaled.width - width) // 2
-            top = (scaled.height - height) // 2
-            result = scaled.crop((left, top, left + width, top + height))
+            crop_width, crop_height = min(width, scaled.width), min(height, scaled.height)
+            left = (scaled.width - crop_width) // 2
+            top = (scaled.height - crop_height) // 2
+            result = scaled.crop((left, top, left + crop_width, top + crop_height))
         else:
             ratio = min(width / source.width, height / source.height, 1.0)
             result = source.resize(
@@ -119,7 +122,8 @@ class MediaService:
             raise MatrixError(413, Codes.TOO_LARGE, "Upload is larger than the server accepts")
         quota = self.config.quota_bytes
         if quota and await self.store.used_bytes(user_id) + len(data) > quota:
-            raise MatrixError(413, Codes.TOO_LARGE, "Upload would exceed your media quota")
+            # The spec lists a reached quota under 403 M_FORBIDDEN (413 is for one large file).
+            raise forbidden("Upload would exceed your media quota")
         now = self.hs.clock.time_msec()
         if media_id is not None:
             info = await self.get_info(media_id)
@@ -143,7 +147,7 @@ class MediaService:
         if server_name != self.hs.config.server_name:
             raise not_found("Remote media is not available yet (no federation)")
         info = await self.get_info(media_id)
-        if info is None or info.uploaded_ts is None:
+        if info is None:
             raise not_found("Media not found")
         if not allow_legacy:
             before = self.config.legacy_unauthenticated_before
@@ -151,6 +155,9 @@ class MediaService:
                 before is not None and info.created_ts < before
             ):
                 raise not_found("Use the authenticated media endpoints")
+        if info.uploaded_ts is None:
+            # Created with /create but not uploaded yet (the spec lets us answer at once).
+            raise MatrixError(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded")
         return info
 
     async def download(

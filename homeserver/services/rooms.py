@@ -21,6 +21,40 @@ _ALIAS_LOCALPART_RE = re.compile(r"^[^:\s#]+$")
 _PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
 
 
+_DESCRIPTION_FIELDS = {
+    "name": ("m.room.name", "name"),
+    "topic": ("m.room.topic", "topic"),
+    "canonical_alias": ("m.room.canonical_alias", "alias"),
+    "avatar_url": ("m.room.avatar", "url"),
+    "room_type": ("m.room.create", "type"),
+}
+
+
+def describe_room(room_id: str, state: dict[tuple[str, str], StoredEvent]) -> JsonDict:
+    """The summary a directory or space hierarchy shows of a room, from its current state."""
+
+    def value(event_type: str, key: str) -> Any:
+        event = state.get((event_type, ""))
+        return (event.data.get("content") or {}).get(key) if event else None
+
+    summary: JsonDict = {
+        "room_id": room_id,
+        "num_joined_members": sum(
+            1 for (t, _), e in state.items()
+            if t == "m.room.member" and (e.data.get("content") or {}).get("membership") == "join"
+        ),
+        "world_readable": value("m.room.history_visibility", "history_visibility")
+        == "world_readable",
+        "guest_can_join": value("m.room.guest_access", "guest_access") == "can_join",
+        "join_rule": value("m.room.join_rules", "join_rule") or "invite",
+    }  # fmt: skip
+    for key, (event_type, field) in _DESCRIPTION_FIELDS.items():
+        found = value(event_type, field)
+        if isinstance(found, str):
+            summary[key] = found
+    return summary
+
+
 def valid_user_id(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("@") and ":" in value and len(value) <= 255
 
@@ -351,36 +385,7 @@ class RoomService:
             offset = int(since[1:])
         entries = []
         for room_id in await self.store.get_public_room_ids():
-            state = await self.events.current_state_events(room_id)
-
-            def value(event_type: str, key: str, state: Any = state) -> Any:
-                event = state.get((event_type, ""))
-                return (event.data.get("content") or {}).get(key) if event else None
-
-            joined = sum(
-                1
-                for (t, _), e in state.items()
-                if t == "m.room.member"
-                and (e.data.get("content") or {}).get("membership") == "join"
-            )
-            entry: JsonDict = {
-                "room_id": room_id,
-                "num_joined_members": joined,
-                "world_readable": value("m.room.history_visibility", "history_visibility")
-                == "world_readable",
-                "guest_can_join": value("m.room.guest_access", "guest_access") == "can_join",
-                "join_rule": value("m.room.join_rules", "join_rule") or "invite",
-            }
-            for key, (event_type, field) in {
-                "name": ("m.room.name", "name"),
-                "topic": ("m.room.topic", "topic"),
-                "canonical_alias": ("m.room.canonical_alias", "alias"),
-                "avatar_url": ("m.room.avatar", "url"),
-                "room_type": ("m.room.create", "type"),
-            }.items():
-                found = value(event_type, field)
-                if isinstance(found, str):
-                    entry[key] = found
+            entry = describe_room(room_id, await self.events.current_state_events(room_id))
             if search:
                 haystack = " ".join(
                     str(entry.get(k, "")) for k in ("name", "topic", "canonical_alias", "room_id")
