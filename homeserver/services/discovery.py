@@ -18,6 +18,20 @@ SEARCH_KEYS = ("content.body", "content.name", "content.topic")
 MAX_SEARCH_LIMIT = 100
 
 
+def _child_order(child: JsonDict) -> tuple[int, str, int, str]:
+    """The spec's order of a space's children: a valid ``order`` string first (by that
+    string), then by the m.space.child event's timestamp, then by room ID."""
+    order = child["content"].get("order")
+    valid = isinstance(order, str) and len(order) <= 50 and all(" " <= c <= "~" for c in order)
+    ts = child.get("origin_server_ts")
+    return (
+        0 if valid else 1,
+        order if valid and isinstance(order, str) else "",
+        ts if isinstance(ts, int) else 0,
+        str(child["state_key"]),
+    )
+
+
 def _offset(token: str | None) -> int:
     if token is None:
         return 0
@@ -105,6 +119,12 @@ class DiscoveryService:
         }
         if offset + limit < total:
             response["next_batch"] = f"o{offset + limit}"
+        if criteria.get("include_state") is True:
+            state: JsonDict = {}
+            for room_id in dict.fromkeys(e.room_id for e in visible):
+                current = await self.events.current_state_events(room_id)
+                state[room_id] = await self.access.serialize_many(list(current.values()), device)
+            response["state"] = state
         groupings = criteria.get("groupings")
         if isinstance(groupings, dict):
             response["groups"] = self._groups(groupings, visible)
@@ -223,19 +243,20 @@ class DiscoveryService:
     ) -> JsonDict:
         root = await self._summary(requester, room_id)
         if root is None:
-            if await self.hs.stores.events.get_room(room_id) is None:
-                raise not_found("Unknown room")
+            # The spec lists "the room does not exist" among the reasons for 403.
             raise forbidden("You may not see this space")
-        # Breadth-first, each room once, as deep as allowed.
+        # Depth-first (as the spec says), children in their spec order, each room once, as
+        # deep as allowed.
         ordered: list[JsonDict] = []
-        queue: list[tuple[JsonDict, int]] = [(root, 0)]
+        stack: list[tuple[JsonDict, int]] = [(root, 0)]
         seen = {room_id}
-        while queue:
-            summary, depth = queue.pop(0)
+        while stack:
+            summary, depth = stack.pop()
             ordered.append(summary)
             if max_depth is not None and depth >= max_depth:
                 continue
-            for child in summary["children_state"]:
+            children: list[tuple[JsonDict, int]] = []
+            for child in sorted(summary["children_state"], key=_child_order):
                 child_id = child["state_key"]
                 if child_id in seen:
                     continue
@@ -244,12 +265,22 @@ class DiscoveryService:
                 seen.add(child_id)
                 child_summary = await self._summary(requester, child_id)
                 if child_summary is not None:
-                    queue.append((child_summary, depth + 1))
-        offset = _offset(from_token)
+                    children.append((child_summary, depth + 1))
+            stack.extend(reversed(children))
+        # The token carries the parameters, which may not change between pages.
+        params = f"{int(suggested_only)}_{'' if max_depth is None else max_depth}"
+        offset = 0
+        if from_token is not None:
+            offset_text, _, token_params = from_token.partition("_")
+            if token_params != params:
+                raise invalid_param(
+                    "suggested_only and max_depth cannot change on paginated requests"
+                )
+            offset = _offset(offset_text)
         page = ordered[offset : offset + limit]
         response: JsonDict = {"rooms": page}
         if offset + limit < len(ordered):
-            response["next_batch"] = f"o{offset + limit}"
+            response["next_batch"] = f"o{offset + limit}_{params}"
         return response
 
     # Reports
@@ -266,11 +297,17 @@ class DiscoveryService:
         score = body.get("score")
         if reason is not None and not isinstance(reason, str):
             raise bad_json("reason must be a string")
+        if event_id is None and reason is None:
+            # Required for rooms and users (optional only for events).
+            raise MatrixError(400, Codes.MISSING_PARAM, "reason is required")
         if score is not None and (not isinstance(score, int) or not -100 <= score <= 0):
             raise bad_json("score must be an integer from -100 to 0")
         if event_id is not None:
             assert room_id is not None
             await self.access.check_event_visible(requester.user_id, room_id, event_id)
+            # The spec: the caller must be joined to the room to report one of its events.
+            if await self.access.membership(requester.user_id, room_id) != "join":
+                raise not_found("Event not found")
         elif room_id is not None:
             if await self.hs.stores.events.get_room(room_id) is None:
                 raise not_found("Unknown room")

@@ -133,8 +133,19 @@ class MediaService:
                 raise forbidden("This media ID was created by another user")
             if info.uploaded_ts is not None:
                 raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
-        else:
-            media_id = secrets.token_urlsafe(18)
+            # Concurrent uploads to one created ID: the file goes aside first, and only the
+            # upload that claims the row in the database puts it in place.
+            path = self._file(media_id)
+            aside = f"{path}.{secrets.token_hex(8)}.part"
+            await threads.deferToThread(_write_file, aside, data)
+            if not await self.store.complete_upload(
+                media_id, user_id, content_type, upload_name, len(data), now
+            ):
+                await threads.deferToThread(_remove_files, [aside])
+                raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
+            await threads.deferToThread(os.replace, aside, path)
+            return media_id
+        media_id = secrets.token_urlsafe(18)
         path = self._file(media_id)
         await threads.deferToThread(_write_file, path, data)
 

@@ -10,8 +10,25 @@ from homeserver.storage.engine import Database, Txn
 
 
 def _like(term: str) -> str:
-    escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    """A lower-case LIKE pattern that every match of ``term`` satisfies. SQL folds only ASCII
+    case and display names are stored as JSON text, so any other character (and the quote
+    and backslash, which JSON escapes) becomes a wildcard; rows are then checked in Python."""
+    pieces = ["%"]
+    for c in term:
+        if c.isascii() and c.isprintable() and c not in '"\\':
+            pieces.append("\\" + c if c in "%_" else c.lower())
+        elif pieces[-1] != "%":
+            pieces.append("%")
+    if pieces[-1] != "%":
+        pieces.append("%")
+    return "".join(pieces)
+
+
+def _matches(term: str, user_id: str, display_name: str | None) -> bool:
+    folded = term.casefold()
+    return folded in user_id.casefold() or (
+        display_name is not None and folded in display_name.casefold()
+    )
 
 
 class DiscoveryStore:
@@ -23,8 +40,9 @@ class DiscoveryStore:
     async def search_users(
         self, searcher: str, term: str, limit: int, all_users: bool
     ) -> list[tuple[str, str | None, str | None]]:
-        """(user, display name, avatar) of users matching ``term`` whom the searcher may find:
-        everyone (``all_users``), or people sharing a room with them or in a public room."""
+        """(user, display name, avatar) of users matching ``term`` (case-insensitively) whom
+        the searcher may find: everyone (``all_users``), or people sharing a room with them
+        or in a room anyone may join or read."""
         like = _like(term)
 
         def txn_fn(txn: Txn) -> list[tuple[str, str | None, str | None]]:
@@ -38,27 +56,37 @@ class DiscoveryStore:
                     "SELECT s.room_id FROM current_state s WHERE s.type = 'm.room.member' "
                     "AND s.state_key = ? AND s.membership = 'join' "
                     "UNION SELECT r.room_id FROM rooms r WHERE r.is_public = 1 "
-                    # Rooms anyone may join count as public too (canonical JSON, no spaces).
+                    # Rooms anyone may join or read count as public too (canonical JSON).
                     "UNION SELECT j.room_id FROM current_state j JOIN events e "
                     "ON e.event_id = j.event_id WHERE j.type = 'm.room.join_rules' "
-                    'AND e.json LIKE \'%"join_rule":"public"%\')))'
+                    'AND e.json LIKE \'%"join_rule":"public"%\' '
+                    "UNION SELECT h.room_id FROM current_state h JOIN events e "
+                    "ON e.event_id = h.event_id WHERE h.type = 'm.room.history_visibility' "
+                    'AND e.json LIKE \'%"history_visibility":"world_readable"%\')))'
                 )
                 args = [searcher, searcher]
-            rows = txn.select(
+            sql = (
                 "SELECT u.user_id, dn.value, av.value FROM users u "
                 "LEFT JOIN profiles dn ON dn.user_id = u.user_id AND dn.field = 'displayname' "
                 "LEFT JOIN profiles av ON av.user_id = u.user_id AND av.field = 'avatar_url' "
                 "WHERE u.deactivated = 0 AND (lower(u.user_id) LIKE ? ESCAPE '\\' "
-                "OR lower(dn.value) LIKE ? ESCAPE '\\')" + visible + " ORDER BY u.user_id LIMIT ?",
-                [like, like, *args, limit],
+                "OR lower(dn.value) LIKE ? ESCAPE '\\')" + visible + " ORDER BY u.user_id "
+                "LIMIT ? OFFSET ?"
             )
-            return [(r[0], r[1], r[2]) for r in rows]
+            found: list[tuple[str, str | None, str | None]] = []
+            batch, offset = max(limit, 100), 0
+            while len(found) < limit:
+                rows = txn.select(sql, [like, like, *args, batch, offset])
+                for user, name, avatar in rows:
+                    name = json.loads(name) if name else None
+                    if _matches(term, user, name if isinstance(name, str) else None):
+                        found.append((user, name, json.loads(avatar) if avatar else None))
+                if len(rows) < batch:
+                    break
+                offset += batch
+            return found[:limit]
 
-        rows = await self.db.run("search_users", txn_fn)
-        return [
-            (user, json.loads(name) if name else None, json.loads(avatar) if avatar else None)
-            for user, name, avatar in rows
-        ]
+        return await self.db.run("search_users", txn_fn)
 
     # Full-text search
 
@@ -117,6 +145,9 @@ class DiscoveryStore:
         now_ms: int,
     ) -> int:
         def txn_fn(txn: Txn) -> int:
+            if txn.engine.name == "postgres":
+                # Concurrent reports would otherwise take the same MAX(id) + 1.
+                txn.execute("LOCK TABLE reports IN EXCLUSIVE MODE")
             row = txn.select_one("SELECT MAX(id) FROM reports")
             report_id = (int(row[0]) if row and row[0] is not None else 0) + 1
             txn.execute(

@@ -72,6 +72,27 @@ class MediaStore:
 
         await self.db.run("store_media", txn_fn)
 
+    async def complete_upload(
+        self,
+        media_id: str,
+        user_id: str,
+        content_type: str | None,
+        upload_name: str | None,
+        size: int,
+        now_ms: int,
+    ) -> bool:
+        """Fill in a reserved (created, not yet uploaded) media ID; False if it is taken."""
+
+        def txn_fn(txn: Txn) -> bool:
+            txn.execute(
+                "UPDATE media SET content_type = ?, upload_name = ?, size = ?, uploaded_ts = ?, "
+                "expires_ts = NULL WHERE media_id = ? AND user_id = ? AND uploaded_ts IS NULL",
+                (content_type, upload_name, size, now_ms, media_id, user_id),
+            )
+            return txn.rowcount == 1
+
+        return await self.db.run("complete_media_upload", txn_fn)
+
     async def get_thumbnail_type(
         self, media_id: str, width: int, height: int, method: str
     ) -> str | None:
