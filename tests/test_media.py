@@ -557,3 +557,26 @@ def test_concurrent_uploads_to_one_id(alice: Client, bob: Client) -> None:
         if i not in winners:
             assert_error(resp, 409, "M_CANNOT_OVERWRITE_MEDIA")
     assert download(bob, mxc).body == bodies[winners[0]]
+
+
+def test_admin_deletes_media_and_its_files(
+    server: ServerProcess, alice: Client, bob: Client
+) -> None:
+    from tests.test_shared_secret_registration import shared_secret_register
+
+    admin = shared_secret_register(server, admin=True)
+    mxc = upload(alice, png((64, 64)), "image/png", "a.png")
+    server_name, media_id = parts(mxc)
+    assert download(bob, mxc).status == 200
+    before = store_files(server)
+    assert any(media_id[4:] in path for path in before)
+    # Not an admin: refused, nothing removed.
+    resp = bob.delete(f"/_synapse/admin/v1/media/{server_name}/{media_id}")
+    assert resp.status == 403
+    assert download(bob, mxc).status == 200
+    resp = admin.delete(f"/_synapse/admin/v1/media/{server_name}/{media_id}")
+    assert resp.status == 200, resp
+    assert resp.body["deleted_media"] == [media_id]
+    assert download(bob, mxc).status == 404
+    assert not any(media_id[4:] in path for path in store_files(server))
+    assert admin.delete(f"/_synapse/admin/v1/media/{server_name}/{media_id}").status == 404

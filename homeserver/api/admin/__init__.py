@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 def register_admin_servlets(hs: HomeServer, router: Router) -> None:
-    from homeserver.api.admin import register, registration_tokens
+    from homeserver.api.admin import media, register, registration_tokens
 
     register.register(hs, router)
     registration_tokens.register(hs, router)
+    media.register(hs, router)
