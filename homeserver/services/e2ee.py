@@ -4,7 +4,6 @@ messages between devices, and can read none of them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -303,17 +302,6 @@ class E2eeService:
         if not rows:
             raise ValueError("no signature by a key allowed to sign this key")
         return rows
-
-    # Changes
-
-    async def changed_users(
-        self, user_id: str, after: int, upto: int, joined_rooms: Iterable[str]
-    ) -> set[str]:
-        """Users sharing a room with ``user_id`` whose keys or devices changed in (after, upto]."""
-        sharing = {user_id}
-        for room_id in joined_rooms:
-            sharing |= await self.hs.room_events.joined_users(room_id)
-        return await self.store.users_with_device_changes(sharing, after, upto)
 
     # To-device
 

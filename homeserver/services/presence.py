@@ -98,7 +98,7 @@ class PresenceService:
         self, user_id: str, since: int, joined_rooms: list[str]
     ) -> list[JsonDict]:
         """m.presence events of the user and everyone sharing a room, changed after ``since``."""
-        if not self.enabled:
+        if not self.enabled or since >= self.position:
             return []
         visible = {user_id}
         for room_id in joined_rooms:

@@ -242,16 +242,21 @@ class SyncService:
         """Users whose keys changed, who newly share a room, or who share none any more."""
         if since is None:
             return {"changed": [], "left": []}
-        changed = await self.hs.e2ee.changed_users(
-            user_id, since.device_lists, now.device_lists, joined
-        )
-        left: set[str] = set()
-        sharing: set[str] = set()
+        keys_moved = since.device_lists < now.device_lists
+        member_changes = await self.store.get_member_changes(joined, since.events, now.events)
+        if not keys_moved and not member_changes and not membership_changes:
+            return {"changed": [], "left": []}  # nothing moved: no need to look at members
+        sharing: set[str] = {user_id}
         for room_id in joined:
             sharing |= await self.events.joined_users(room_id)
-        for room_id in await self.store.get_changed_rooms(joined, since.events, now.events):
-            for member in await self.store.get_member_changes(room_id, since.events, now.events):
-                (changed if member in sharing else left).add(member)
+        changed: set[str] = set()
+        if keys_moved:
+            changed = await self.hs.e2ee.store.users_with_device_changes(
+                sharing, since.device_lists, now.device_lists
+            )
+        left: set[str] = set()
+        for member in member_changes:
+            (changed if member in sharing else left).add(member)
         for room_id, (membership, _) in membership_changes.items():
             members = await self.event_store.get_joined_users(room_id)
             if membership == "join":

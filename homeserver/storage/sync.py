@@ -82,7 +82,7 @@ class SyncStore:
         self, room_ids: Sequence[str], after: int, upto: int
     ) -> list[tuple[str, str, str, str, str, int]]:
         """(room, type, user, thread, event, ts) of receipts that changed in (after, upto]."""
-        if not room_ids:
+        if not room_ids or after >= upto:
             return []
         marks = ",".join("?" * len(room_ids))
         return await self.db.run(
@@ -125,14 +125,17 @@ class SyncStore:
         )
         return [(r[0], r[1], int(r[2])) for r in rows]
 
-    async def get_member_changes(self, room_id: str, after: int, upto: int) -> set[str]:
-        """Users whose membership of the room changed in (after, upto]."""
+    async def get_member_changes(self, room_ids: Sequence[str], after: int, upto: int) -> set[str]:
+        """Users whose membership of any of the rooms changed in (after, upto]."""
+        if not room_ids or after >= upto:
+            return set()
+        marks = ",".join("?" * len(room_ids))
         rows = await self.db.run(
             "get_member_changes",
             lambda txn: txn.select(
-                "SELECT DISTINCT user_id FROM room_memberships WHERE room_id = ? "
-                "AND stream_ordering > ? AND stream_ordering <= ?",
-                (room_id, after, upto),
+                f"SELECT DISTINCT user_id FROM room_memberships WHERE room_id IN ({marks}) "
+                f"AND stream_ordering > ? AND stream_ordering <= ?",
+                (*room_ids, after, upto),
             ),
         )
         return {r[0] for r in rows}
