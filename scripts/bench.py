@@ -539,6 +539,19 @@ async def scenario_send_one_room(api: Api, server: Server, size: int) -> Measure
     return await run_concurrent(server, size, 10, op)
 
 
+async def scenario_send_room_100_members(api: Api, server: Server, size: int) -> Measurement:
+    """As send_one_room, in a room ten times larger (100 members, 10 of them sending)."""
+    tokens = await api.users(100, "big100" + secrets.token_hex(3))
+    room_id = await api.create_room(tokens[0])
+    for token in tokens[1:]:
+        await api.join(token, room_id)
+
+    async def op(i: int) -> None:
+        await api.send_text(tokens[i % 10], room_id, f"message {i}")
+
+    return await run_concurrent(server, size, 10, op)
+
+
 async def scenario_send_50_rooms(api: Api, server: Server, size: int) -> Measurement:
     """One user sending round-robin into 50 rooms, 10 requests in flight."""
     token = (await api.users(1, "many" + secrets.token_hex(3)))[0]
@@ -741,6 +754,7 @@ SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
     "login": scenario_login,
     "whoami_during_login_burst": scenario_login_burst,
     "send_one_room": scenario_send_one_room,
+    "send_room_100_members": scenario_send_room_100_members,
     "send_50_rooms": scenario_send_50_rooms,
     "join_large_room": scenario_join_large_room,
     "sync_wakeup": scenario_sync_wakeup,
@@ -756,6 +770,7 @@ SIZES_FULL = {
     "login": 40,
     "whoami_during_login_burst": 30,
     "send_one_room": 1000,
+    "send_room_100_members": 1000,
     "send_50_rooms": 1000,
     "join_large_room": 200,
     "sync_wakeup": 50,
@@ -796,7 +811,7 @@ async def bench_database(db_kind: str, rounds: int, sizes: dict[str, int]) -> di
             apis = {s.name: Api(http, s) for s in servers}
             for name, scenario in SCENARIOS.items():
                 if name not in sizes:
-                    results["scenarios"][name] = {"skipped": "not in --quick"}
+                    results["scenarios"][name] = {"skipped": "not in this run (--quick or --only)"}
                     continue
                 per_server: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
                 failed: str | None = None
@@ -871,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per scenario")
     parser.add_argument("--output", help="where to write the JSON results")
+    parser.add_argument("--only", nargs="+", help="run only these scenarios")
     args = parser.parse_args(argv)
 
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
@@ -878,6 +894,11 @@ def main(argv: list[str] | None = None) -> int:
         print("PostgreSQL is not reachable at 127.0.0.1:5432; benchmarking SQLite only.")
         kinds.remove("postgres")
     sizes = SIZES_QUICK if args.quick else SIZES_FULL
+    if args.only:
+        unknown = set(args.only) - set(SCENARIOS)
+        if unknown:
+            parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+        sizes = {name: size for name, size in sizes.items() if name in args.only}
     os.makedirs(BENCH_DIR, exist_ok=True)
     all_results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
