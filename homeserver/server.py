@@ -137,11 +137,6 @@ class HomeServer:
         defer.ensureDeferred(self._notify_room(event))
 
     async def _notify_room(self, event: StoredEvent) -> None:
-        try:
-            # Notification counts first, so that the syncs woken below already see them.
-            await self.push.handle_new_event(event)
-        except Exception:
-            logger.exception("Evaluating push rules for %s failed", event.event_id)
         users = set(await self.room_events.joined_users(event.room_id))
         if event.data.get("type") == "m.room.member":
             users.add(str(event.data.get("state_key")))

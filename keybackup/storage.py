@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from homeserver.storage.engine import Database, Txn
 from keybackup.rules import KeyQuality, should_replace
 
@@ -28,7 +30,8 @@ class BackupKey:
     room_id: str
     session_id: str
     quality: KeyQuality
-    session_data: JsonDict
+    # A JSON object as sent by the client, or (when read back) its stored JSON text as Raw.
+    session_data: JsonDict | msgspec.Raw
 
     def to_json(self) -> JsonDict:
         return {
@@ -124,19 +127,17 @@ class KeyBackupStore:
 
         def txn_fn(txn: Txn) -> tuple[int, int]:
             current = _lock_current(txn, user_id, version)
-            changed = added = 0
             by_room: dict[str, list[BackupKey]] = {}
             for key in keys:
                 by_room.setdefault(key.room_id, []).append(key)
+            inserts: list[tuple[Any, ...]] = []
+            updates: list[tuple[Any, ...]] = []
             for room_id, room_keys in by_room.items():
-                stored = {
-                    r[0]: KeyQuality(bool(r[3]), int(r[1]), int(r[2]))
-                    for r in txn.select(
-                        "SELECT session_id, first_message_index, forwarded_count, is_verified "
-                        "FROM backup_keys WHERE user_id = ? AND version = ? AND room_id = ?",
-                        (user_id, version, room_id),
-                    )
-                }
+                # Only the sessions in this upload are read, so an upload costs the same
+                # however large the backup has grown.
+                stored = _stored_qualities(
+                    txn, user_id, version, room_id, [k.session_id for k in room_keys]
+                )
                 for key in room_keys:
                     existing = stored.get(key.session_id)
                     if existing is not None and not should_replace(existing, key.quality):
@@ -146,23 +147,21 @@ class KeyBackupStore:
                         int(key.quality.is_verified), json.dumps(key.session_data),
                         user_id, version, room_id, key.session_id,
                     )  # fmt: skip
-                    if existing is None:
-                        txn.execute(
-                            "INSERT INTO backup_keys (first_message_index, forwarded_count, "
-                            "is_verified, session_data, user_id, version, room_id, session_id) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            args,
-                        )
-                        added += 1
-                    else:
-                        txn.execute(
-                            "UPDATE backup_keys SET first_message_index = ?, forwarded_count = ?, "
-                            "is_verified = ?, session_data = ? WHERE user_id = ? AND version = ? "
-                            "AND room_id = ? AND session_id = ?",
-                            args,
-                        )
+                    (inserts if existing is None else updates).append(args)
                     stored[key.session_id] = key.quality
-                    changed += 1
+            txn.execute_many(
+                "INSERT INTO backup_keys (first_message_index, forwarded_count, is_verified, "
+                "session_data, user_id, version, room_id, session_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                inserts,
+            )
+            txn.execute_many(
+                "UPDATE backup_keys SET first_message_index = ?, forwarded_count = ?, "
+                "is_verified = ?, session_data = ? WHERE user_id = ? AND version = ? "
+                "AND room_id = ? AND session_id = ?",
+                updates,
+            )
+            changed, added = len(inserts) + len(updates), len(inserts)
             return _bump(txn, user_id, current, changed, added)
 
         return await self.db.run("upload_backup_keys", txn_fn)
@@ -201,10 +200,30 @@ class KeyBackupStore:
             sql += " AND session_id = ?"
             args.append(session_id)
         rows = await self.db.run("get_backup_keys", lambda txn: txn.select(sql, args))
+        # The stored blob is passed through as raw JSON: it is never parsed on the way out.
         return [
-            BackupKey(r[0], r[1], KeyQuality(bool(r[4]), int(r[2]), int(r[3])), json.loads(r[5]))
+            BackupKey(
+                r[0], r[1], KeyQuality(bool(r[4]), int(r[2]), int(r[3])), msgspec.Raw(r[5].encode())
+            )
             for r in rows
         ]
+
+
+def _stored_qualities(
+    txn: Txn, user_id: str, version: int, room_id: str, session_ids: list[str]
+) -> dict[str, KeyQuality]:
+    stored: dict[str, KeyQuality] = {}
+    unique = list(dict.fromkeys(session_ids))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        for session_id, fmi, forwarded, verified in txn.select(
+            "SELECT session_id, first_message_index, forwarded_count, is_verified FROM backup_keys "
+            f"WHERE user_id = ? AND version = ? AND room_id = ? "
+            f"AND session_id IN ({','.join('?' * len(chunk))})",
+            (user_id, version, room_id, *chunk),
+        ):
+            stored[session_id] = KeyQuality(bool(verified), int(fmi), int(forwarded))
+    return stored
 
 
 def _get_version(

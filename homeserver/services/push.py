@@ -44,6 +44,8 @@ class PushService:
         self.hs = hs
         self.store = hs.stores.push
         self._rules: LRUCache[str, JsonDict] = LRUCache(maxsize=10_000)
+        # Evaluated on every event for every member: the merged ruleset is kept ready.
+        self._effective: LRUCache[str, dict[str, list[JsonDict]]] = LRUCache(maxsize=10_000)
 
     # Rules
 
@@ -71,11 +73,16 @@ class PushService:
         return rules
 
     async def ruleset(self, user_id: str) -> dict[str, list[JsonDict]]:
-        return push_rules.effective_rules(user_id, await self.stored_rules(user_id))
+        rules = self._effective.get(user_id)
+        if rules is None:
+            rules = push_rules.effective_rules(user_id, await self.stored_rules(user_id))
+            self._effective[user_id] = rules
+        return rules
 
     async def _save(self, user_id: str, rules: JsonDict) -> None:
         await self.store.set_rules(user_id, rules)
         self._rules[user_id] = rules
+        self._effective.pop(user_id, None)
         # Clients learn of the change through m.push_rules account data.
         await self.hs.account_data.write(
             user_id, "", "m.push_rules", {"global": await self.ruleset(user_id)}
@@ -160,45 +167,50 @@ class PushService:
 
     # Evaluating new events
 
-    async def handle_new_event(self, event: StoredEvent) -> None:
-        """Record notifications for the room's local members (never the sender)."""
-        data = event.data
+    async def evaluate_event(
+        self, data: JsonDict, room_id: str, state_before: int, event_id: str, stream: int
+    ) -> tuple[list[tuple[str, str, str, int, str, str, int]], list[tuple[str, list[Any]]]]:
+        """The notifications an event makes for the room's local members (never its sender):
+        rows to store with the event, and (user, actions) for push delivery."""
         sender = data.get("sender")
-        members = [
-            u for u in await self.hs.room_events.joined_users(event.room_id)
-            if u != sender and self.hs.accounts.is_local(u)
-        ]  # fmt: skip
+        joined = await self.hs.room_events.joined_users(room_id)
+        members = [u for u in joined if u != sender and self.hs.accounts.is_local(u)]
         if data.get("type") == "m.room.member" and data.get("state_key") not in members:
             target = str(data.get("state_key"))
             if target != sender and self.hs.accounts.is_local(target):
                 members.append(target)  # an invitee is not joined yet
         if not members:
-            return
-        state = await self.hs.room_events.state_events(event.state_before)
-        version = await self.hs.room_events.room_version(event.room_id)
-        power = power_levels_from_state({k: v.data for k, v in state.items()}, version)
-        member_count = len(await self.hs.room_events.joined_users(event.room_id))
+            return [], []
+        state_ids = await self.hs.room_events.state_ids(state_before)
+        wanted = [("m.room.power_levels", ""), ("m.room.create", "")] + [
+            ("m.room.member", u) for u in members
+        ]
+        events = await self.hs.room_events.get_events(
+            state_ids[key] for key in wanted if key in state_ids
+        )
+        state = {key: events[state_ids[key]].data for key in wanted if state_ids.get(key) in events}
+        version = await self.hs.room_events.room_version(room_id)
+        power = power_levels_from_state(state, version)
+        sender_power = power.user_level(str(sender))
+        thread = await self.thread_of(data)
         rows = []
         notified = []
-        thread = await self.thread_of(data)
         for user_id in members:
             member = state.get(("m.room.member", user_id))
-            display_name = (member.data.get("content") or {}).get("displayname") if member else None
+            display_name = (member.get("content") or {}).get("displayname") if member else None
             ctx = push_rules.PushContext(
                 user_id, display_name if isinstance(display_name, str) else None,
-                member_count, power.user_level(str(sender)), power.notifications,
+                len(joined), sender_power, power.notifications,
             )  # fmt: skip
             actions = push_rules.evaluate(await self.ruleset(user_id), data, ctx)
             if not push_rules.notifies(actions):
                 continue
             rows.append((
-                user_id, event.room_id, event.event_id, event.stream_ordering, thread,
+                user_id, room_id, event_id, stream, thread,
                 json.dumps(actions), int(push_rules.highlights(actions)),
             ))  # fmt: skip
             notified.append((user_id, actions))
-        await self.store.add_push_actions(rows)
-        if notified:
-            defer.ensureDeferred(self._deliver_all(event, notified))
+        return rows, notified
 
     # Pushers and delivery
 
@@ -239,7 +251,8 @@ class PushService:
         append = body.get("append", False)
         await self.store.set_pusher(user_id, pusher, bool(append), self.hs.clock.time_msec())
 
-    async def _deliver_all(self, event: StoredEvent, notified: list[tuple[str, list[Any]]]) -> None:
+    async def deliver(self, event: StoredEvent, notified: list[tuple[str, list[Any]]]) -> None:
+        """Send notifications to the users' push gateways (in the background)."""
         try:
             for user_id, actions in notified:
                 for _, pusher in await self.store.get_pushers(user_id):

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
+from twisted.internet import defer
 from twisted.internet.defer import DeferredLock
 
 from crypto.canonical import canonical_json
@@ -387,6 +388,11 @@ class RoomEventService:
         if event["type"] == "m.room.member":
             membership = str(event["content"].get("membership"))
         with self.stream.next_id() as stream_ordering:
+            # Notification counts are written with the event, so a sync that sees the event
+            # sees its counts too.
+            push_rows, notified = await self.hs.push.evaluate_event(
+                event, room_id, before_group, event_id, stream_ordering
+            )
             await self.store.persist_event(
                 EventToPersist(
                     event_id=event_id,
@@ -410,6 +416,7 @@ class RoomEventService:
                     redacts=redacts,
                     relation=relation_of(event),
                     search=search_text_of(event),
+                    push_actions=push_rows,
                 )
             )
         if redacts is not None:
@@ -435,6 +442,8 @@ class RoomEventService:
             replaces,
         )
         self._event_cache[event_id] = stored
+        if notified:
+            defer.ensureDeferred(self.hs.push.deliver(stored, notified))
         for callback in self.on_new_event:
             callback(stored)
         return stored

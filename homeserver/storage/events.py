@@ -83,6 +83,8 @@ class EventToPersist:
     relation: tuple[str, str] | None = None
     # (key, text) to index for full-text search (unencrypted bodies, names, topics)
     search: tuple[str, str] | None = None
+    # Notifications the event makes: (user, room, event, stream, thread, actions, highlight)
+    push_actions: list[tuple[str, str, str, int, str, str, int]] = field(default_factory=list)
 
 
 _EVENT_COLUMNS = (
@@ -244,6 +246,12 @@ class EventStore:
                     (ev.event_id, *ev.relation, ev.room_id, ev.event_type, ev.sender,
                      ev.stream_ordering),
                 )  # fmt: skip
+            if ev.push_actions:
+                txn.execute_many(
+                    "INSERT INTO event_push_actions (user_id, room_id, event_id, "
+                    "stream_ordering, thread_id, actions, highlight) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    ev.push_actions,
+                )
             if ev.search is not None:
                 _index_for_search(txn, ev.event_id, ev.room_id, ev.stream_ordering, *ev.search)
             if ev.redacts is not None:

@@ -82,21 +82,6 @@ class PushStore:
             ),
         )
 
-    async def add_push_actions(
-        self, rows: Sequence[tuple[str, str, str, int, str, str, int]]
-    ) -> None:
-        """(user, room, event, stream, thread, actions JSON, highlight) for each notified user."""
-        if not rows:
-            return
-        await self.db.run(
-            "add_push_actions",
-            lambda txn: txn.execute_many(
-                "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, "
-                "thread_id, actions, highlight) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            ),
-        )
-
     async def get_unread_counts(
         self, user_id: str, room_id: str
     ) -> tuple[int, int, dict[str, tuple[int, int]]]:
