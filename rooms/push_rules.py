@@ -238,7 +238,8 @@ def _glob(pattern: str, word_boundary: bool) -> re.Pattern[str]:
     return re.compile(rf"^{body}$", re.I | re.S)
 
 
-def _split_path(key: str) -> list[str]:
+@lru_cache(maxsize=1024)
+def _split_path(key: str) -> tuple[str, ...]:
     """Dot-separated property paths, where only ``\\.`` and ``\\\\`` are escapes."""
     parts, current, index = [], "", 0
     while index < len(key):
@@ -254,7 +255,7 @@ def _split_path(key: str) -> list[str]:
             current += char
         index += 1
     parts.append(current)
-    return parts
+    return tuple(parts)
 
 
 _MISSING = object()

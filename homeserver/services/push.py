@@ -46,6 +46,7 @@ class PushService:
         self._rules: LRUCache[str, JsonDict] = LRUCache(maxsize=10_000)
         # Evaluated on every event for every member: the merged ruleset is kept ready.
         self._effective: LRUCache[str, dict[str, list[JsonDict]]] = LRUCache(maxsize=10_000)
+        self._pushers: LRUCache[str, list[JsonDict]] = LRUCache(maxsize=10_000)
 
     # Rules
 
@@ -214,6 +215,13 @@ class PushService:
 
     # Pushers and delivery
 
+    async def pushers_of(self, user_id: str) -> list[JsonDict]:
+        pushers = self._pushers.get(user_id)
+        if pushers is None:
+            pushers = [p for _, p in await self.store.get_pushers(user_id)]
+            self._pushers[user_id] = pushers
+        return pushers
+
     async def set_pusher(self, user_id: str, body: JsonDict) -> None:
         pushkey = body.get("pushkey")
         app_id = body.get("app_id")
@@ -224,6 +232,7 @@ class PushService:
         kind = body.get("kind")
         if kind is None:
             await self.store.delete_pusher(user_id, app_id, pushkey)
+            self._pushers.pop(user_id, None)
             return
         if kind not in ("http", "email"):
             raise MatrixError(400, Codes.INVALID_PARAM, "kind must be 'http', 'email' or null")
@@ -250,12 +259,14 @@ class PushService:
         }  # fmt: skip
         append = body.get("append", False)
         await self.store.set_pusher(user_id, pusher, bool(append), self.hs.clock.time_msec())
+        # Another user may have lost this pushkey too: forget every cached list.
+        self._pushers.clear()
 
     async def deliver(self, event: StoredEvent, notified: list[tuple[str, list[Any]]]) -> None:
         """Send notifications to the users' push gateways (in the background)."""
         try:
             for user_id, actions in notified:
-                for _, pusher in await self.store.get_pushers(user_id):
+                for pusher in await self.pushers_of(user_id):
                     if pusher.get("kind") == "http":
                         await self._deliver(user_id, pusher, event, actions, 0)
         except Exception:
@@ -287,6 +298,7 @@ class PushService:
             if response.code == 200:
                 if pusher["pushkey"] in (body.get("rejected") or []):
                     await self.store.delete_pusher(user_id, pusher["app_id"], pusher["pushkey"])
+                    self._pushers.pop(user_id, None)
                 return
             if 400 <= response.code < 500:
                 return  # the gateway refuses this notification: retrying will not help
