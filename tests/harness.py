@@ -318,3 +318,53 @@ def new_user(server: ServerProcess, username: str | None = None) -> Client:
     resp = client.register(username)
     assert resp.status == 200, resp
     return client
+
+
+# Shared helpers for tests
+
+
+def q(value: str) -> str:
+    """Percent-encode an ID for a URL path (event IDs may contain '/' or '+')."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def db_rows(server: ServerProcess, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the server's own database directly, as an operator could (``?`` placeholders)."""
+    if server.db_kind == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(server.sqlite_path)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+    import psycopg2
+
+    pg = psycopg2.connect(**{**PG_ARGS, "dbname": server.pg_database})
+    try:
+        cur = pg.cursor()
+        cur.execute(sql.replace("?", "%s"), params)
+        rows = cur.fetchall()
+        pg.commit()
+        return [tuple(r) for r in rows]
+    finally:
+        pg.close()
+
+
+def create_room(client: Client, **body: Any) -> str:
+    body.setdefault("preset", "public_chat")
+    resp = client.post("createRoom", body)
+    assert resp.status == 200, resp
+    return str(resp.body["room_id"])
+
+
+def join(client: Client, room_id: str) -> None:
+    resp = client.post(f"join/{q(room_id)}", {})
+    assert resp.status == 200, resp
+
+
+def leave(client: Client, room_id: str) -> None:
+    resp = client.post(f"rooms/{q(room_id)}/leave", {})
+    assert resp.status == 200, resp

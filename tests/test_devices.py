@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.harness import PASSWORD, PG_ARGS, Client, ServerProcess, new_user
+from tests.harness import PASSWORD, Client, ServerProcess, new_user
+from tests.harness import db_rows as db_query
 
 # A documentation address (RFC 5737), so that it cannot be confused with the loopback peer.
 FORWARDED_IP = "203.0.113.7"
-
-
-def db_query(server: ServerProcess, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the server's own database directly (``?`` placeholders, either engine)."""
-    if server.db_kind == "sqlite":
-        conn = sqlite3.connect(server.sqlite_path)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
-    import psycopg2
-
-    pg = psycopg2.connect(**{**PG_ARGS, "dbname": server.pg_database})
-    try:
-        cur = pg.cursor()
-        cur.execute(sql.replace("?", "%s"), args)
-        rows = cur.fetchall()
-        pg.commit()
-        return rows
-    finally:
-        pg.close()
 
 
 def all_table_text(server: ServerProcess) -> str:

@@ -8,14 +8,14 @@ import base64
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import string
 import threading
 import time
 from typing import Any
 from urllib.parse import quote
 
-from tests.harness import PASSWORD, PG_ARGS, Client, Response, ServerProcess, new_user
+from tests.harness import PASSWORD, Client, Response, ServerProcess, join, leave, new_user
+from tests.harness import db_rows as db_query
 
 
 def q(value: str) -> str:
@@ -33,20 +33,10 @@ def create_room(client: Client, **body: Any) -> str:
     return str(resp.body["room_id"])
 
 
-def join(client: Client, room_id: str) -> None:
-    resp = client.post(f"join/{q(room_id)}", {})
-    assert resp.status == 200, resp
-
-
 def invite_and_join(inviter: Client, invitee: Client, room_id: str) -> None:
     resp = inviter.post(f"rooms/{q(room_id)}/invite", {"user_id": invitee.user_id})
     assert resp.status == 200, resp
     join(invitee, room_id)
-
-
-def leave(client: Client, room_id: str) -> None:
-    resp = client.post(f"rooms/{q(room_id)}/leave", {})
-    assert resp.status == 200, resp
 
 
 def send(client: Client, room_id: str, body: str, event_type: str = "m.room.message") -> str:
@@ -70,27 +60,6 @@ def set_state(
 def set_displayname(client: Client, name: str) -> None:
     resp = client.put(f"profile/{q(client.user_id or '')}/displayname", {"displayname": name})
     assert resp.status == 200, resp
-
-
-def db_query(server: ServerProcess, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the server's own database directly (``?`` placeholders, either engine)."""
-    if server.db_kind == "sqlite":
-        conn = sqlite3.connect(server.sqlite_path)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
-    import psycopg2
-
-    pg = psycopg2.connect(**{**PG_ARGS, "dbname": server.pg_database})
-    try:
-        cur = pg.cursor()
-        cur.execute(sql.replace("?", "%s"), args)
-        rows = cur.fetchall()
-        pg.commit()
-        return rows
-    finally:
-        pg.close()
 
 
 def assert_error(resp: Response, status: int, errcode: str | None = None) -> None:

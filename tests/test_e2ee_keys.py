@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -19,7 +18,16 @@ from signedjson.sign import sign_json, verify_signed_json
 from signedjson.types import SigningKey
 from unpaddedbase64 import encode_base64
 
-from tests.harness import PASSWORD, PG_ARGS, Client, ServerProcess, new_user
+from tests.harness import (
+    PASSWORD,
+    Client,
+    ServerProcess,
+    create_room,
+    db_rows,
+    join,
+    leave,
+    new_user,
+)
 
 JsonDict = dict[str, Any]
 OTK = "signed_curve25519"
@@ -124,42 +132,6 @@ def second_session(user: Client, display_name: str | None = None) -> Client:
     resp = other.login(user.user_id, **extra)
     assert resp.status == 200, resp
     return other
-
-
-def create_room(client: Client, **body: Any) -> str:
-    body.setdefault("preset", "public_chat")
-    resp = client.post("createRoom", body)
-    assert resp.status == 200, resp
-    return str(resp.body["room_id"])
-
-
-def join(client: Client, room_id: str) -> None:
-    resp = client.post(f"join/{q(room_id)}", {})
-    assert resp.status == 200, resp
-
-
-def leave(client: Client, room_id: str) -> None:
-    resp = client.post(f"rooms/{q(room_id)}/leave", {})
-    assert resp.status == 200, resp
-
-
-def db_rows(server: ServerProcess, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the server's database directly, as an operator could."""
-    if server.db_kind == "sqlite":
-        conn = sqlite3.connect(server.sqlite_path)
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
-    import psycopg2
-
-    pg = psycopg2.connect(**{**PG_ARGS, "dbname": server.pg_database})
-    try:
-        cur = pg.cursor()
-        cur.execute(sql.replace("?", "%s"), params)
-        return list(cur.fetchall())
-    finally:
-        pg.close()
 
 
 def count_rows(server: ServerProcess, table: str, user_id: str, device_id: str) -> int:

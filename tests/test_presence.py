@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from tests.harness import Client, Response, ServerProcess, new_user
+from tests.harness import Client, Response, ServerProcess, join, new_user
 
 JsonDict = dict[str, Any]
 
@@ -21,11 +21,6 @@ def create_room(client: Client, **body: Any) -> str:
     resp = client.post("createRoom", body)
     assert resp.status == 200, resp
     return str(resp.body["room_id"])
-
-
-def join(client: Client, room_id: str) -> None:
-    resp = client.post(f"join/{q(room_id)}", {})
-    assert resp.status == 200, resp
 
 
 def share_room(a: Client, b: Client) -> str:

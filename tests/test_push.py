@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.harness import Client, ServerProcess, free_port, new_user
+from tests.harness import Client, ServerProcess, free_port, join, new_user
 
 JsonDict = dict[str, Any]
 HIGHLIGHT = {"set_tweak": "highlight"}
@@ -31,11 +31,6 @@ def create_room(client: Client, **body: Any) -> str:
     resp = client.post("createRoom", body)
     assert resp.status == 200, resp
     return str(resp.body["room_id"])
-
-
-def join(client: Client, room_id: str) -> None:
-    resp = client.post(f"join/{q(room_id)}", {})
-    assert resp.status == 200, resp
 
 
 def send(

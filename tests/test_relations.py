@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.harness import Client, Response, ServerProcess, new_user
+from tests.harness import Client, Response, ServerProcess, join, new_user
 
 JsonDict = dict[str, Any]
 
@@ -22,11 +22,6 @@ def create_room(client: Client, **body: Any) -> str:
     resp = client.post("createRoom", body)
     assert resp.status == 200, resp
     return str(resp.body["room_id"])
-
-
-def join(client: Client, room_id: str) -> None:
-    resp = client.post(f"join/{q(room_id)}", {})
-    assert resp.status == 200, resp
 
 
 def send_event(client: Client, room_id: str, event_type: str, content: JsonDict) -> str:

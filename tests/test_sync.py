@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from tests.harness import Client, Response, ServerProcess, new_user
+from tests.harness import Client, Response, ServerProcess, create_room, join, leave, new_user
 
 JsonDict = dict[str, Any]
 
@@ -20,23 +20,6 @@ JsonDict = dict[str, Any]
 def q(value: str) -> str:
     """Percent-encode one path segment: room and event IDs may contain '/' and '+'."""
     return quote(value, safe="")
-
-
-def create_room(client: Client, **body: Any) -> str:
-    body.setdefault("preset", "public_chat")
-    resp = client.post("createRoom", body)
-    assert resp.status == 200, resp
-    return str(resp.body["room_id"])
-
-
-def join(client: Client, room_id: str) -> None:
-    resp = client.post(f"join/{q(room_id)}", {})
-    assert resp.status == 200, resp
-
-
-def leave(client: Client, room_id: str) -> None:
-    resp = client.post(f"rooms/{q(room_id)}/leave", {})
-    assert resp.status == 200, resp
 
 
 def send(client: Client, room_id: str, body: str, event_type: str = "m.room.message") -> str:
