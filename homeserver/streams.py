@@ -11,6 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def parse_position(text: str) -> int | None:
+    """A stream position or offset a client sent back: ASCII digits that fit in a BIGINT
+    (anything else would be a 500 from the database, not a 400)."""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
 class StreamIdGenerator:
     def __init__(self, current: int) -> None:
         self._last_allocated = current
@@ -73,9 +81,10 @@ class SyncToken:
             raise ValueError("not a sync token")
         parts = text[1:].split("_")
         # Shorter tokens predate the presence and end-to-end streams.
-        if len(parts) not in (4, 5, len(_TOKEN_FIELDS)) or not all(p.isdigit() for p in parts):
+        positions = [parse_position(p) for p in parts]
+        if len(parts) not in (4, 5, len(_TOKEN_FIELDS)) or None in positions:
             raise ValueError("not a sync token")
-        return cls(*(int(p) for p in parts))
+        return cls(*(p for p in positions if p is not None))
 
     def __str__(self) -> str:
         return "s" + "_".join(str(getattr(self, name)) for name in _TOKEN_FIELDS)

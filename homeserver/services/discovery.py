@@ -9,6 +9,7 @@ from homeserver.services.auth import Requester
 from homeserver.services.rooms import describe_room
 from homeserver.storage.discovery import DiscoveryStore
 from homeserver.storage.events import StoredEvent
+from homeserver.streams import parse_position
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -35,9 +36,10 @@ def _child_order(child: JsonDict) -> tuple[int, str, int, str]:
 def _offset(token: str | None) -> int:
     if token is None:
         return 0
-    if not token.startswith("o") or not token[1:].isdigit():
+    offset = parse_position(token[1:]) if token.startswith("o") else None
+    if offset is None:
         raise invalid_param("Invalid pagination token")
-    return int(token[1:])
+    return offset
 
 
 class DiscoveryService:
@@ -174,7 +176,8 @@ class DiscoveryService:
     @staticmethod
     def _groups(groupings: JsonDict, events: list[StoredEvent]) -> JsonDict:
         groups: JsonDict = {}
-        for grouping in groupings.get("group_by") or []:
+        group_by = groupings.get("group_by")
+        for grouping in group_by if isinstance(group_by, list) else []:
             key = grouping.get("key") if isinstance(grouping, dict) else None
             if key not in ("room_id", "sender"):
                 continue

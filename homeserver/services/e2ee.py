@@ -31,7 +31,10 @@ def _split_key_id(key_id: str) -> tuple[str, str]:
 
 def _ed25519_key(key: JsonDict) -> tuple[str, str] | None:
     """(key ID, public key) of the ed25519 key in a cross-signing or device key object."""
-    for key_id, public in (key.get("keys") or {}).items():
+    keys = key.get("keys")
+    if not isinstance(keys, dict):
+        return None
+    for key_id, public in keys.items():
         if isinstance(key_id, str) and key_id.startswith("ed25519:") and isinstance(public, str):
             return key_id, public
     return None
@@ -254,8 +257,9 @@ class E2eeService:
     ) -> list[tuple[str, str, str, str, str]]:
         if not isinstance(signed, dict):
             raise ValueError("the signed object must be an object")
-        signatures = (signed.get("signatures") or {}).get(signer) or {}
-        if not signatures:
+        by_signer = signed.get("signatures")
+        signatures = by_signer.get(signer) if isinstance(by_signer, dict) else None
+        if not isinstance(signatures, dict) or not signatures:
             raise ValueError("no signature by the uploader")
         # Which stored key is being signed, and which of the signer's keys may sign it.
         target_keys = (await self.store.get_cross_signing_keys([target])).get(target, {})

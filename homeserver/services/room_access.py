@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.services.auth import Requester
 from homeserver.storage.events import StateKey, StoredEvent, TxnKey
+from homeserver.streams import parse_position
 from rooms.redaction import redact
 from rooms.visibility import EventContext, may_see_event, normalise_visibility
 
@@ -261,9 +262,10 @@ def parse_stream_token(token: str | None) -> int | None:
     """Pagination tokens are ``s<stream position>``: the point just after that event."""
     if token is None:
         return None
-    if not token.startswith("s") or not token[1:].isdigit():
+    position = parse_position(token[1:]) if token.startswith("s") else None
+    if position is None:
         raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid pagination token {token!r}")
-    return int(token[1:])
+    return position
 
 
 class RoomReads:

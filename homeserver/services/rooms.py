@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.services.auth import Requester
 from homeserver.storage.events import StoredEvent, TxnKey
+from homeserver.streams import parse_position
 from rooms.power_levels import default_power_levels_content, power_levels_from_state
 from rooms.versions import RoomVersion, get_room_version
 
@@ -380,9 +381,10 @@ class RoomService:
         """The public room directory, largest rooms first, paginated by offset tokens."""
         offset = 0
         if since is not None:
-            if not since.startswith("o") or not since[1:].isdigit():
+            parsed = parse_position(since[1:]) if since.startswith("o") else None
+            if parsed is None:
                 raise invalid_param("Invalid 'since' token")
-            offset = int(since[1:])
+            offset = parsed
         entries = []
         for room_id in await self.store.get_public_room_ids():
             entry = describe_room(room_id, await self.events.current_state_events(room_id))

@@ -14,6 +14,7 @@ from homeserver.http.servlet import (
     query_string,
     require,
 )
+from homeserver.streams import parse_position
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -77,9 +78,9 @@ def register(hs: HomeServer, router: Router) -> None:
         token = query_string(request, "from")
         before = None
         if token is not None:
-            if not token.isdigit():
+            before = parse_position(token)
+            if before is None:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid 'from' token")
-            before = int(token)
         rows = await hs.stores.push.get_notifications(
             requester.user_id, before, limit, only == "highlight"
         )

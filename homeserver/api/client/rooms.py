@@ -18,6 +18,7 @@ from homeserver.http.servlet import (
     require,
 )
 from homeserver.services.room_access import EventFilter
+from homeserver.streams import parse_position
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -264,10 +265,9 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def timestamp_to_event(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         requester = await hs.auth.get_user_by_req(request)
-        try:
-            ts = int(query_required(request, "ts"))
-        except ValueError:
-            raise invalid_param("ts must be an integer") from None
+        ts = parse_position(query_required(request, "ts"))
+        if ts is None:
+            raise invalid_param("ts must be a non-negative integer (milliseconds)")
         direction = query_string(request, "dir", None, ("f", "b"))
         if direction is None:
             raise invalid_param("dir must be 'f' or 'b'")

@@ -17,7 +17,7 @@ from homeserver.http.servlet import (
     require,
 )
 from homeserver.services.filters import SyncFilter
-from homeserver.streams import SyncToken
+from homeserver.streams import SyncToken, parse_position
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -49,9 +49,10 @@ def register(hs: HomeServer, router: Router) -> None:
             if filter_param.lstrip().startswith("{"):
                 raw_filter = parse_json_value(filter_param.encode())
             else:
-                if not filter_param.isdigit():
+                filter_id = parse_position(filter_param)
+                if filter_id is None:
                     raise MatrixError(400, Codes.INVALID_PARAM, "filter is neither JSON nor an ID")
-                raw_filter = await hs.stores.sync.get_filter(requester.user_id, int(filter_param))
+                raw_filter = await hs.stores.sync.get_filter(requester.user_id, filter_id)
                 if raw_filter is None:
                     raise MatrixError(400, Codes.INVALID_PARAM, "Unknown filter ID")
         sync_filter = SyncFilter.parse(raw_filter)
@@ -70,8 +71,9 @@ def register(hs: HomeServer, router: Router) -> None:
         if requester.user_id != user_id:
             raise forbidden("Cannot read other users' filters")
         found = None
-        if filter_id.isdigit():
-            found = await hs.stores.sync.get_filter(user_id, int(filter_id))
+        number = parse_position(filter_id)
+        if number is not None:
+            found = await hs.stores.sync.get_filter(user_id, number)
         if found is None:
             raise not_found("No such filter")
         return 200, found
