@@ -16,9 +16,10 @@ _TEMPLATE = """\
 # changed once users exist.
 server_name: "{server_name}"
 
-# The URL clients use to reach this server; advertised in /.well-known/matrix/client.
-# Defaults to https://<server_name>/.
-#public_baseurl: "https://matrix.example.org/"
+# The URL clients use to reach this server, advertised in /login answers and in
+# /.well-known/matrix/client. Clients switch to it, so set it to the address where this
+# server (or its reverse proxy) really answers; while it is unset nothing is advertised.
+{public_baseurl_line}
 
 # The ed25519 key this server signs events and federation requests with. Generated
 # beside this file; keep it secret and back it up.
@@ -64,6 +65,8 @@ registration:
   shared_secret: "{shared_secret}"
   # Shortest password accepted on registration and password change.
   password_min_length: 8
+  # New accounts start with their localpart as display name (false: no display name).
+  localpart_as_displayname: true
 
 password_hashing:
   # bcrypt cost factor: each +1 doubles the time to hash (12 is about 0.25 s).
@@ -158,7 +161,13 @@ def generate_config_text(
     bind_address: str = "127.0.0.1",
     metrics_port: int = 9000,
     registration_enabled: bool = False,
+    public_baseurl: str | None = None,
 ) -> str:
+    public_baseurl_line = (
+        f'public_baseurl: "{public_baseurl}"'
+        if public_baseurl
+        else '#public_baseurl: "https://matrix.example.org/"'
+    )
     return _TEMPLATE.format(
         server_name=server_name,
         signing_key_path=signing_key_path,
@@ -169,4 +178,5 @@ def generate_config_text(
         metrics_port=metrics_port,
         registration_enabled="true" if registration_enabled else "false",
         shared_secret=secrets.token_urlsafe(32),
+        public_baseurl_line=public_baseurl_line,
     )

@@ -134,6 +134,7 @@ class RegistrationConfig(_Section):
     shared_secret: str | None = None
     requires_token: bool = False
     password_min_length: Annotated[int, msgspec.Meta(ge=0, le=512)] = 8
+    localpart_as_displayname: bool = True
 
 
 class PasswordHashingConfig(_Section):
@@ -321,13 +322,6 @@ class HomeserverConfig(_Section):
                 raise ValueError("public_baseurl: expected an http:// or https:// URL")
             if not self.public_baseurl.endswith("/"):
                 self.public_baseurl += "/"
-
-    @property
-    def effective_public_baseurl(self) -> str:
-        if self.public_baseurl:
-            return self.public_baseurl
-        host = self.server_name.split(":")[0]
-        return f"https://{host}/"
 
 
 def validate(raw: dict[str, Any]) -> HomeserverConfig:

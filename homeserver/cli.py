@@ -33,10 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, default=8008, help="with --generate-config: the client port"
     )
+    parser.add_argument(
+        "--public-baseurl",
+        help="with --generate-config: the URL clients reach this server at (advertised to them)",
+    )
     return parser
 
 
-def generate(config_path: str, server_name: str, port: int, enable_registration: bool) -> int:
+def generate(
+    config_path: str,
+    server_name: str,
+    port: int,
+    enable_registration: bool,
+    public_baseurl: str | None = None,
+) -> int:
     directory = os.path.dirname(os.path.abspath(config_path))
     key_name = f"{server_name.replace(':', '_').replace('/', '_')}.signing.key"
     text = generate_config_text(
@@ -44,6 +54,7 @@ def generate(config_path: str, server_name: str, port: int, enable_registration:
         signing_key_path=key_name,
         port=port,
         registration_enabled=enable_registration,
+        public_baseurl=public_baseurl,
     )
     try:
         parse_config(yaml.safe_load(text), directory)
@@ -72,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.server_name:
             print("--generate-config needs --server-name NAME", file=sys.stderr)
             return 2
-        return generate(args.config_path, args.server_name, args.port, args.enable_registration)
+        return generate(
+            args.config_path,
+            args.server_name,
+            args.port,
+            args.enable_registration,
+            args.public_baseurl,
+        )
     try:
         config = load_config(args.config_path)
     except ConfigError as e:

@@ -1,4 +1,10 @@
-"""Wakes waiting /sync requests when something they care about moves. No polling."""
+"""Wakes waiting /sync requests when something they care about moves. No polling.
+
+A sync registers its interest (``listen``) *before* it reads the stream positions it
+builds its answer from, and waits on that same registration. A notification that arrives
+while the answer is being built is therefore never lost: the wait returns at once and the
+sync looks again.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +15,73 @@ from twisted.internet import defer
 from homeserver.clock import Clock
 
 
-class Notifier:
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self._waiters: dict[str, list[defer.Deferred[None]]] = {}
+class Listener:
+    """One sync's interest in one user's notifications, from ``listen`` until ``close``."""
 
-    def notify_users(self, user_ids: Iterable[str]) -> None:
-        for user_id in user_ids:
-            for waiter in self._waiters.pop(user_id, ()):
-                if not waiter.called:
-                    waiter.callback(None)
+    __slots__ = ("_deferred", "_notifier", "notified", "user_id")
 
-    async def wait(self, user_id: str, timeout_ms: int) -> None:
-        """Return when ``user_id`` is notified or after ``timeout_ms``, whichever is first."""
-        if timeout_ms <= 0:
-            return
+    def __init__(self, notifier: Notifier, user_id: str) -> None:
+        self._notifier = notifier
+        self.user_id = user_id
+        self.notified = False
+        self._deferred: defer.Deferred[None] | None = None
+
+    def fire(self) -> None:
+        self.notified = True
+        if self._deferred is not None and not self._deferred.called:
+            self._deferred.callback(None)
+
+    async def wait(self, timeout_ms: int) -> bool:
+        """Until notified (at once if that already happened) or ``timeout_ms``; True when
+        notified."""
+        if self.notified or timeout_ms <= 0:
+            return self.notified
         waiter: defer.Deferred[None] = defer.Deferred()
-        self._waiters.setdefault(user_id, []).append(waiter)
-        timer = self.clock.call_later(
+        self._deferred = waiter
+        timer = self._notifier.clock.call_later(
             timeout_ms, lambda: None if waiter.called else waiter.callback(None)
         )
         try:
             await waiter
         finally:
+            self._deferred = None
             if timer.active():
                 timer.cancel()
-            waiters = self._waiters.get(user_id)
-            if waiters and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[user_id]
+        return self.notified
+
+    def close(self) -> None:
+        self._notifier._remove(self)
+
+
+class Notifier:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._listeners: dict[str, set[Listener]] = {}
+
+    def listen(self, user_id: str) -> Listener:
+        listener = Listener(self, user_id)
+        self._listeners.setdefault(user_id, set()).add(listener)
+        return listener
+
+    def _remove(self, listener: Listener) -> None:
+        listeners = self._listeners.get(listener.user_id)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[listener.user_id]
+
+    def notify_users(self, user_ids: Iterable[str]) -> None:
+        for user_id in user_ids:
+            for listener in self._listeners.pop(user_id, ()):
+                listener.fire()
+
+    def notify_all(self) -> None:
+        """Wake every waiting sync: for a change whose readers are not known any more (a
+        stream position that became visible only after its own notification went out)."""
+        listeners, self._listeners = self._listeners, {}
+        for group in listeners.values():
+            for listener in group:
+                listener.fire()
+
+    def listener_count(self) -> int:
+        return sum(len(group) for group in self._listeners.values())

@@ -113,6 +113,14 @@ class HomeServer:
         self.media = MediaService(self)
         self.discovery = DiscoveryService(self)
         self.room_events.on_new_event.append(self._notify_new_event)
+        for stream in (
+            self.room_events.stream,
+            self.account_data.stream,
+            self.receipts.stream,
+            self.e2ee.to_device,
+            self.e2ee.device_lists,
+        ):
+            stream.on_caught_up = self.notifier.notify_all
 
     @classmethod
     async def create(

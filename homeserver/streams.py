@@ -7,7 +7,7 @@ change that commits late.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -19,10 +19,29 @@ def parse_position(text: str) -> int | None:
     return None
 
 
+def parse_event_position(token: str) -> int | None:
+    """The event stream position in any token a client may hold for a room's timeline: a
+    pagination token ``s<position>`` (``prev_batch``, ``/messages`` ``start``/``end``) or a
+    whole sync token (``next_batch``), whose first field is the event position."""
+    if not token.startswith("s"):
+        return None
+    if "_" in token:
+        try:
+            return SyncToken.parse(token).events
+        except ValueError:
+            return None
+    return parse_position(token[1:])
+
+
 class StreamIdGenerator:
     def __init__(self, current: int) -> None:
         self._last_allocated = current
         self._in_flight: set[int] = set()
+        # The highest id that finished while a smaller one was still running: its change
+        # was notified before readers could see it, so they are woken again (through
+        # ``on_caught_up``) once ``current`` reaches it.
+        self._held_back = 0
+        self.on_caught_up: Callable[[], None] | None = None
 
     @contextmanager
     def next_id(self) -> Iterator[int]:
@@ -33,6 +52,13 @@ class StreamIdGenerator:
             yield stream_id
         finally:
             self._in_flight.discard(stream_id)
+            current = self.current
+            if stream_id > current:
+                self._held_back = max(self._held_back, stream_id)
+            elif self._held_back and current >= self._held_back:
+                self._held_back = 0
+                if self.on_caught_up is not None:
+                    self.on_caught_up()
 
     @property
     def current(self) -> int:

@@ -115,7 +115,12 @@ def test_directory_avatar_in_results(server: ServerProcess) -> None:
     room = create_room(target, preset="public_chat")
     join(searcher, room)
     (result,) = directory(searcher, f"diravatar{tag}").body["results"]
-    assert result == {"user_id": target.user_id, "avatar_url": avatar}
+    # New accounts start with their localpart as display name.
+    assert result == {
+        "user_id": target.user_id,
+        "display_name": f"diravatar{tag}",
+        "avatar_url": avatar,
+    }
 
 
 def test_directory_visibility(server: ServerProcess) -> None:

@@ -138,27 +138,39 @@ class AccountService:
         return not await self.users.find_user_case_insensitive(self.user_id_for(localpart))
 
     async def create_account(
-        self, localpart: str | None, password: str | None, admin: bool = False
+        self,
+        localpart: str | None,
+        password: str | None,
+        admin: bool = False,
+        displayname: str | None = None,
     ) -> str:
-        """Create the account (no device yet). ``localpart=None`` picks a free numeric one."""
+        """Create the account (no device yet). ``localpart=None`` picks a free numeric one.
+        Without a ``displayname`` the localpart becomes the display name (unless the config
+        says not to), so that other people see a name rather than a bare user ID."""
         password_hash = await self.hash_password(password) if password is not None else None
+        now = self.clock.time_msec()
         if localpart is None:
             for _ in range(10):
-                candidate = str(secrets.randbelow(10**9) + 10**8)
+                candidate = self.user_id_for(str(secrets.randbelow(10**9) + 10**8))
                 try:
-                    await self.users.create_user(
-                        self.user_id_for(candidate), password_hash, self.clock.time_msec(), admin
-                    )
-                    return self.user_id_for(candidate)
+                    await self.users.create_user(candidate, password_hash, now, admin)
                 except UserExistsError:
                     continue
-            raise MatrixError(500, Codes.UNKNOWN, "Could not pick a free user ID")
-        self.validate_localpart(localpart)
-        user_id = self.user_id_for(localpart)
-        try:
-            await self.users.create_user(user_id, password_hash, self.clock.time_msec(), admin)
-        except UserExistsError:
-            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken.") from None
+                user_id = candidate
+                break
+            else:
+                raise MatrixError(500, Codes.UNKNOWN, "Could not pick a free user ID")
+        else:
+            self.validate_localpart(localpart)
+            user_id = self.user_id_for(localpart)
+            try:
+                await self.users.create_user(user_id, password_hash, now, admin)
+            except UserExistsError:
+                raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken.") from None
+        if not displayname and self.hs.config.registration.localpart_as_displayname:
+            displayname = user_id[1:].split(":", 1)[0]
+        if displayname:
+            await self.hs.stores.profiles.set_field(user_id, "displayname", displayname)
         logger.info("Registered %s", user_id)
         return user_id
 

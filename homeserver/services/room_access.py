@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.services.auth import Requester
 from homeserver.storage.events import StateKey, StoredEvent, TxnKey
-from homeserver.streams import parse_position
+from homeserver.streams import parse_event_position
 from rooms.redaction import redact
 from rooms.visibility import EventContext, may_see_event, normalise_visibility
 
@@ -111,27 +111,34 @@ class RoomAccessService:
         return str((await self._content_of(event_id)).get("membership"))
 
     async def state_group_for_reader(self, user_id: str, room_id: str) -> int | None:
-        """Which state the user may read: current if joined or world-readable; the state
-        when they left if they left or were banned; otherwise None (forbidden)."""
+        """Which state the user may read (see ``readable_point``); None if forbidden."""
+        point = await self.readable_point(user_id, room_id)
+        return point.state_after if point is not None else None
+
+    async def readable_point(self, user_id: str, room_id: str) -> StoredEvent | None:
+        """The event after which the user may read the room's state: the latest if they are
+        joined; the one that took them out if they left or were banned (even in a
+        world-readable room: what changed after they left is not theirs to see); the latest
+        for anyone else in a world-readable room; otherwise None (forbidden)."""
         if await self.hs.stores.events.get_room(room_id) is None:
             raise forbidden("You are not in this room")
         current = await self.store.get_current_state_ids(room_id)
         member_id = current.get(("m.room.member", user_id))
         member = await self.events.get_event(member_id) if member_id else None
         membership = (member.data.get("content") or {}).get("membership") if member else None
-        visibility = normalise_visibility(
-            (await self._content_of(current.get(HISTORY_KEY))).get("history_visibility")
-        )
-        extremities = await self.store.get_forward_extremities(room_id)
-        latest = await self.events.get_events(extremities)
-        if membership == "join" or visibility == "world_readable":
-            return max(latest.values(), key=lambda e: e.stream_ordering).state_after
         if (
             member is not None
             and membership in ("leave", "ban")
             and not await self.store.has_forgotten(user_id, room_id)
         ):
-            return member.state_after
+            return member
+        visibility = normalise_visibility(
+            (await self._content_of(current.get(HISTORY_KEY))).get("history_visibility")
+        )
+        if membership == "join" or visibility == "world_readable":
+            extremities = await self.store.get_forward_extremities(room_id)
+            latest = await self.events.get_events(extremities)
+            return max(latest.values(), key=lambda e: e.stream_ordering)
         return None
 
     def serialize(
@@ -259,10 +266,12 @@ class RoomAccessService:
 
 
 def parse_stream_token(token: str | None) -> int | None:
-    """Pagination tokens are ``s<stream position>``: the point just after that event."""
+    """A position in the room's timeline: just after the event at that stream position.
+    Pagination tokens and sync tokens are both accepted, as the spec lets clients pass
+    ``next_batch`` wherever a pagination token goes."""
     if token is None:
         return None
-    position = parse_position(token[1:]) if token.startswith("s") else None
+    position = parse_event_position(token)
     if position is None:
         raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid pagination token {token!r}")
     return position
@@ -373,14 +382,19 @@ class RoomReads:
         membership: str | None,
         not_membership: str | None,
     ) -> list[JsonDict]:
-        state = await self.readable_state(requester, room_id)
+        await self.events.room_version(room_id)
+        point = await self.access.readable_point(requester.user_id, room_id)
+        if point is None:
+            raise forbidden("You are not in this room")
+        group = point.state_after
         position = parse_stream_token(at)
-        if position is not None:
+        # ``at`` can only move the answer back in time, never past what the reader may see.
+        if position is not None and position < point.stream_ordering:
             rows = await self.store.get_room_event_ids(room_id, None, position + 1, True, 1)
-            if rows:
-                event = await self.events.get_event(rows[0][0])
-                if event is not None:
-                    state = await self.events.state_events(event.state_after)
+            event = await self.events.get_event(rows[0][0]) if rows else None
+            if event is not None:
+                group = event.state_after
+        state = await self.events.state_events(group)
         members = []
         for (event_type, _), event in state.items():
             if event_type != "m.room.member":

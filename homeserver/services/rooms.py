@@ -377,8 +377,15 @@ class RoomService:
             raise forbidden("You may not change this room's directory visibility")
         await self.store.set_room_public(room_id, visibility == "public")
 
-    async def public_rooms(self, limit: int, since: str | None, search: str | None) -> JsonDict:
-        """The public room directory, largest rooms first, paginated by offset tokens."""
+    async def public_rooms(
+        self,
+        limit: int,
+        since: str | None,
+        search: str | None,
+        room_types: list[str | None] | None = None,
+    ) -> JsonDict:
+        """The public room directory, largest rooms first, paginated by offset tokens.
+        ``room_types`` keeps only rooms of those types (None in it: rooms with no type)."""
         offset = 0
         if since is not None:
             parsed = parse_position(since[1:]) if since.startswith("o") else None
@@ -394,6 +401,8 @@ class RoomService:
                 ).lower()
                 if search.lower() not in haystack:
                     continue
+            if room_types is not None and entry.get("room_type") not in room_types:
+                continue
             entries.append(entry)
         entries.sort(key=lambda e: (-e["num_joined_members"], e["room_id"]))
         page = entries[offset : offset + limit]

@@ -70,13 +70,17 @@ class SyncService:
             since.presence = 0
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
-            result, changed = await self._build(requester, since, full_state, sync_filter)
-            remaining = int((deadline - time.monotonic()) * 1000)
-            if changed or since is None or full_state or remaining <= 0:
-                return result
-            await self.hs.notifier.wait(requester.user_id, remaining)
-            if str(self.current_token()) == str(since) and time.monotonic() >= deadline:
-                return result
+            # Listen before reading any position: a change notified while the answer is
+            # being built then ends the wait at once instead of being lost.
+            listener = self.hs.notifier.listen(requester.user_id)
+            try:
+                result, changed = await self._build(requester, since, full_state, sync_filter)
+                remaining = int((deadline - time.monotonic()) * 1000)
+                if changed or since is None or full_state or remaining <= 0:
+                    return result
+                await listener.wait(remaining)
+            finally:
+                listener.close()
 
     async def _build(
         self,

@@ -59,9 +59,9 @@ def register(hs: HomeServer, router: Router) -> None:
             raise forbidden("HMAC incorrect")
 
         hs.accounts.validate_new_password(password)
-        user_id = await hs.accounts.create_account(username.lower(), password, admin=admin)
-        if displayname:
-            await hs.profiles.set_field(user_id, user_id, "displayname", displayname)
+        user_id = await hs.accounts.create_account(
+            username.lower(), password, admin=admin, displayname=displayname
+        )
         session = await hs.devices.start_session(user_id, None, None)
         return 200, {
             "user_id": user_id,

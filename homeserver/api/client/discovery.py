@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from homeserver.errors import not_found
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import client_paths
 from rooms.versions import KNOWN_ROOM_VERSIONS
@@ -20,21 +21,43 @@ SUPPORTED_SPEC_VERSIONS = [
 ]  # fmt: skip
 
 
+# Unstable feature flags that clients in use still read, each for a feature served here.
+# Element Web checks e2e_cross_signing before offering cross-signing; matrix-js-sdk and
+# matrix-rust-sdk check the ".stable" flags before using a feature that servers older than
+# its spec version may lack. Flags for features not served here are left out, not false.
+UNSTABLE_FEATURES = {
+    "org.matrix.e2e_cross_signing": True,  # cross-signing keys and signatures
+    "org.matrix.msc2285.stable": True,  # private read receipts (m.read.private)
+    "org.matrix.msc3030": True,  # /timestamp_to_event
+    "org.matrix.msc3440.stable": True,  # threads
+    "org.matrix.msc3771": True,  # thread-aware read receipts
+    "org.matrix.msc3773": True,  # per-thread notification counts
+    "org.matrix.msc3827.stable": True,  # room_types filter on /publicRooms
+    "org.matrix.msc3916.stable": True,  # authenticated media
+    "uk.tcpip.msc4133.stable": True,  # extended profile fields
+}
+
+
 def register(hs: HomeServer, router: Router) -> None:
     config = hs.config
 
     async def versions(request: MatrixRequest) -> tuple[int, Any]:
-        return 200, {"versions": SUPPORTED_SPEC_VERSIONS, "unstable_features": {}}
+        return 200, {
+            "versions": SUPPORTED_SPEC_VERSIONS,
+            "unstable_features": UNSTABLE_FEATURES,
+        }
 
     async def well_known_client(request: MatrixRequest) -> tuple[int, Any]:
-        body: dict[str, Any] = {"m.homeserver": {"base_url": config.effective_public_baseurl}}
+        # Clients switch to the advertised base URL, so nothing is advertised until the
+        # operator has said where the server really answers.
+        if config.public_baseurl is None:
+            raise not_found("No client discovery information is configured here")
+        body: dict[str, Any] = {"m.homeserver": {"base_url": config.public_baseurl}}
         body.update(config.well_known.client_extra)
         return 200, body
 
     async def well_known_server(request: MatrixRequest) -> tuple[int, Any]:
         if not config.well_known.serve_server:
-            from homeserver.errors import not_found
-
             raise not_found(".well-known/matrix/server is not served here")
         delegated = config.well_known.server_delegation
         if delegated is None:

@@ -28,13 +28,16 @@ def register(hs: HomeServer, router: Router) -> None:
         display_name = hs.devices.check_display_name(body.get("initial_device_display_name"))
         user_id = await hs.accounts.login_with_password(body)
         session = await hs.devices.start_session(user_id, device_id, display_name)
-        return 200, {
+        response: dict[str, Any] = {
             "user_id": session.user_id,
             "access_token": session.access_token,
             "device_id": session.device_id,
             "home_server": hs.config.server_name,
-            "well_known": {"m.homeserver": {"base_url": hs.config.effective_public_baseurl}},
         }
+        # Clients switch to this URL: only advertise one the operator has configured.
+        if hs.config.public_baseurl is not None:
+            response["well_known"] = {"m.homeserver": {"base_url": hs.config.public_baseurl}}
+        return 200, response
 
     async def logout(request: MatrixRequest) -> tuple[int, Any]:
         requester = await hs.auth.get_user_by_req(request)

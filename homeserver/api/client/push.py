@@ -14,7 +14,7 @@ from homeserver.http.servlet import (
     query_string,
     require,
 )
-from homeserver.streams import parse_position
+from homeserver.streams import parse_event_position, parse_position
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -78,7 +78,12 @@ def register(hs: HomeServer, router: Router) -> None:
         token = query_string(request, "from")
         before = None
         if token is not None:
+            # Our own next_token (a bare position, exclusive), or any timeline token a
+            # client holds, meaning "up to and including that event".
             before = parse_position(token)
+            if before is None:
+                position = parse_event_position(token)
+                before = position + 1 if position is not None else None
             if before is None:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid 'from' token")
         rows = await hs.stores.push.get_notifications(

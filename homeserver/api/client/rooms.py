@@ -258,10 +258,18 @@ def register(hs: HomeServer, router: Router) -> None:
         term = search_filter.get("generic_search_term")
         if term is not None and not isinstance(term, str):
             raise bad_json("filter.generic_search_term must be a string")
+        room_types = search_filter.get("room_types")
+        if room_types is not None and (
+            not isinstance(room_types, list)
+            or not all(t is None or isinstance(t, str) for t in room_types)
+        ):
+            raise bad_json("filter.room_types must be a list of strings or nulls")
         limit = optional(body, "limit", int, 100)
         if limit < 1:
             raise invalid_param("limit must be positive")
-        return 200, await rooms.public_rooms(min(limit, 500), optional(body, "since", str), term)
+        return 200, await rooms.public_rooms(
+            min(limit, 500), optional(body, "since", str), term, room_types
+        )
 
     async def timestamp_to_event(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         requester = await hs.auth.get_user_by_req(request)

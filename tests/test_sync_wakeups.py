@@ -1,0 +1,128 @@
+"""No lost wake-ups: a change notified while a long-polling /sync is still building its
+answer ends the wait at once. Deterministic: the notification is sent from inside the
+build, on a fake clock that never advances, so a lost one would leave the sync hanging."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from twisted.internet import defer, task
+
+from homeserver.clock import Clock
+from homeserver.notifier import Notifier
+from homeserver.services.sync import SyncService
+from homeserver.streams import StreamIdGenerator, SyncToken
+from tests.harness import Client, q
+
+
+def make_sync_service(builds: list[tuple[dict[str, Any], bool]], on_build: Any) -> SyncService:
+    reactor = task.Clock()
+    notifier = Notifier(Clock(reactor))
+    service = SyncService.__new__(SyncService)
+    service.hs = SimpleNamespace(  # type: ignore[assignment]
+        notifier=notifier,
+        typing=SimpleNamespace(position=0),
+        presence=SimpleNamespace(position=0),
+        reactor=reactor,
+    )
+
+    async def build(*args: Any) -> tuple[dict[str, Any], bool]:
+        on_build(notifier)
+        return builds.pop(0)
+
+    service._build = build  # type: ignore[method-assign]
+    return service
+
+
+def run_sync(service: SyncService, timeout_ms: int = 30_000) -> defer.Deferred[Any]:
+    requester = SimpleNamespace(user_id="@a:test", device_id="D")
+    return defer.ensureDeferred(
+        service.sync(requester, SyncToken(1, 1, 1, 0), timeout_ms, False, None)  # type: ignore[arg-type]
+    )
+
+
+def test_notification_during_the_build_is_not_lost() -> None:
+    calls = []
+
+    def on_build(notifier: Notifier) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            # The change lands between reading the positions and starting to wait.
+            notifier.notify_users(["@a:test"])
+
+    service = make_sync_service([({"first": True}, False), ({"second": True}, True)], on_build)
+    result = run_sync(service)
+    # The fake clock never moved: only a kept notification can have finished the sync.
+    assert result.called, "the sync slept through a notification sent while it was building"
+    assert result.result == {"second": True}
+    assert len(calls) == 2
+    assert service.hs.notifier.listener_count() == 0
+
+
+def test_notification_for_someone_else_does_not_wake(monkeypatch: pytest.MonkeyPatch) -> None:
+    def on_build(notifier: Notifier) -> None:
+        notifier.notify_users(["@b:test"])
+
+    service = make_sync_service([({}, False), ({"late": True}, False)], on_build)
+    reactor = service.hs.reactor
+    monkeypatch.setattr("homeserver.services.sync.time.monotonic", reactor.seconds)
+    result = run_sync(service, timeout_ms=5_000)
+    assert not result.called
+    reactor.advance(6)
+    assert result.called
+    assert service.hs.notifier.listener_count() == 0
+
+
+def test_held_back_stream_position_wakes_sleepers_when_it_becomes_visible() -> None:
+    stream = StreamIdGenerator(0)
+    caught_up: list[int] = []
+    stream.on_caught_up = lambda: caught_up.append(stream.current)
+    first = stream.next_id()
+    second = stream.next_id()
+    assert first.__enter__() == 1
+    assert second.__enter__() == 2
+    second.__exit__(None, None, None)  # finishes first: notified, but not yet readable
+    assert stream.current == 0 and caught_up == []
+    first.__exit__(None, None, None)
+    assert stream.current == 2 and caught_up == [2]
+    with stream.next_id():
+        pass
+    assert caught_up == [2]  # in-order completions need no extra wake-up
+
+
+def test_notify_all_wakes_every_listener() -> None:
+    notifier = Notifier(Clock(task.Clock()))
+    listeners = [notifier.listen(user) for user in ("@a:x", "@a:x", "@b:x")]
+    notifier.notify_all()
+    assert all(listener.notified for listener in listeners)
+    assert notifier.listener_count() == 0
+
+
+def test_sync_started_with_a_write_returns_promptly(alice: Client) -> None:
+    """The matrix-js-sdk pattern that made secret storage set-up take minutes: account data
+    written while the next long-poll is starting."""
+    token = alice.get("sync", params={"timeout": "0"}).body["next_batch"]
+    for attempt in range(10):
+        results: dict[str, Any] = {}
+
+        def poll(since: str = token, results: dict[str, Any] = results) -> None:
+            started = time.monotonic()
+            resp = alice.get("sync", params={"since": since, "timeout": "20000"})
+            results["elapsed"] = time.monotonic() - started
+            results["resp"] = resp
+
+        thread = threading.Thread(target=poll)
+        thread.start()
+        put = alice.put(
+            f"user/{q(alice.user_id or '')}/account_data/org.example.t{attempt}", {"n": attempt}
+        )
+        assert put.status == 200, put
+        thread.join(30)
+        types = {e["type"] for e in results["resp"].body["account_data"]["events"]}
+        assert f"org.example.t{attempt}" in types
+        assert results["elapsed"] < 10, results["elapsed"]
+        token = results["resp"].body["next_batch"]
