@@ -127,6 +127,10 @@ rooms:
   default_room_version: "12"
   # Longest a /sync request may wait for something to happen.
   max_sync_timeout: 60s
+  # Only a room's joined members may create aliases for it (admins always may); with
+  # require_power_for_aliases, only those allowed to set its canonical alias.
+  require_membership_for_aliases: true
+  require_power_for_aliases: false
 
 presence:
   # Share online/offline status with people you share a room with.

@@ -263,6 +263,11 @@ class RoomsConfig(_Section):
     # The spec recommends version 12 for new rooms.
     default_room_version: str = "12"
     max_sync_timeout: Duration = "60s"
+    # Who may point a new alias at a room: its joined members, or (when
+    # require_power_for_aliases) only those allowed to send m.room.canonical_alias.
+    # Server admins always may.
+    require_membership_for_aliases: bool = True
+    require_power_for_aliases: bool = False
 
     def __post_init__(self) -> None:
         if self.default_room_version not in [str(v) for v in range(1, 13)]:

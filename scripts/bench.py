@@ -377,6 +377,15 @@ class Api:
             raise RuntimeError(f"sync: {status} {result}")
         return result
 
+    async def put_account_data(self, token: str, data_type: str) -> None:
+        status, who = await self.call("GET", "account/whoami", None, token)
+        if status != 200:
+            raise RuntimeError(f"whoami: {status} {who}")
+        path = f"user/{quote(who['user_id'])}/account_data/{quote(data_type)}"
+        status, result = await self.call("PUT", path, {"written": True}, token)
+        if status != 200:
+            raise RuntimeError(f"account data: {status} {result}")
+
     async def filled_rooms(self, token: str, rooms: int, messages: int) -> list[str]:
         """``rooms`` rooms with ``messages`` messages each (set-up, not measured)."""
         room_ids: list[str] = []
@@ -599,6 +608,53 @@ async def scenario_sync_wakeup(api: Api, server: Server, size: int) -> Measureme
     return Measurement(size, elapsed, latencies, (server.cpu() - cpu_before) * 1000)
 
 
+async def scenario_sync_wakeup_under_writes(api: Api, server: Server, size: int) -> Measurement:
+    """Time from an account-data write returning until the writer's own long-polling /sync
+    delivers it, the sync started in the same moment as the write (what matrix-js-sdk does
+    while setting up secret storage), while four other users keep sending in the room."""
+    tokens = await api.users(6, "wakew" + secrets.token_hex(3))
+    readers, senders = tokens[:2], tokens[2:]
+    room_id = await api.create_room(senders[0])
+    for token in tokens[1:]:
+        await api.join(token, room_id)
+    stopping = False
+
+    async def noise(token: str) -> None:
+        i = 0
+        while not stopping:
+            await api.send_text(token, room_id, f"noise {i}")
+            i += 1
+
+    background = [asyncio.create_task(noise(t)) for t in senders]
+    latencies: list[float] = []
+
+    async def reader(token: str, count: int) -> None:
+        since = (await api.sync(token))["next_batch"]
+        for i in range(count):
+            marker = f"org.example.bench.{secrets.token_hex(4)}.{i}"
+            polling = asyncio.create_task(api.sync(token, since, timeout=10_000))
+            await api.put_account_data(token, marker)
+            written = time.perf_counter()
+            while True:
+                result = await polling
+                since = result["next_batch"]
+                events = result.get("account_data", {}).get("events", [])
+                if any(e.get("type") == marker for e in events):
+                    break
+                polling = asyncio.create_task(api.sync(token, since, timeout=10_000))
+            latencies.append((time.perf_counter() - written) * 1000)
+
+    cpu_before = server.cpu()
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(reader(t, size // len(readers)) for t in readers))
+    finally:
+        stopping = True
+        await asyncio.gather(*background, return_exceptions=True)
+    elapsed = time.perf_counter() - started
+    return Measurement(len(latencies), elapsed, latencies, (server.cpu() - cpu_before) * 1000)
+
+
 def scenario_initial_sync(rooms: int, messages: int) -> Callable[..., Awaitable[Measurement]]:
     async def scenario(api: Api, server: Server, size: int) -> Measurement:
         token = (await api.users(1, "isync" + secrets.token_hex(3)))[0]
@@ -758,6 +814,7 @@ SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
     "send_50_rooms": scenario_send_50_rooms,
     "join_large_room": scenario_join_large_room,
     "sync_wakeup": scenario_sync_wakeup,
+    "sync_wakeup_under_writes": scenario_sync_wakeup_under_writes,
     "initial_sync_20_rooms": scenario_initial_sync(20, 50),
     "initial_sync_200_rooms": scenario_initial_sync(200, 50),
     "incremental_sync_1_changed": scenario_incremental_sync,
@@ -774,6 +831,7 @@ SIZES_FULL = {
     "send_50_rooms": 1000,
     "join_large_room": 200,
     "sync_wakeup": 50,
+    "sync_wakeup_under_writes": 200,
     "initial_sync_20_rooms": 5,
     "initial_sync_200_rooms": 3,
     "incremental_sync_1_changed": 500,
@@ -790,6 +848,7 @@ SIZES_QUICK = {
     "send_50_rooms": 200,
     "join_large_room": 30,
     "sync_wakeup": 20,
+    "sync_wakeup_under_writes": 40,
     "initial_sync_20_rooms": 3,
     "incremental_sync_1_changed": 50,
     "key_backup_upload": 2_000,

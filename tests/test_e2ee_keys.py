@@ -222,6 +222,16 @@ def test_query_returns_display_name_and_remote_failures(alice: Client, bob: Clie
     assert one["failures"] == {}
 
 
+def test_query_with_devices_as_an_object_is_bad_json(alice: Client, bob: Client) -> None:
+    """The spec's schema: each user maps to a list of device IDs, not an object."""
+    assert alice.user_id and alice.device_id
+    upload_device_keys(alice)
+    for wrong in ({alice.device_id: {}}, alice.device_id, None, [1]):
+        resp = bob.post("keys/query", {"device_keys": {alice.user_id: wrong}})
+        assert resp.status == 400, (wrong, resp)
+        assert resp.body["errcode"] == "M_BAD_JSON"
+
+
 # /keys/upload: one-time and fallback keys
 
 

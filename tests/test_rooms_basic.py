@@ -6,12 +6,14 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from tests.harness import Client, Response, ServerProcess, new_user
+from tests.test_shared_secret_registration import shared_secret_register
 
 ALL_VERSIONS = [str(v) for v in range(1, 13)]
 
@@ -735,6 +737,39 @@ def test_aliases_api(alice: Client, bob: Client) -> None:
     # Bob may now take the freed alias for the same room, then delete his own.
     assert bob.put(f"directory/room/{q(alias)}", {"room_id": room_id}).status == 200
     assert bob.delete(f"directory/room/{q(alias)}").status == 200
+
+
+def test_alias_needs_membership_of_the_room(
+    alice: Client, bob: Client, server: ServerProcess
+) -> None:
+    """Nobody outside a room (private or public) can give it a name; its members can; a
+    server admin can."""
+    private = create_room(alice, preset="private_chat")
+    public = create_room(alice, preset="public_chat")
+    for room_id in (private, public):
+        alias = f"#outsider{secrets.token_hex(5)}:{server.server_name}"
+        resp = bob.put(f"directory/room/{q(alias)}", {"room_id": room_id})
+        assert resp.status == 403, resp
+        assert resp.body["errcode"] == "M_FORBIDDEN"
+        assert bob.get(f"directory/room/{q(alias)}").status == 404
+    join(bob, public)
+    alias = f"#member{secrets.token_hex(5)}:{server.server_name}"
+    assert bob.put(f"directory/room/{q(alias)}", {"room_id": public}).status == 200
+    admin = shared_secret_register(server, admin=True)
+    alias = f"#admin{secrets.token_hex(5)}:{server.server_name}"
+    assert admin.put(f"directory/room/{q(alias)}", {"room_id": private}).status == 200
+
+
+def test_alias_needs_canonical_alias_power_when_configured(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory({"rooms": {"require_power_for_aliases": True}})
+    alice, bob = new_user(server), new_user(server)
+    room_id = create_room(alice, preset="public_chat")
+    join(bob, room_id)
+    alias = f"#power{secrets.token_hex(5)}:{server.server_name}"
+    assert bob.put(f"directory/room/{q(alias)}", {"room_id": room_id}).status == 403
+    assert alice.put(f"directory/room/{q(alias)}", {"room_id": room_id}).status == 200
 
 
 def test_room_aliases_forbidden_for_non_member(alice: Client, bob: Client) -> None:

@@ -598,6 +598,23 @@ def test_lazy_load_members_includes_heroes(
     assert heroes <= members | timeline_members
 
 
+def test_lazy_load_members_in_incremental_sync_brings_new_senders(
+    server: ServerProcess, alice: Client, bob: Client
+) -> None:
+    """A member who has not spoken before sends a message: their member event comes in that
+    incremental sync's state, as it would in an initial one."""
+    room_id, everyone = lazy_room(server, alice, bob)
+    _, _, _, dave, _ = everyone
+    token = sync(bob, filter=LAZY)["next_batch"]
+    send(dave, room_id, "dave finally speaks")
+    room = joined(sync(bob, token, filter=LAZY))[room_id]
+    assert bodies(timeline_events(room)) == ["dave finally speaks"]
+    assert timeline_events(room)[0]["sender"] == dave.user_id
+    assert dave.user_id in state_keys(state_events(room), "m.room.member")
+    # Nobody else's membership is repeated.
+    assert state_keys(state_events(room), "m.room.member") == {dave.user_id}
+
+
 def test_full_state_in_incremental_sync(alice: Client, bob: Client) -> None:
     room_id = create_room(alice, name="Full")
     join(bob, room_id)

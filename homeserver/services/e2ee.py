@@ -121,6 +121,9 @@ class E2eeService:
         wanted = body.get("device_keys")
         if not isinstance(wanted, dict):
             raise bad_json("device_keys must be an object of user IDs to device lists")
+        for devices in wanted.values():
+            if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+                raise bad_json("device_keys values must be lists of device IDs")
         local = [u for u in wanted if isinstance(u, str) and self.hs.accounts.is_local(u)]
         failures = {
             u.split(":", 1)[-1]: {"status": 503, "message": "Federation is not available yet"}

@@ -343,8 +343,25 @@ class RoomService:
         if not alias.endswith(":" + self.server_name):
             raise invalid_param("Aliases can only be created for this server")
         await self.require_room(room_id)
+        rules = self.hs.config.rooms
+        if rules.require_membership_for_aliases or rules.require_power_for_aliases:
+            user = await self.hs.stores.users.get_user(requester.user_id)
+            if not (user and user.is_admin):
+                await self._check_may_alias(requester.user_id, room_id)
         if not await self.store.create_alias(alias, room_id, requester.user_id):
             raise MatrixError(409, Codes.UNKNOWN, "Room alias already exists")
+
+    async def _check_may_alias(self, user_id: str, room_id: str) -> None:
+        """Only the room's own members point names at it (anyone else could give a private
+        room a public name); with ``require_power_for_aliases`` only those who may set its
+        canonical alias."""
+        if self.hs.config.rooms.require_power_for_aliases:
+            if not await self._has_state_power(user_id, room_id, "m.room.canonical_alias"):
+                raise forbidden("You may not create aliases for this room")
+            return
+        members = await self.hs.stores.events.get_joined_users(room_id)
+        if user_id not in members:
+            raise forbidden("You must be in the room to create an alias for it")
 
     async def delete_alias(self, requester: Requester, alias: str) -> None:
         found = await self.store.get_alias(alias)

@@ -380,12 +380,26 @@ class SyncService:
         chosen = [e for e in chosen if sync_filter.state.allows(e.data)]
         if sync_filter.state.lazy_load_members or sync_filter.timeline.lazy_load_members:
             # Members who sent timeline events, the user, and the heroes of the summary.
-            needed = {str(e.data.get("sender")) for e in timeline} | {user_id}
+            senders = {str(e.data.get("sender")) for e in timeline}
+            needed = senders | {user_id}
             needed |= set((await self._summary(room_id, user_id))["m.heroes"])
             chosen = [
                 e for e in chosen
                 if e.data.get("type") != "m.room.member" or e.data.get("state_key") in needed
             ]  # fmt: skip
+            if not full:
+                # An incremental sync carries the membership of every sender in its timeline
+                # (a client that lazy-loads cannot show a sender without it), unless the
+                # timeline itself holds it.
+                chosen_ids = {e.event_id for e in chosen}
+                for sender in sorted(senders):
+                    member = state.get(("m.room.member", sender))
+                    if (
+                        member is not None
+                        and member.event_id not in chosen_ids
+                        and member.event_id not in timeline_ids
+                    ):
+                        chosen.append(member)
         return chosen
 
     async def _joined_room(
