@@ -53,6 +53,8 @@ def parse_config(raw: Any, base_dir: str = ".") -> HomeserverConfig:
     config.media.store_path = _resolve(base_dir, config.media.store_path)
     if config.logging.file:
         config.logging.file = _resolve(base_dir, config.logging.file)
+    if config.federation.ca_file:
+        config.federation.ca_file = _resolve(base_dir, config.federation.ca_file)
     if config.database.name == "sqlite":
         db = str(config.database.args.get("database", "homeserver.db"))
         if db != ":memory:":

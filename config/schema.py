@@ -255,6 +255,58 @@ class WellKnownConfig(_Section):
     client_extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class TrustedKeyServer(_Section):
+    server_name: str
+    # key ID -> unpadded base64 ed25519 public key. Without keys, the notary's own keys
+    # are fetched from it directly (trust on first use).
+    verify_keys: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class OldVerifyKey(_Section):
+    key: str
+    expired_ts: int
+
+
+class FederationConfig(_Section):
+    enabled: bool = True
+    # Check remote servers' TLS certificates (turn off only for a private test federation).
+    verify_certificates: bool = True
+    # An extra CA (PEM file) trusted for federation, beside the system's.
+    ca_file: str | None = None
+    # Only these servers may federate with us (and we with them); None means everyone.
+    domain_whitelist: list[str] | None = None
+    # Notaries asked for a server's keys when it cannot be asked directly.
+    trusted_key_servers: list[TrustedKeyServer] = msgspec.field(default_factory=list)
+    # How long the keys we publish may be cached by others.
+    key_validity: Duration = "1d"
+    # Keys this server signed with before, still published for verifying old events.
+    old_verify_keys: dict[str, OldVerifyKey] = msgspec.field(default_factory=dict)
+    # Outbound requests give up after this long.
+    request_timeout: Duration = "60s"
+    # The longest wait between retries to an unreachable destination.
+    max_retry_interval: Duration = "6h"
+
+    def __post_init__(self) -> None:
+        _normalise(self, "key_validity", parse_duration_ms)
+        _normalise(self, "request_timeout", parse_duration_ms)
+        _normalise(self, "max_retry_interval", parse_duration_ms)
+
+    @property
+    def key_validity_ms(self) -> int:
+        return int(self.key_validity)
+
+    @property
+    def request_timeout_ms(self) -> int:
+        return int(self.request_timeout)
+
+    @property
+    def max_retry_interval_ms(self) -> int:
+        return int(self.max_retry_interval)
+
+    def allows(self, server_name: str) -> bool:
+        return self.domain_whitelist is None or server_name in self.domain_whitelist
+
+
 class PresenceConfig(_Section):
     enabled: bool = True
 
@@ -312,6 +364,7 @@ class HomeserverConfig(_Section):
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     well_known: WellKnownConfig = msgspec.field(default_factory=WellKnownConfig)
+    federation: FederationConfig = msgspec.field(default_factory=FederationConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)

@@ -12,6 +12,16 @@ from twisted.internet import defer
 
 from config.schema import HomeserverConfig
 from homeserver.clock import Clock
+from homeserver.federation.acl import ServerAcl
+from homeserver.federation.auth import FederationAuth
+from homeserver.federation.client import FederationClient
+from homeserver.federation.edus import FederationEdus
+from homeserver.federation.fetch import FederationEvents
+from homeserver.federation.keyring import Keyring
+from homeserver.federation.membership import FederationMembership
+from homeserver.federation.reads import FederationReads
+from homeserver.federation.receiver import FederationReceiver
+from homeserver.federation.sender import FederationSender
 from homeserver.http.client_ip import ClientAddressResolver
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import Router
@@ -38,6 +48,7 @@ from homeserver.storage.devices import DeviceStore
 from homeserver.storage.e2ee import E2eeStore
 from homeserver.storage.engine import Database
 from homeserver.storage.events import EventStore, StoredEvent
+from homeserver.storage.federation import FederationStore
 from homeserver.storage.profiles import ProfileStore
 from homeserver.storage.push import PushStore
 from homeserver.storage.sync import SyncStore
@@ -56,6 +67,7 @@ class Stores:
     sync: SyncStore
     push: PushStore
     e2ee: E2eeStore
+    federation: FederationStore
 
     @classmethod
     def build(cls, db: Database) -> Stores:
@@ -68,6 +80,7 @@ class Stores:
             SyncStore(db),
             PushStore(db),
             E2eeStore(db),
+            FederationStore(db),
         )
 
 
@@ -113,6 +126,17 @@ class HomeServer:
         self.media = MediaService(self)
         self.discovery = DiscoveryService(self)
         self.room_events.on_new_event.append(self._notify_new_event)
+        self.federation_client = FederationClient(self)
+        self.keyring = Keyring(self, self.federation_client)
+        self.federation_auth = FederationAuth(self)
+        self.federation_acl = ServerAcl(self)
+        self.federation_sender = FederationSender(self, self.federation_client)
+        self.federation_receiver = FederationReceiver(self)
+        self.federation_edus = FederationEdus(self)
+        self.federation_events = FederationEvents(self)
+        self.federation_membership = FederationMembership(self)
+        self.federation_reads = FederationReads(self)
+        self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,
             self.account_data.stream,
@@ -150,8 +174,19 @@ class HomeServer:
             users.add(str(event.data.get("state_key")))
         self.notifier.notify_users(users)
 
+    def _queue_for_federation(self, event: StoredEvent) -> None:
+        defer.ensureDeferred(self._queue_event(event))
+
+    async def _queue_event(self, event: StoredEvent) -> None:
+        try:
+            await self.federation_sender.on_new_event(event)
+        except Exception:
+            logger.exception("Queueing %s for federation failed", event.event_id)
+
     def start_background_tasks(self) -> None:
         self.client_ips.start()
+        if self.config.federation.enabled:
+            defer.ensureDeferred(self.federation_sender.start())
 
     def build_router(self, resources: Sequence[str]) -> Router:
         from homeserver.api import register_servlets

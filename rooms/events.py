@@ -112,3 +112,46 @@ def check_event_numbers(value: Any, version: RoomVersion) -> None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def check_pdu_format(event: Any, version: RoomVersion) -> None:
+    """The shape every PDU must have before anything else is looked at; ValueError if not."""
+    if not isinstance(event, dict):
+        raise ValueError("a PDU must be an object")
+    if event_size({k: v for k, v in event.items() if k != "unsigned"}) > MAX_EVENT_BYTES:
+        raise ValueError("event is larger than 65536 bytes")
+    for key, kind in (("type", str), ("sender", str), ("content", dict), ("depth", int),
+                      ("origin_server_ts", int), ("prev_events", list), ("auth_events", list),
+                      ("hashes", dict), ("signatures", dict)):  # fmt: skip
+        value = event.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{key} is missing or not a {kind.__name__}")
+    create_v12 = version.room_id_from_create_event and event["type"] == "m.room.create"
+    if not create_v12 and not isinstance(event.get("room_id"), str):
+        raise ValueError("room_id is missing")
+    if "state_key" in event and not isinstance(event["state_key"], str):
+        raise ValueError("state_key must be a string")
+    if version.event_id_format == 1 and not isinstance(event.get("event_id"), str):
+        raise ValueError("room versions 1 and 2 need an event_id")
+    sender = event["sender"]
+    if not sender.startswith("@") or ":" not in sender:
+        raise ValueError("sender is not a user ID")
+    if len(event["prev_events"]) > 20 or len(event["auth_events"]) > 10:
+        raise ValueError("too many prev_events or auth_events")
+    check_event_numbers(event, version)
+
+
+def required_signers(event: JsonDict, version: RoomVersion) -> set[str]:
+    """The servers whose signatures an event must carry: the sender's; in room v1/v2 the
+    event ID's server too; for a restricted join, the authorising user's server."""
+    servers = {str(event["sender"]).split(":", 1)[1]}
+    if version.event_id_format == 1:
+        event_id = str(event.get("event_id", ""))
+        if ":" in event_id:
+            servers.add(event_id.split(":", 1)[1])
+    if event.get("type") == "m.room.member" and version.restricted_join_rule:
+        content = event.get("content") or {}
+        via = content.get("join_authorised_via_users_server")
+        if content.get("membership") == "join" and isinstance(via, str) and ":" in via:
+            servers.add(via.split(":", 1)[1])
+    return servers

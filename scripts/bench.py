@@ -611,7 +611,7 @@ async def scenario_sync_wakeup(api: Api, server: Server, size: int) -> Measureme
 async def scenario_sync_wakeup_under_writes(api: Api, server: Server, size: int) -> Measurement:
     """Time from an account-data write returning until the writer's own long-polling /sync
     delivers it, the sync started in the same moment as the write (what matrix-js-sdk does
-    while setting up secret storage), while four other users keep sending in the room."""
+    while setting up secret storage), while four others send 20 messages/s each in the room."""
     tokens = await api.users(6, "wakew" + secrets.token_hex(3))
     readers, senders = tokens[:2], tokens[2:]
     room_id = await api.create_room(senders[0])
@@ -620,10 +620,13 @@ async def scenario_sync_wakeup_under_writes(api: Api, server: Server, size: int)
     stopping = False
 
     async def noise(token: str) -> None:
+        # A fixed rate (20 messages/s per sender), so both servers carry the same load.
         i = 0
         while not stopping:
+            started = time.perf_counter()
             await api.send_text(token, room_id, f"noise {i}")
             i += 1
+            await asyncio.sleep(max(0.0, 0.05 - (time.perf_counter() - started)))
 
     background = [asyncio.create_task(noise(t)) for t in senders]
     latencies: list[float] = []

@@ -24,3 +24,7 @@ def register_servlets(hs: HomeServer, router: Router, resources: Sequence[str]) 
         media.register(hs, router)
     if "admin" in resources:
         register_admin_servlets(hs, router)
+    if "federation" in resources and hs.config.federation.enabled:
+        from homeserver.api.federation import register_federation_servlets
+
+        register_federation_servlets(hs, router)

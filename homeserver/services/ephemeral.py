@@ -28,6 +28,11 @@ class TypingService:
     async def set_typing(self, user_id: str, room_id: str, typing: bool, timeout_ms: int) -> None:
         if await self.hs.room_access.membership(user_id, room_id) != "join":
             raise forbidden("You are not joined to this room")
+        if self.hs.accounts.is_local(user_id):
+            servers = await self.hs.federation_sender.servers_in_room(room_id)
+            await self.hs.federation_sender.send_edu(
+                servers, "m.typing", {"room_id": room_id, "user_id": user_id, "typing": typing}
+            )
         timer = self._timers.pop((room_id, user_id), None)
         if timer is not None and timer.active():
             timer.cancel()
@@ -85,6 +90,17 @@ class ReceiptService:
             )  # fmt: skip
         recipients = await self.hs.stores.events.get_joined_users(room_id)
         self.hs.notifier.notify_users([user_id] if receipt_type == "m.read.private" else recipients)
+        if receipt_type == "m.read" and self.hs.accounts.is_local(user_id):
+            data: JsonDict = {"ts": self.hs.clock.time_msec()}
+            if thread_id:
+                data["thread_id"] = thread_id
+            servers = await self.hs.federation_sender.servers_in_room(room_id)
+            await self.hs.federation_sender.send_edu(
+                servers,
+                "m.receipt",
+                {room_id: {"m.read": {user_id: {"event_ids": [event_id], "data": data}}}},
+                room_id,
+            )
 
     async def receipt_events(
         self, user_id: str, room_ids: list[str], since: int, upto: int

@@ -94,6 +94,45 @@ class RoomAccessService:
                 visible.append(event)
         return visible
 
+    async def server_has_members(self, server_name: str, room_id: str) -> bool:
+        """Whether any user of ``server_name`` is, or was, in the room."""
+        current = await self.store.get_current_state_ids(room_id)
+        suffix = ":" + server_name
+        return any(t == "m.room.member" and k.endswith(suffix) for t, k in current)
+
+    async def filter_visible_to_server(
+        self, server_name: str, events: Sequence[StoredEvent]
+    ) -> list[StoredEvent]:
+        """The events another server may be sent: those at least one of its users could see
+        (by membership at the event, or, for shared history, membership now)."""
+        suffix = ":" + server_name
+        joined_now: dict[str, bool] = {}
+        visible = []
+        for event in events:
+            if event.is_outlier or event.rejected:
+                continue
+            if event.room_id not in joined_now:
+                members = await self.events.joined_users(event.room_id)
+                joined_now[event.room_id] = any(u.endswith(suffix) for u in members)
+            state = await self.events.state_ids(event.state_before)
+            visibility = normalise_visibility(
+                (await self._content_of(state.get(HISTORY_KEY))).get("history_visibility")
+            )
+            memberships = [
+                str((await self._content_of(e)).get("membership"))
+                for (t, k), e in state.items()
+                if t == "m.room.member" and k.endswith(suffix)
+            ]
+            data = event.data
+            if data.get("type") == "m.room.member" and str(data.get("state_key")).endswith(suffix):
+                memberships.append(str((data.get("content") or {}).get("membership")))
+            if any(
+                may_see_event(EventContext(visibility, m, joined_later=joined_now[event.room_id]))
+                for m in memberships or ["leave"]
+            ):
+                visible.append(event)
+        return visible
+
     async def check_event_visible(self, user_id: str, room_id: str, event_id: str) -> StoredEvent:
         """The event, or 404 when it does not exist or the user may not see it (no leak)."""
         stored = await self.events.get_event(event_id)

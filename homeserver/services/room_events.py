@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
@@ -49,6 +50,41 @@ JsonDict = dict[str, Any]
 
 # How long a transaction ID is remembered across restarts (clients retry within minutes).
 TXN_ID_MEMORY_MS = 24 * 3600 * 1000
+
+
+class MissingPrevEvents(Exception):
+    """A received event's prev_events are not all known: the gap must be filled first."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"missing prev events: {missing}")
+        self.missing = missing
+
+
+class EventRejected(Exception):
+    """A received event fails the authorisation rules; it is kept only as rejected."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"{event_id} rejected: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
+def reference_id(reference: Any) -> str:
+    """The event ID in a prev/auth reference: an ID, or ``[id, hashes]`` in room v1/v2."""
+    if isinstance(reference, list) and reference:
+        return str(reference[0])
+    return str(reference)
+
+
+@dataclass
+class _Draft:
+    event: JsonDict
+    prev_ids: list[str]
+    auth_ids: list[str]
+    before_group: int
+    before_ids: StateIds
+    resolved_group: NewStateGroup | None
+    auth_state: dict[StateKey, JsonDict]
 
 
 class RoomEventService:
@@ -275,61 +311,184 @@ class RoomEventService:
         txn: TxnKey | None = None,
         redacts: str | None = None,
         extra: JsonDict | None = None,
+        cosign: Callable[[JsonDict, RoomVersion], Awaitable[JsonDict]] | None = None,
     ) -> StoredEvent:
-        """Create an event in the room as ``sender``: authorised, signed and persisted."""
+        """Create an event in the room as ``sender``: authorised, signed and persisted.
+        ``cosign`` gets the signed event before it is persisted and returns it with another
+        server's signature added (invites of remote users)."""
         version = await self.room_version(room_id)
         async with self._lock(room_id):
             if txn is not None:
                 existing = await self.event_for_txn(txn)
                 if existing is not None:
                     return existing
-            prev_ids = sorted(await self.forward_extremities(room_id))[:10]
-            if not prev_ids:
-                raise not_found("Unknown room")
-            before_group, before_ids, resolved_group = await self._state_before(
-                room_id, version, prev_ids
+            draft = await self._draft(
+                room_id, version, sender, event_type, content, state_key, redacts, extra
             )
-            prevs = await self.get_events(prev_ids)
-            event: JsonDict = {
-                "type": event_type,
-                "room_id": room_id,
-                "sender": sender,
-                "content": content,
-                "depth": max(int(p.data.get("depth", 0)) for p in prevs.values()) + 1,
-                "origin_server_ts": self.clock.time_msec(),
-            }
-            if state_key is not None:
-                event["state_key"] = state_key
-            if redacts is not None:
-                if version.redacts_in_content:
-                    content.setdefault("redacts", redacts)
-                else:
-                    event["redacts"] = redacts
-            if extra:
-                event.update(extra)
+            event_id, signed = self._finish(draft.event, version)
             try:
-                check_event_numbers(content, version)
-            except ValueError as e:
-                raise MatrixError(400, Codes.BAD_JSON, str(e)) from None
-            auth_keys = auth_types_for_event(event, version)
-            auth_ids = [before_ids[k] for k in auth_keys if k in before_ids]
-            auth_events = await self.get_events(auth_ids)
-            event["prev_events"] = self._event_refs(version, [prevs[p] for p in prev_ids])
-            event["auth_events"] = self._event_refs(
-                version, [auth_events[a] for a in auth_ids if a in auth_events]
-            )
-            event_id, signed = self._finish(event, version)
-            auth_state = {k: auth_events[before_ids[k]].data for k in auth_keys if k in before_ids}
-            if version.room_id_from_create_event:
-                create = await self.get_event("$" + room_id[1:])
-                if create is not None:
-                    auth_state[("m.room.create", "")] = create.data
-            try:
-                check_auth({**signed, "event_id": event_id}, auth_state, version)
+                check_auth({**signed, "event_id": event_id}, draft.auth_state, version)
             except AuthError as e:
                 raise forbidden(str(e)) from None
+            if cosign is not None:
+                signed = await cosign(signed, version)
             return await self._persist(
                 signed,
+                event_id,
+                room_id,
+                version,
+                draft.prev_ids,
+                draft.auth_ids,
+                draft.before_group,
+                draft.resolved_group,
+                txn,
+                replaces=draft.before_ids.get((event_type, state_key))
+                if state_key is not None
+                else None,
+                redacts=redacts,
+            )
+
+    async def build_template(
+        self, room_id: str, sender: str, event_type: str, content: JsonDict, state_key: str
+    ) -> tuple[JsonDict, RoomVersion]:
+        """An unsigned event another server completes and signs (``make_join`` and friends),
+        refused here already if the rules would refuse it."""
+        version = await self.room_version(room_id)
+        draft = await self._draft(
+            room_id, version, sender, event_type, content, state_key, None, None
+        )
+        event = draft.event
+        event["origin"] = self.server_name
+        try:
+            check_auth({**event, "event_id": "$template"}, draft.auth_state, version)
+        except AuthError as e:
+            raise forbidden(str(e)) from None
+        return event, version
+
+    async def _draft(
+        self,
+        room_id: str,
+        version: RoomVersion,
+        sender: str,
+        event_type: str,
+        content: JsonDict,
+        state_key: str | None,
+        redacts: str | None,
+        extra: JsonDict | None,
+    ) -> _Draft:
+        """The next event in the room, pointing at its extremities, citing its auth events,
+        not yet hashed or signed."""
+        prev_ids = sorted(await self.forward_extremities(room_id))[:10]
+        if not prev_ids:
+            raise not_found("Unknown room")
+        before_group, before_ids, resolved_group = await self._state_before(
+            room_id, version, prev_ids
+        )
+        prevs = await self.get_events(prev_ids)
+        event: JsonDict = {
+            "type": event_type,
+            "room_id": room_id,
+            "sender": sender,
+            "content": content,
+            "depth": max(int(p.data.get("depth", 0)) for p in prevs.values()) + 1,
+            "origin_server_ts": self.clock.time_msec(),
+        }
+        if state_key is not None:
+            event["state_key"] = state_key
+        if redacts is not None:
+            if version.redacts_in_content:
+                content.setdefault("redacts", redacts)
+            else:
+                event["redacts"] = redacts
+        if extra:
+            event.update(extra)
+        try:
+            check_event_numbers(content, version)
+        except ValueError as e:
+            raise MatrixError(400, Codes.BAD_JSON, str(e)) from None
+        auth_keys = auth_types_for_event(event, version)
+        auth_ids = [before_ids[k] for k in auth_keys if k in before_ids]
+        auth_events = await self.get_events(auth_ids)
+        event["prev_events"] = self._event_refs(version, [prevs[p] for p in prev_ids])
+        event["auth_events"] = self._event_refs(
+            version, [auth_events[a] for a in auth_ids if a in auth_events]
+        )
+        auth_state = {k: auth_events[before_ids[k]].data for k in auth_keys if k in before_ids}
+        await self._add_implicit_create(room_id, version, auth_state)
+        return _Draft(
+            event, prev_ids, auth_ids, before_group, before_ids, resolved_group, auth_state
+        )
+
+    async def _add_implicit_create(
+        self, room_id: str, version: RoomVersion, auth_state: dict[StateKey, JsonDict]
+    ) -> None:
+        """Room v12 events do not cite the create event, whose ID the room ID is."""
+        if version.room_id_from_create_event:
+            create = await self.get_event("$" + room_id[1:])
+            if create is not None:
+                auth_state[("m.room.create", "")] = create.data
+
+    # Events from other servers
+
+    async def persist_received(
+        self,
+        event: JsonDict,
+        version: RoomVersion,
+        state_before: StateIds | None = None,
+        replace_current_state: bool = False,
+        trusted: bool = False,
+    ) -> StoredEvent:
+        """Authorise and persist an event another server created (its signatures and hash
+        already checked). Its prev_events must be known unless ``state_before`` (the state
+        another server told us holds before it) is given. Raises MissingPrevEvents, or
+        EventRejected after remembering the event as rejected. ``trusted`` skips the rules:
+        only for an invite or leave of a room we hold nothing else of, vouched for by the
+        signatures already checked."""
+        room_id = str(event["room_id"])
+        event = {k: v for k, v in event.items() if k != "unsigned"}
+        event_id = compute_event_id(event, version)
+        async with self._lock(room_id):
+            existing = await self.get_event(event_id)
+            if existing is not None and not existing.is_outlier:
+                return existing
+            prev_ids = [reference_id(p) for p in event.get("prev_events") or []]
+            resolved_group: NewStateGroup | None
+            if state_before is None:
+                known = await self.get_events(prev_ids)
+                missing = [p for p in prev_ids if p not in known or known[p].is_outlier]
+                if missing or not prev_ids:
+                    raise MissingPrevEvents(missing)
+                before_group, before_ids, resolved_group = await self._state_before(
+                    room_id, version, prev_ids
+                )
+            else:
+                resolved_group = await self._new_group(room_id, None, dict(state_before))
+                before_group, before_ids = resolved_group.group_id, dict(state_before)
+            auth_ids = [reference_id(a) for a in event.get("auth_events") or []]
+            data = {**event, "event_id": event_id}
+            try:
+                if not trusted:
+                    await self._authorise_received(room_id, version, data, auth_ids, before_ids)
+            except AuthError as e:
+                await self.hs.stores.federation.store_outliers(
+                    [(event_id, room_id, canonical_json(event).decode("utf-8"), True)]
+                )
+                self.invalidate_event(event_id)
+                raise EventRejected(event_id, str(e)) from None
+            state_key = event.get("state_key")
+            redacts = (
+                (event.get("content") or {}).get("redacts")
+                if version.redacts_in_content
+                else event.get("redacts")
+            )
+            current: dict[StateKey, str] | None = None
+            if replace_current_state:
+                current = dict(before_ids)
+                if isinstance(state_key, str):
+                    current[(str(event["type"]), state_key)] = event_id
+            self.invalidate_event(event_id)
+            return await self._persist(
+                event,
                 event_id,
                 room_id,
                 version,
@@ -337,10 +496,60 @@ class RoomEventService:
                 auth_ids,
                 before_group,
                 resolved_group,
-                txn,
-                replaces=before_ids.get((event_type, state_key)) if state_key is not None else None,
-                redacts=redacts,
+                None,
+                replaces=before_ids.get((str(event["type"]), state_key))
+                if isinstance(state_key, str)
+                else None,
+                redacts=redacts if isinstance(redacts, str) else None,
+                replace_current_state=current,
             )
+
+    async def _authorise_received(
+        self,
+        room_id: str,
+        version: RoomVersion,
+        event: JsonDict,
+        auth_ids: list[str],
+        before_ids: StateIds,
+    ) -> None:
+        """The rules against the event's own auth events, then against the state before it;
+        AuthError if either refuses."""
+        check_auth(event, await self._cited_auth_state(room_id, version, event, auth_ids), version)
+        keys = auth_types_for_event(event, version)
+        state_events = await self.get_events(before_ids[k] for k in keys if k in before_ids)
+        at_state = {
+            k: state_events[before_ids[k]].data
+            for k in keys
+            if k in before_ids and before_ids[k] in state_events
+        }
+        await self._add_implicit_create(room_id, version, at_state)
+        check_auth(event, at_state, version)
+
+    async def _cited_auth_state(
+        self, room_id: str, version: RoomVersion, event: JsonDict, auth_ids: list[str]
+    ) -> dict[StateKey, JsonDict]:
+        """The state an event's own auth_events stand for, refusing citations the rules do
+        not allow: unknown, rejected or other rooms' events, two of one kind, or kinds the
+        event has no business citing."""
+        loaded = await self.get_events(auth_ids)
+        allowed = set(auth_types_for_event(event, version))
+        state: dict[StateKey, JsonDict] = {}
+        for auth_id in auth_ids:
+            auth = loaded.get(auth_id)
+            if auth is None:
+                raise AuthError(f"auth event {auth_id} is unknown")
+            if auth.rejected:
+                raise AuthError(f"auth event {auth_id} was rejected")
+            if auth.room_id != room_id:
+                raise AuthError(f"auth event {auth_id} is from another room")
+            key = (str(auth.data.get("type")), str(auth.data.get("state_key")))
+            if key in state:
+                raise AuthError(f"two auth events of kind {key}")
+            if key not in allowed:
+                raise AuthError(f"auth event {auth_id} ({key}) is not one the event may cite")
+            state[key] = auth.data
+        await self._add_implicit_create(room_id, version, state)
+        return state
 
     def _finish(self, event: JsonDict, version: RoomVersion) -> tuple[str, JsonDict]:
         """Hash, sign and size-check the event; returns its ID and signed JSON."""
@@ -349,6 +558,21 @@ class RoomEventService:
         add_content_hash(event)
         sign_event(event, version, self.server_name, self.hs.signing_key)
         return compute_event_id(event, version), event
+
+    async def _current_state_rows(
+        self, state: dict[StateKey, str]
+    ) -> dict[StateKey, tuple[str, str | None]]:
+        """Current-state rows (event ID, membership) for a whole state map."""
+        members = await self.get_events(e for (t, _), e in state.items() if t == "m.room.member")
+        rows: dict[StateKey, tuple[str, str | None]] = {}
+        for key, event_id in state.items():
+            membership = None
+            if key[0] == "m.room.member":
+                member = members.get(event_id)
+                value = (member.data.get("content") or {}).get("membership") if member else None
+                membership = value if isinstance(value, str) else None
+            rows[key] = (event_id, membership)
+        return rows
 
     @staticmethod
     def _encode(event: JsonDict) -> str:
@@ -371,6 +595,7 @@ class RoomEventService:
         txn: TxnKey | None,
         replaces: str | None = None,
         redacts: str | None = None,
+        replace_current_state: dict[StateKey, str] | None = None,
     ) -> StoredEvent:
         json_text = self._encode(event)
         state_key = event.get("state_key")
@@ -387,6 +612,11 @@ class RoomEventService:
         membership = None
         if event["type"] == "m.room.member":
             membership = str(event["content"].get("membership"))
+        current_rows = None
+        if replace_current_state is not None:
+            current_rows = await self._current_state_rows(replace_current_state)
+            if state_key is not None:
+                current_rows[(event["type"], state_key)] = (event_id, membership)
         with self.stream.next_id() as stream_ordering:
             # Notification counts are written with the event, so a sync that sees the event
             # sees its counts too.
@@ -417,10 +647,13 @@ class RoomEventService:
                     relation=relation_of(event),
                     search=search_text_of(event),
                     push_actions=push_rows,
+                    replace_current_state=current_rows,
                 )
             )
         if redacts is not None:
             self.invalidate_event(redacts)
+        if current_rows is not None:
+            self._joined.pop(room_id, None)  # the whole membership changed: read it again
         if txn is not None:
             self._txn_ids[txn] = event_id
         if membership is not None and state_key is not None and room_id in self._joined:

@@ -7,6 +7,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.federation.client import FederationError
 from homeserver.services.auth import Requester
 from homeserver.storage.events import StoredEvent, TxnKey
 from homeserver.streams import parse_position
@@ -70,14 +71,39 @@ class RoomService:
     # Resolving identifiers
 
     async def resolve_room(self, room_id_or_alias: str) -> str:
+        room_id, _ = await self.resolve_room_and_servers(room_id_or_alias)
+        return room_id
+
+    async def resolve_room_and_servers(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """The room ID, and servers that can help join it (from a remote alias look-up)."""
         if room_id_or_alias.startswith("#"):
+            if ":" not in room_id_or_alias:
+                raise invalid_param("Not a room alias")
+            alias_server = room_id_or_alias.split(":", 1)[1]
+            if alias_server != self.server_name and self.hs.config.federation.enabled:
+                return await self._remote_alias(room_id_or_alias, alias_server)
             found = await self.store.get_alias(room_id_or_alias)
             if found is None:
                 raise not_found("Room alias not found")
-            return found[0]
+            return found[0], []
         if not room_id_or_alias.startswith("!"):
             raise invalid_param(f"{room_id_or_alias!r} is neither a room ID nor an alias")
-        return room_id_or_alias
+        return room_id_or_alias, []
+
+    async def _remote_alias(self, alias: str, server: str) -> tuple[str, list[str]]:
+        try:
+            answer = await self.hs.federation_client.get_json(
+                server, "/_matrix/federation/v1/query/directory", query={"room_alias": alias}
+            )
+        except FederationError as e:
+            if e.code == 404:
+                raise not_found("Room alias not found") from None
+            raise MatrixError(504, Codes.UNKNOWN, f"Could not ask {server}: {e}") from None
+        room_id = answer.get("room_id") if isinstance(answer, dict) else None
+        servers = answer.get("servers") if isinstance(answer, dict) else None
+        if not isinstance(room_id, str):
+            raise not_found("Room alias not found")
+        return room_id, [s for s in servers or [] if isinstance(s, str)] or [server]
 
     async def require_room(self, room_id: str) -> RoomVersion:
         return await self.events.room_version(room_id)
@@ -206,8 +232,17 @@ class RoomService:
         reason: str | None = None,
         is_direct: bool = False,
         txn: TxnKey | None = None,
+        servers: list[str] | None = None,
     ) -> StoredEvent:
-        version = await self.require_room(room_id)
+        federation = self.hs.federation_membership
+        remote = (
+            target == requester.user_id
+            and membership in ("join", "leave")
+            and self.hs.config.federation.enabled
+            and (membership == "join" or await self.store.get_room(room_id) is not None)
+            and await federation.needs_remote_join(room_id)
+        )
+        version = None if remote else await self.require_room(room_id)
         if not valid_user_id(target):
             raise invalid_param("user_id must be a user ID")
         if membership in ("invite", "join", "knock") and self.hs.accounts.is_local(target):
@@ -220,13 +255,39 @@ class RoomService:
         content = self._member_content(membership, profile, reason)
         if is_direct:
             content["is_direct"] = True
+        if remote:
+            servers = list(servers or []) + await self._servers_to_ask(room_id, target)
+            if membership == "join":
+                return await federation.join_remote(target, room_id, servers, content)
+            return await federation.leave_remote(target, room_id, servers)
+        assert version is not None
         if membership == "join":
-            await self._authorise_restricted_join(room_id, version, target, content)
+            await self.authorise_restricted_join(room_id, version, target, content)
+        cosign = None
+        if membership == "invite" and not self.hs.accounts.is_local(target):
+            cosign = federation.invite_remote
         return await self.events.send(
-            room_id, requester.user_id, "m.room.member", content, state_key=target, txn=txn
-        )
+            room_id, requester.user_id, "m.room.member", content, state_key=target, txn=txn,
+            cosign=cosign,
+        )  # fmt: skip
 
-    async def _authorise_restricted_join(
+    async def _servers_to_ask(self, room_id: str, user_id: str) -> list[str]:
+        """Who may help us into (or out of) a room held elsewhere: the server that invited
+        the user, those of the room's members we know of, the room ID's own server."""
+        servers = []
+        current = await self.store.get_current_state_ids(room_id)
+        member_id = current.get(("m.room.member", user_id))
+        member = await self.events.get_event(member_id) if member_id else None
+        if member is not None:
+            servers.append(str(member.data.get("sender", "")).split(":", 1)[-1])
+        servers += sorted(
+            {k.split(":", 1)[1] for t, k in current if t == "m.room.member" and ":" in k}
+        )
+        if ":" in room_id:
+            servers.append(room_id.split(":", 1)[1])
+        return [s for s in servers if s and s != self.server_name]
+
+    async def authorise_restricted_join(
         self, room_id: str, version: RoomVersion, user_id: str, content: JsonDict
     ) -> None:
         """For restricted rooms, find a local member who may invite to vouch for the join."""

@@ -149,11 +149,11 @@ class SyncService:
             if not sync_filter.allows_room(room_id):
                 continue
             if since is None or membership_changes.get(room_id, ("", 0))[0] == "invite":
-                rooms["invite"][room_id] = {"invite_state": {"events": await self._stripped(
+                rooms["invite"][room_id] = {"invite_state": {"events": await self.stripped_state(
                     room_id, user_id)}}  # fmt: skip
         for room_id in await self.event_store.get_rooms_for_user(user_id, ["knock"]):
             if since is None or membership_changes.get(room_id, ("", 0))[0] == "knock":
-                rooms["knock"][room_id] = {"knock_state": {"events": await self._stripped(
+                rooms["knock"][room_id] = {"knock_state": {"events": await self.stripped_state(
                     room_id, user_id)}}  # fmt: skip
         left = await self.event_store.get_rooms_for_user(user_id, ["leave", "ban"])
         for room_id in left:
@@ -497,9 +497,22 @@ class SyncService:
             "m.invited_member_count": len(invited),
         }
 
-    async def _stripped(self, room_id: str, user_id: str) -> list[JsonDict]:
+    async def stripped_state(self, room_id: str, user_id: str) -> list[JsonDict]:
+        """The room as an invite or knock shows it: a few state events, stripped. For a
+        room held elsewhere, what the inviting server told us, plus the invite itself."""
         state = await self.events.current_state_events(room_id)
-        stripped = []
+        stripped: list[JsonDict] = []
+        if ("m.room.create", "") not in state:
+            member = state.get(("m.room.member", user_id))
+            told = (
+                await self.hs.stores.federation.get_invite_state(member.event_id)
+                if member is not None
+                else None
+            )
+            stripped = [
+                e for e in told or []
+                if not (e.get("type") == "m.room.member" and e.get("state_key") == user_id)
+            ]  # fmt: skip
         for (event_type, state_key), event in state.items():
             if event_type in STRIPPED_STATE_TYPES or (
                 event_type == "m.room.member" and state_key == user_id

@@ -32,6 +32,11 @@ class StoredEvent:
     _data: dict[str, Any] | None = None
 
     @property
+    def is_outlier(self) -> bool:
+        """Known only as auth or state of other events: in no timeline, no state of its own."""
+        return self.stream_ordering == 0
+
+    @property
     def data(self) -> dict[str, Any]:
         """The parsed JSON with ``event_id`` attached (room v3+ do not carry it signed)."""
         if self._data is None:
@@ -85,6 +90,10 @@ class EventToPersist:
     search: tuple[str, str] | None = None
     # Notifications the event makes: (user, room, event, stream, thread, actions, highlight)
     push_actions: list[tuple[str, str, str, int, str, str, int]] = field(default_factory=list)
+    # The room's whole current state after this event, when it is not this event's change
+    # on top of the previous one (the first event we hold of a room joined over federation,
+    # or a merge of forks): (type, state_key) -> (event ID, membership).
+    replace_current_state: dict[StateKey, tuple[str, str | None]] | None = None
 
 
 _EVENT_COLUMNS = (
@@ -219,7 +228,17 @@ class EventStore:
             )
             if ev.new_state_group is not None:
                 _insert_state_group(txn, ev.room_id, ev.new_state_group)
-            if ev.state_key is not None and ev.current_state_update:
+            if ev.replace_current_state is not None:
+                txn.execute("DELETE FROM current_state WHERE room_id = ?", (ev.room_id,))
+                txn.execute_many(
+                    "INSERT INTO current_state (room_id, type, state_key, event_id, membership) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (ev.room_id, t, k, e, m)
+                        for (t, k), (e, m) in ev.replace_current_state.items()
+                    ],
+                )
+            elif ev.state_key is not None and ev.current_state_update:
                 txn.execute(
                     "INSERT INTO current_state (room_id, type, state_key, event_id, membership) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, type, state_key) DO UPDATE "
@@ -290,6 +309,17 @@ class EventStore:
                 ):
                     if event_id in found:
                         found[event_id].redacted_by.append(redacted_by)
+                missing = [e for e in chunk if e not in found]
+                if missing:
+                    marks = ",".join("?" * len(missing))
+                    for event_id, room_id, json_text, rejected in txn.select(
+                        "SELECT event_id, room_id, json, rejected FROM event_outliers "
+                        f"WHERE event_id IN ({marks})",
+                        missing,
+                    ):
+                        found[event_id] = StoredEvent(
+                            event_id, room_id, 0, json_text, 0, 0, bool(rejected)
+                        )
             return found
 
         return await self.db.run("get_events", txn_fn)

@@ -48,10 +48,12 @@ def register(hs: HomeServer, router: Router) -> None:
         async def handler(request: MatrixRequest, room: str) -> tuple[int, Any]:
             requester = await hs.auth.get_user_by_req(request)
             body = parse_json_object(request, allow_empty=True)
-            room_id = await rooms.resolve_room(room)
+            room_id, servers = await rooms.resolve_room_and_servers(room)
+            servers += request.query_args("via") + request.query_args("server_name")
             await rooms.change_membership(
-                requester, room_id, requester.user_id, membership, optional(body, "reason", str)
-            )
+                requester, room_id, requester.user_id, membership,
+                optional(body, "reason", str), servers=servers,
+            )  # fmt: skip
             return 200, {"room_id": room_id}
 
         return handler

@@ -1,0 +1,1 @@
+"""Federation: talking to other homeservers (transport, keys, sending, receiving)."""

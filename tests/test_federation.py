@@ -1,0 +1,287 @@
+"""Federation between our own servers over loopback TLS (a CA made by the test): keys,
+request authentication, joins both ways, messages, typing, receipts, invites, leaving, and
+a server that was down catching up."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from signedjson.key import decode_verify_key_bytes, read_signing_keys
+from signedjson.sign import verify_signed_json
+from unpaddedbase64 import decode_base64
+
+from crypto.request_signing import sign_request
+from tests.federation_harness import (
+    FederationCA,
+    bodies_in,
+    make_federating_server,
+    make_test_ca,
+    wait_until,
+)
+from tests.harness import Client, ServerProcess, create_room, new_user, q
+
+
+@pytest.fixture(scope="module")
+def ca() -> FederationCA:
+    return make_test_ca()
+
+
+@pytest.fixture(scope="module")
+def servers(db_kind: str, ca: FederationCA) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    hs1 = make_federating_server(db_kind, ca)
+    hs2 = make_federating_server(db_kind, ca)
+    hs1.start()
+    hs2.start()
+    yield hs1, hs2
+    hs1.stop()
+    hs2.stop()
+
+
+def fed_get(server: ServerProcess, ca: FederationCA, path: str, **kwargs: Any) -> requests.Response:
+    return requests.get(
+        server._extra["federation_url"] + path, verify=ca.ca_path, timeout=10, **kwargs
+    )
+
+
+def signing_key_of(server: ServerProcess) -> Any:
+    with open(f"{server.directory}/signing.key", encoding="utf-8") as f:
+        return read_signing_keys(f)[0]
+
+
+def signed_get(
+    target: ServerProcess, ca: FederationCA, path: str, origin: ServerProcess, destination: str
+) -> requests.Response:
+    header = sign_request("GET", path, origin.server_name, destination, None,
+                          signing_key_of(origin))  # fmt: skip
+    return fed_get(target, ca, path, headers={"Authorization": header})
+
+
+# Keys and request authentication
+
+
+def test_server_keys_are_self_signed(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    hs1, _ = servers
+    resp = fed_get(hs1, ca, "/_matrix/key/v2/server")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["server_name"] == hs1.server_name
+    assert body["valid_until_ts"] > 0
+    ((key_id, key),) = body["verify_keys"].items()
+    verify_key = decode_verify_key_bytes(key_id, decode_base64(key["key"]))
+    verify_signed_json(body, hs1.server_name, verify_key)
+
+
+def test_notary_serves_another_servers_keys_signed_by_both(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    hs1, hs2 = servers
+    resp = requests.post(
+        hs1._extra["federation_url"] + "/_matrix/key/v2/query",
+        json={"server_keys": {hs2.server_name: {}}},
+        verify=ca.ca_path,
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    (answer,) = resp.json()["server_keys"]
+    assert answer["server_name"] == hs2.server_name
+    assert set(answer["signatures"]) == {hs1.server_name, hs2.server_name}
+    own = fed_get(hs1, ca, "/_matrix/key/v2/server").json()
+    ((key_id, key),) = own["verify_keys"].items()
+    verify_signed_json(answer, hs1.server_name, decode_verify_key_bytes(key_id,
+                       decode_base64(key["key"])))  # fmt: skip
+
+
+def test_unsigned_and_badly_signed_requests_are_401(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    hs1, hs2 = servers
+    path = "/_matrix/federation/v1/query/profile?user_id=%40nobody%3Ax"
+    unsigned = fed_get(hs1, ca, path)
+    assert unsigned.status_code == 401
+    assert unsigned.json()["errcode"] == "M_UNAUTHORIZED"
+    wrong_destination = signed_get(hs1, ca, path, hs2, "elsewhere.example")
+    assert wrong_destination.status_code == 401
+    good = signed_get(hs1, ca, path, hs2, hs1.server_name)
+    assert good.status_code == 404  # authenticated: the user simply does not exist
+    assert good.json()["errcode"] == "M_NOT_FOUND"
+    tampered = signed_get(hs1, ca, path, hs2, hs1.server_name).request.headers["Authorization"]
+    tampered = tampered.replace('sig="', 'sig="AAAA')
+    bad = fed_get(hs1, ca, path, headers={"Authorization": tampered})
+    assert bad.status_code == 401
+    garbage = fed_get(hs1, ca, path, headers={"Authorization": "X-Matrix nonsense"})
+    assert garbage.status_code == 401
+
+
+def test_profile_query_over_federation(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    hs1, hs2 = servers
+    alice = new_user(hs1)
+    path = f"/_matrix/federation/v1/query/profile?user_id={q(alice.user_id or '')}"
+    resp = signed_get(hs1, ca, path, hs2, hs1.server_name)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["displayname"] == (alice.user_id or "")[1:].split(":")[0]
+
+
+# Rooms across servers
+
+
+def sync_room_events(
+    client: Client, room_id: str, since: str | None = None
+) -> tuple[list[Any], str]:
+    params = {"timeout": "0"}
+    if since:
+        params["since"] = since
+    resp = client.get("sync", params=params)
+    assert resp.status == 200, resp
+    room = resp.body["rooms"]["join"].get(room_id, {})
+    return room.get("timeline", {}).get("events", []), resp.body["next_batch"]
+
+
+def test_remote_user_joins_and_both_sides_talk(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, name="Across servers")
+    resp = bob.post(f"join/{q(room_id)}", {}, params={"server_name": hs1.server_name})
+    assert resp.status == 200, resp
+    assert resp.body["room_id"] == room_id
+    # Both servers see bob joined.
+    members = alice.get(f"rooms/{q(room_id)}/joined_members").body["joined"]
+    assert set(members) == {alice.user_id, bob.user_id}
+    state = bob.get(f"rooms/{q(room_id)}/state/m.room.name")
+    assert state.status == 200, state
+    assert state.body == {"name": "Across servers"}
+
+    alice.put(f"rooms/{q(room_id)}/send/m.room.message/t1", {"msgtype": "m.text", "body": "hi bob"})
+    wait_until(lambda: "hi bob" in bodies_in(bob, room_id), what="alice's message on hs2")
+    bob.put(f"rooms/{q(room_id)}/send/m.room.message/t2",
+            {"msgtype": "m.text", "body": "hi alice"})  # fmt: skip
+    wait_until(lambda: "hi alice" in bodies_in(alice, room_id), what="bob's message on hs1")
+    # Same event IDs on both sides, in the same order.
+    assert bodies_in(alice, room_id)[-2:] == ["hi bob", "hi alice"]
+    assert bodies_in(bob, room_id)[-2:] == ["hi bob", "hi alice"]
+
+
+def test_local_user_joins_remote_room_by_alias(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, room_alias_name="fedalias" + (alice.user_id or "")[1:6])
+    alias = f"#fedalias{(alice.user_id or '')[1:6]}:{hs1.server_name}"
+    resp = bob.post(f"join/{q(alias)}", {})
+    assert resp.status == 200, resp
+    assert resp.body["room_id"] == room_id
+    events, _ = sync_room_events(bob, room_id)
+    assert any(e["type"] == "m.room.member" and e["state_key"] == bob.user_id for e in events)
+
+
+def test_typing_and_receipts_cross(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice)
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    resp = alice.put(f"rooms/{q(room_id)}/typing/{q(alice.user_id or '')}",
+                     {"typing": True, "timeout": 20000})  # fmt: skip
+    assert resp.status == 200, resp
+
+    def bob_sees_typing() -> bool:
+        body = bob.get("sync", params={"timeout": "0"}).body
+        room = body["rooms"]["join"].get(room_id, {})
+        return any(
+            e["type"] == "m.typing" and alice.user_id in e["content"]["user_ids"]
+            for e in room.get("ephemeral", {}).get("events", [])
+        )
+
+    wait_until(bob_sees_typing, what="alice typing, seen on hs2")
+    sent = bob.put(f"rooms/{q(room_id)}/send/m.room.message/r1", {"msgtype": "m.text",
+                   "body": "read me"})  # fmt: skip
+    event_id = sent.body["event_id"]
+    wait_until(lambda: "read me" in bodies_in(alice, room_id), what="bob's message on hs1")
+    assert alice.post(f"rooms/{q(room_id)}/receipt/m.read/{q(event_id)}", {}).status == 200
+
+    def bob_sees_receipt() -> bool:
+        body = bob.get("sync", params={"timeout": "0"}).body
+        room = body["rooms"]["join"].get(room_id, {})
+        for e in room.get("ephemeral", {}).get("events", []):
+            if e["type"] == "m.receipt" and alice.user_id in json.dumps(e["content"]):
+                return event_id in e["content"]
+        return False
+
+    wait_until(bob_sees_receipt, what="alice's read receipt, seen on hs2")
+
+
+def test_invite_remote_user_then_join_and_reject(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    hs1, hs2 = servers
+    alice, carol = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, preset="private_chat", name="Invite only")
+    resp = alice.post(f"rooms/{q(room_id)}/invite", {"user_id": carol.user_id})
+    assert resp.status == 200, resp
+
+    def carol_invited() -> Any:
+        body = carol.get("sync", params={"timeout": "0"}).body
+        return body["rooms"]["invite"].get(room_id)
+
+    invite = wait_until(carol_invited, what="the invite on hs2")
+    names = [e for e in invite["invite_state"]["events"] if e["type"] == "m.room.name"]
+    assert names and names[0]["content"]["name"] == "Invite only"
+    resp = carol.post(f"join/{q(room_id)}", {})
+    assert resp.status == 200, resp
+    members = alice.get(f"rooms/{q(room_id)}/joined_members").body["joined"]
+    assert carol.user_id in members
+
+    # A second invite, rejected: the leave reaches the room's server.
+    other = create_room(alice, preset="private_chat")
+    assert alice.post(f"rooms/{q(other)}/invite", {"user_id": carol.user_id}).status == 200
+    wait_until(lambda: carol.get("sync", params={"timeout": "0"}).body["rooms"]["invite"]
+               .get(other), what="the second invite")  # fmt: skip
+    resp = carol.post(f"rooms/{q(other)}/leave", {})
+    assert resp.status == 200, resp
+    member = alice.get(f"rooms/{q(other)}/state/m.room.member/{q(carol.user_id or '')}")
+    assert member.body["membership"] == "leave"
+
+
+def test_remote_leave_reaches_the_room(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice)
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    assert bob.post(f"rooms/{q(room_id)}/leave", {}).status == 200
+
+    def alice_sees_leave() -> bool:
+        member = alice.get(f"rooms/{q(room_id)}/state/m.room.member/{q(bob.user_id or '')}")
+        return member.body.get("membership") == "leave"
+
+    wait_until(alice_sees_leave, what="bob's leave on hs1")
+
+
+def test_history_visibility_holds_for_the_other_server(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    """A server whose users joined later does not get events from before, in a room with
+    joined-only history; and gets nothing at all of a room it has no member in."""
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, initial_state=[{
+        "type": "m.room.history_visibility", "state_key": "",
+        "content": {"history_visibility": "joined"},
+    }])  # fmt: skip
+    secret = alice.put(f"rooms/{q(room_id)}/send/m.room.message/s1",
+                       {"msgtype": "m.text", "body": "before bob"}).body["event_id"]  # fmt: skip
+    path = f"/_matrix/federation/v1/event/{q(secret)}"
+    outsider = signed_get(hs1, ca, path, hs2, hs1.server_name)
+    assert outsider.status_code == 403
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    after_join = signed_get(hs1, ca, path, hs2, hs1.server_name)
+    assert after_join.status_code == 404
+    assert "before bob" not in bodies_in(bob, room_id)
