@@ -41,6 +41,9 @@ class FederationSender:
         self.clock = hs.clock
         self.server_name = hs.config.server_name
         self._next_id = 0
+        # Transaction IDs must never repeat for a destination, restarts included (it
+        # would take a repeat for a retry and drop it): prefix them with the start time.
+        self._epoch = hs.clock.time_msec()
         self._sending: set[str] = set()
         self._again: set[str] = set()
         self._retry_timers: dict[str, Any] = {}
@@ -133,7 +136,7 @@ class FederationSender:
         pdus = [json.loads(events[r.payload].json_text) for r in pdu_rows if r.payload in events]
         edus = [json.loads(r.payload) for r in edu_rows]
         first = min(r.id for r in pdu_rows + edu_rows)
-        txn_id = f"{first}-{len(pdu_rows)}-{len(edu_rows)}"
+        txn_id = f"{self._epoch}.{first}"
         body = {
             "origin": self.server_name,
             "origin_server_ts": self.clock.time_msec(),

@@ -1,0 +1,1 @@
+"""The client version matrix: one end-to-end scenario run by several client libraries."""
