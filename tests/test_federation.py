@@ -285,3 +285,81 @@ def test_history_visibility_holds_for_the_other_server(
     after_join = signed_get(hs1, ca, path, hs2, hs1.server_name)
     assert after_join.status_code == 404
     assert "before bob" not in bodies_in(bob, room_id)
+
+
+def test_server_down_while_messages_are_sent_catches_up(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """Nothing queued is lost when the destination is down, nor when the sender restarts
+    before it could deliver."""
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice)
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    hs2.stop(cleanup=False)
+    for i in range(3):
+        alice.put(f"rooms/{q(room_id)}/send/m.room.message/down{i}",
+                  {"msgtype": "m.text", "body": f"while down {i}"})  # fmt: skip
+    hs1.restart()  # the queue survives the sender's own restart too
+    hs2.start()
+    wait_until(
+        lambda: bodies_in(bob, room_id)[-3:] == [f"while down {i}" for i in range(3)],
+        timeout=30,
+        what="the messages sent while hs2 was down",
+    )
+
+
+def test_netsplit_fork_is_merged_by_state_resolution(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """Both sides change the room while they cannot reach each other; once they can, each
+    holds both branches and both agree on the room's state."""
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, name="Before the split")
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    levels = alice.get(f"rooms/{q(room_id)}/state/m.room.power_levels").body
+    levels["users"][bob.user_id] = 50
+    assert alice.put(f"rooms/{q(room_id)}/state/m.room.power_levels", levels).status == 200
+    wait_until(lambda: bob.get(f"rooms/{q(room_id)}/state/m.room.power_levels").body
+               .get("users", {}).get(bob.user_id) == 50, what="bob's power on hs2")  # fmt: skip
+
+    hs1.stop(cleanup=False)
+    bob.put(f"rooms/{q(room_id)}/send/m.room.message/split-b", {"msgtype": "m.text",
+            "body": "bob during the split"})  # fmt: skip
+    assert bob.put(f"rooms/{q(room_id)}/state/m.room.topic", {"topic": "bob's topic"}).status == 200
+    hs2.stop(cleanup=False)
+    hs1.start()
+    alice.put(f"rooms/{q(room_id)}/send/m.room.message/split-a", {"msgtype": "m.text",
+              "body": "alice during the split"})  # fmt: skip
+    assert (
+        alice.put(f"rooms/{q(room_id)}/state/m.room.name", {"name": "Alice's name"}).status == 200
+    )
+    hs2.start()
+
+    for client in (alice, bob):
+        wait_until(
+            lambda client=client: (
+                {"alice during the split", "bob during the split"}
+                <= set(bodies_in(client, room_id))
+            ),
+            timeout=30,
+            what="both branches on both servers",
+        )
+
+    def same_state() -> bool:
+        views = []
+        for client in (alice, bob):
+            state = client.get(f"rooms/{q(room_id)}/state").body
+            views.append({(e["type"], e["state_key"]): e["event_id"] for e in state})
+        return views[0] == views[1]
+
+    wait_until(same_state, timeout=30, what="the same resolved state on both servers")
+    name = alice.get(f"rooms/{q(room_id)}/state/m.room.name").body
+    topic = alice.get(f"rooms/{q(room_id)}/state/m.room.topic").body
+    assert name == {"name": "Alice's name"}
+    assert topic == {"topic": "bob's topic"}
+    # A message after the merge points at both branches and reaches the other side.
+    alice.put(f"rooms/{q(room_id)}/send/m.room.message/merged", {"msgtype": "m.text",
+              "body": "after the merge"})  # fmt: skip
+    wait_until(lambda: "after the merge" in bodies_in(bob, room_id), what="the merge message")

@@ -408,10 +408,16 @@ class RoomReads:
         self, requester: Requester, room_id: str
     ) -> dict[StateKey, StoredEvent]:
         await self.events.room_version(room_id)
-        group = await self.access.state_group_for_reader(requester.user_id, room_id)
-        if group is None:
+        point = await self.access.readable_point(requester.user_id, room_id)
+        if point is None:
             raise forbidden("You are not in this room")
-        return await self.events.state_events(group)
+        if await self._is_latest(room_id, point):
+            # The room's current state: with several branches, their resolution.
+            return await self.events.current_state_events(room_id)
+        return await self.events.state_events(point.state_after)
+
+    async def _is_latest(self, room_id: str, point: StoredEvent) -> bool:
+        return point.event_id in await self.events.forward_extremities(room_id)
 
     async def members(
         self,
@@ -425,15 +431,16 @@ class RoomReads:
         point = await self.access.readable_point(requester.user_id, room_id)
         if point is None:
             raise forbidden("You are not in this room")
-        group = point.state_after
         position = parse_stream_token(at)
         # ``at`` can only move the answer back in time, never past what the reader may see.
         if position is not None and position < point.stream_ordering:
             rows = await self.store.get_room_event_ids(room_id, None, position + 1, True, 1)
             event = await self.events.get_event(rows[0][0]) if rows else None
-            if event is not None:
-                group = event.state_after
-        state = await self.events.state_events(group)
+            state = await self.events.state_events((event or point).state_after)
+        elif await self._is_latest(room_id, point):
+            state = await self.events.current_state_events(room_id)
+        else:
+            state = await self.events.state_events(point.state_after)
         members = []
         for (event_type, _), event in state.items():
             if event_type != "m.room.member":

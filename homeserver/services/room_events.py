@@ -481,11 +481,18 @@ class RoomEventService:
                 if version.redacts_in_content
                 else event.get("redacts")
             )
+            after_ids = dict(before_ids)
+            if isinstance(state_key, str):
+                after_ids[(str(event["type"]), state_key)] = event_id
             current: dict[StateKey, str] | None = None
             if replace_current_state:
-                current = dict(before_ids)
-                if isinstance(state_key, str):
-                    current[(str(event["type"]), state_key)] = event_id
+                current = after_ids
+            else:
+                others = [e for e in await self.forward_extremities(room_id) if e not in prev_ids]
+                if others:
+                    # The event forks the room (or extends a fork): the current state is
+                    # the resolution of every branch's latest state.
+                    current = await self._resolve_branches(room_id, version, others, after_ids)
             self.invalidate_event(event_id)
             return await self._persist(
                 event,
@@ -503,6 +510,17 @@ class RoomEventService:
                 redacts=redacts if isinstance(redacts, str) else None,
                 replace_current_state=current,
             )
+
+    async def _resolve_branches(
+        self, room_id: str, version: RoomVersion, extremities: list[str], new_state: StateIds
+    ) -> StateIds:
+        branches = await self.get_events(extremities)
+        state_sets = [dict(await self.state_ids(e.state_after)) for e in branches.values()]
+        state_sets.append(new_state)
+        if all(s == state_sets[0] for s in state_sets):
+            return new_state
+        events = await self._auth_closure({e for s in state_sets for e in s.values()})
+        return resolve_state(state_sets, events, version)
 
     async def _authorise_received(
         self,
