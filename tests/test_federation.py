@@ -363,3 +363,53 @@ def test_netsplit_fork_is_merged_by_state_resolution(
     alice.put(f"rooms/{q(room_id)}/send/m.room.message/merged", {"msgtype": "m.text",
               "body": "after the merge"})  # fmt: skip
     wait_until(lambda: "after the merge" in bodies_in(bob, room_id), what="the merge message")
+
+
+@pytest.mark.parametrize("version", [str(v) for v in range(1, 13)])
+def test_every_room_version_works_across_servers(
+    servers: tuple[ServerProcess, ServerProcess], version: str
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, room_version=version)
+    resp = bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name})
+    assert resp.status == 200, resp
+    sent = alice.put(f"rooms/{q(room_id)}/send/m.room.message/v{version}",
+                     {"msgtype": "m.text", "body": f"v{version} from hs1"})  # fmt: skip
+    assert sent.status == 200, sent
+    wait_until(lambda: f"v{version} from hs1" in bodies_in(bob, room_id), what="hs1 -> hs2")
+    reply = bob.put(f"rooms/{q(room_id)}/send/m.room.message/r{version}",
+                    {"msgtype": "m.text", "body": f"v{version} from hs2"})  # fmt: skip
+    assert reply.status == 200, reply
+    wait_until(lambda: f"v{version} from hs2" in bodies_in(alice, room_id), what="hs2 -> hs1")
+    # A redaction crosses too, and both sides then serve the redacted form.
+    redact = bob.put(f"rooms/{q(room_id)}/redact/{q(reply.body['event_id'])}/x{version}", {})
+    assert redact.status == 200, redact
+
+    def redacted_on_hs1() -> bool:
+        event = alice.get(f"rooms/{q(room_id)}/event/{q(reply.body['event_id'])}")
+        return event.status == 200 and "body" not in event.body["content"]
+
+    wait_until(redacted_on_hs1, what="the redaction on hs1")
+
+
+def test_clients_read_remote_profiles_and_directories(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    assert alice.put(f"profile/{q(alice.user_id or '')}/displayname",
+                     {"displayname": "Alice on hs1"}).status == 200  # fmt: skip
+    profile = bob.get(f"profile/{q(alice.user_id or '')}")
+    assert profile.status == 200, profile
+    assert profile.body["displayname"] == "Alice on hs1"
+    missing = bob.get(f"profile/{q('@nobody:' + hs1.server_name)}")
+    assert missing.status == 404
+    room_id = create_room(alice, visibility="public", name="Listed on hs1")
+    listed = bob.get("publicRooms", params={"server": hs1.server_name, "limit": "500"})
+    assert listed.status == 200, listed
+    assert room_id in {r["room_id"] for r in listed.body["chunk"]}
+    searched = bob.post("publicRooms", {"filter": {"generic_search_term": "Listed on hs1"}},
+                        params={"server": hs1.server_name})  # fmt: skip
+    assert searched.status == 200, searched
+    assert [r["room_id"] for r in searched.body["chunk"]] == [room_id]

@@ -7,7 +7,10 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+from cachetools import TTLCache
+
 from homeserver.errors import Codes, MatrixError, forbidden, invalid_param, not_found
+from homeserver.federation.client import FederationError
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -25,6 +28,8 @@ class ProfileService:
         self.hs = hs
         self.store = hs.stores.profiles
         self.users = hs.stores.users
+        # Other servers' users' profiles, for a minute (directory look-ups, invites).
+        self._remote_cache: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=5_000, ttl=60)
 
     def check_key(self, key: str) -> None:
         if len(key.encode("utf-8")) > MAX_KEY_BYTES:
@@ -34,11 +39,30 @@ class ProfileService:
 
     async def get_profile(self, user_id: str) -> dict[str, Any]:
         if not self.hs.accounts.is_local(user_id):
-            raise not_found("Profile lookup over federation is not supported yet")
+            return await self._remote_profile(user_id)
         user = await self.users.get_user(user_id)
         if user is None:
             raise not_found("Profile not found")
         return await self.store.get_profile(user_id)
+
+    async def _remote_profile(self, user_id: str) -> dict[str, Any]:
+        """Asked of the user's own server (query/profile), kept briefly."""
+        cached = self._remote_cache.get(user_id)
+        if cached is not None:
+            return cached
+        server = user_id.split(":", 1)[1] if ":" in user_id else ""
+        try:
+            answer = await self.hs.federation_client.get_json(
+                server, "/_matrix/federation/v1/query/profile", query={"user_id": user_id},
+                timeout_ms=10_000,
+            )  # fmt: skip
+        except FederationError as e:
+            if e.code == 404:
+                raise not_found("Profile not found") from None
+            raise MatrixError(502, Codes.UNKNOWN, f"{server} did not answer: {e}") from None
+        profile = {k: v for k, v in answer.items()} if isinstance(answer, dict) else {}
+        self._remote_cache[user_id] = profile
+        return profile
 
     async def get_field(self, user_id: str, key: str) -> Any:
         self.check_key(key)

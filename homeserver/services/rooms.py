@@ -455,6 +455,23 @@ class RoomService:
             raise forbidden("You may not change this room's directory visibility")
         await self.store.set_room_public(room_id, visibility == "public")
 
+    async def remote_public_rooms(
+        self, server: str, query: dict[str, str] | None, body: JsonDict | None
+    ) -> JsonDict:
+        """Another server's public room directory, asked over federation."""
+        client = self.hs.federation_client
+        path = "/_matrix/federation/v1/publicRooms"
+        try:
+            if body is None:
+                answer = await client.get_json(server, path, query=query, timeout_ms=15_000)
+            else:
+                answer = await client.post_json(server, path, body, timeout_ms=15_000)
+        except FederationError as e:
+            raise MatrixError(502, Codes.UNKNOWN, f"{server} did not answer: {e}") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
+            raise MatrixError(502, Codes.UNKNOWN, f"{server} answered with no room list")
+        return answer
+
     async def public_rooms(
         self,
         limit: int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from homeserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
+from homeserver.errors import bad_json, forbidden, invalid_param, not_found
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import (
     client_paths,
@@ -246,7 +246,11 @@ def register(hs: HomeServer, router: Router) -> None:
     async def public_rooms_get(request: MatrixRequest) -> tuple[int, Any]:
         server = query_string(request, "server")
         if server not in (None, hs.config.server_name):
-            raise MatrixError(404, "M_NOT_FOUND", "Other servers' directories are not available")
+            query = {"limit": str(query_int(request, "limit", 100, minimum=1, maximum=500))}
+            since = query_string(request, "since")
+            if since is not None:
+                query["since"] = since
+            return 200, await rooms.remote_public_rooms(str(server), query, None)
         return 200, await rooms.public_rooms(
             query_int(request, "limit", 100, minimum=1, maximum=500),
             query_string(request, "since"),
@@ -269,6 +273,9 @@ def register(hs: HomeServer, router: Router) -> None:
         limit = optional(body, "limit", int, 100)
         if limit < 1:
             raise invalid_param("limit must be positive")
+        server = query_string(request, "server")
+        if server not in (None, hs.config.server_name):
+            return 200, await rooms.remote_public_rooms(str(server), None, body)
         return 200, await rooms.public_rooms(
             min(limit, 500), optional(body, "since", str), term, room_types
         )

@@ -168,6 +168,31 @@ def register_federation_servlets(hs: HomeServer, router: Router) -> None:
         await auth.authenticate(request)
         raise not_found(f"Unknown query type {query_type}")
 
+    async def public_rooms_get(request: MatrixRequest) -> tuple[int, Any]:
+        await auth.authenticate(request)
+        limit = parse_position(request.query_arg("limit") or "100") or 100
+        return 200, await hs.rooms.public_rooms(min(limit, 500), request.query_arg("since"), None)
+
+    async def public_rooms_post(request: MatrixRequest) -> tuple[int, Any]:
+        _, body = await auth.authenticate(request)
+        if not isinstance(body, dict):
+            raise bad_json("Body must be an object")
+        given = body.get("filter")
+        search: dict[str, Any] = given if isinstance(given, dict) else {}
+        term, types = search.get("generic_search_term"), search.get("room_types")
+        limit = body.get("limit", 100)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise bad_json("limit must be a positive integer")
+        since = body.get("since")
+        return 200, await hs.rooms.public_rooms(
+            min(limit, 500),
+            since if isinstance(since, str) else None,
+            term if isinstance(term, str) else None,
+            types if isinstance(types, list) else None,
+        )
+
+    router.add("GET", f"{FED}/v1/publicRooms", public_rooms_get, "fed_public_rooms")
+    router.add("POST", f"{FED}/v1/publicRooms", public_rooms_post, "fed_public_rooms")
     router.add("GET", f"{FED}/v1/event/{{event_id}}", event, "fed_event")
     router.add("GET", f"{FED}/v1/state_ids/{{room_id}}", state_ids, "fed_state_ids")
     router.add("GET", f"{FED}/v1/state/{{room_id}}", state, "fed_state")
