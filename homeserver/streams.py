@@ -30,6 +30,9 @@ def parse_event_position(token: str) -> int | None:
             return SyncToken.parse(token).events
         except ValueError:
             return None
+    if token.startswith("s-"):  # history fetched from other servers sits below zero
+        position = parse_position(token[2:])
+        return -position if position is not None else None
     return parse_position(token[1:])
 
 

@@ -413,3 +413,51 @@ def test_clients_read_remote_profiles_and_directories(
                         params={"server": hs1.server_name})  # fmt: skip
     assert searched.status == 200, searched
     assert [r["room_id"] for r in searched.body["chunk"]] == [room_id]
+
+
+def test_history_from_before_the_join_is_backfilled_in_order(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, name="Old history")
+    for i in range(25):
+        alice.put(f"rooms/{q(room_id)}/send/m.room.message/old{i}",
+                  {"msgtype": "m.text", "body": f"old {i}"})  # fmt: skip
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    seen: list[str] = []
+    token = None
+    for _ in range(20):  # page back ten at a time, as a client scrolling up does
+        params = {"dir": "b", "limit": "10"}
+        if token:
+            params["from"] = token
+        page = bob.get(f"rooms/{q(room_id)}/messages", params=params)
+        assert page.status == 200, page
+        seen += [e["content"].get("body") for e in page.body["chunk"]
+                 if e["type"] == "m.room.message"]  # fmt: skip
+        token = page.body.get("end")
+        if not token:
+            break
+    assert list(reversed(seen)) == [f"old {i}" for i in range(25)]
+    # The same history read again comes from our own store, in the same order.
+    again = bob.get(f"rooms/{q(room_id)}/messages", params={"dir": "b", "limit": "100"})
+    bodies = [e["content"].get("body") for e in again.body["chunk"]
+              if e["type"] == "m.room.message"]  # fmt: skip
+    assert list(reversed(bodies)) == [f"old {i}" for i in range(25)]
+
+
+def test_joined_history_is_not_backfilled_to_a_server_that_may_not_see_it(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, initial_state=[{
+        "type": "m.room.history_visibility", "state_key": "",
+        "content": {"history_visibility": "joined"},
+    }])  # fmt: skip
+    alice.put(f"rooms/{q(room_id)}/send/m.room.message/hidden",
+              {"msgtype": "m.text", "body": "before bob joined"})  # fmt: skip
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    page = bob.get(f"rooms/{q(room_id)}/messages", params={"dir": "b", "limit": "50"})
+    assert page.status == 200, page
+    assert "before bob joined" not in json.dumps(page.body)

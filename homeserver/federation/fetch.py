@@ -58,6 +58,48 @@ class FederationEvents:
     async def state_after(self, origin: str, room_id: str, event_id: str) -> StateIds:
         """The state after ``event_id``, as the origin tells it (state_ids, then the event
         itself if it is a state event), with every event fetched."""
+        return await self._state_at(origin, room_id, event_id, include_event=True)
+
+    async def state_before(self, origin: str, room_id: str, event_id: str) -> StateIds:
+        return await self._state_at(origin, room_id, event_id, include_event=False)
+
+    async def backfill(self, room_id: str, limit: int) -> int:
+        """Fetch history older than the oldest we hold from a server in the room; the
+        number of events kept (0 when there is nothing older or nobody answered)."""
+        extremities = await self.hs.stores.events.get_backward_extremities(room_id, 5)
+        if not extremities:
+            return 0
+        version = await self.events.room_version(room_id)
+        for server in sorted(await self.hs.federation_sender.servers_in_room(room_id)):
+            try:
+                answer = await self.hs.federation_client.get_json(
+                    server,
+                    f"/_matrix/federation/v1/backfill/{quote(room_id, safe='')}",
+                    query={"v": extremities, "limit": str(limit)},
+                    timeout_ms=10_000,
+                )
+            except FederationError as e:
+                logger.info("Backfill from %s failed: %s", server, e)
+                continue
+            pdus = answer.get("pdus") if isinstance(answer, dict) else None
+            verified = []
+            for pdu in pdus if isinstance(pdus, list) else []:
+                if not isinstance(pdu, dict) or pdu.get("room_id") != room_id:
+                    continue
+                try:
+                    verified.append(await verify_pdu(self.hs.keyring, pdu, version))
+                except InvalidPdu as e:
+                    logger.info("Dropping a backfilled event from %s: %s", server, e)
+
+            async def state_before(event_id: str, server: str = server) -> StateIds:
+                return await self.state_before(server, room_id, event_id)
+
+            return await self.events.persist_backfilled(verified, version, state_before)
+        return 0
+
+    async def _state_at(
+        self, origin: str, room_id: str, event_id: str, include_event: bool
+    ) -> StateIds:
         version = await self.events.room_version(room_id)
         answer = await self.hs.federation_client.get_json(
             origin,
@@ -76,6 +118,6 @@ class FederationEvents:
             if event is not None and not event.rejected and "state_key" in event.data:
                 state[(str(event.data["type"]), str(event.data["state_key"]))] = state_id
         prev = loaded.get(event_id)
-        if prev is not None and "state_key" in prev.data and not prev.rejected:
+        if include_event and prev is not None and "state_key" in prev.data and not prev.rejected:
             state[(str(prev.data["type"]), str(prev.data["state_key"]))] = event_id
         return state

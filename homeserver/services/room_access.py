@@ -358,6 +358,17 @@ class RoomReads:
         rows = await self.store.get_room_event_ids(
             room_id, after, before, backwards, limit, event_filter.types, event_filter.senders
         )
+        # Reached the oldest event held here: ask a server in the room for more.
+        exhausted = backwards and len(rows) < limit and end is None
+        if (
+            exhausted
+            and self.hs.config.federation.enabled
+            and await self.hs.federation_events.backfill(room_id, limit)
+        ):
+            rows = await self.store.get_room_event_ids(
+                room_id, after, before, backwards, limit, event_filter.types,
+                event_filter.senders,
+            )  # fmt: skip
         loaded = await self.events.get_events(e for e, _ in rows)
         ordered = [loaded[e] for e, _ in rows if e in loaded]
         ordered = [e for e in ordered if event_filter.matches(e.data)]

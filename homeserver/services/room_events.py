@@ -107,6 +107,8 @@ class RoomEventService:
         # retry is recognised without a database round trip.
         self._txn_ids: LRUCache[TxnKey, str] = LRUCache(maxsize=200_000)
         self.on_new_event: list[Any] = []
+        # The lowest stream position handed to backfilled history in this process.
+        self._backfill_floor = 1
 
     async def load_recent_transactions(self) -> None:
         since = self.clock.time_msec() - TXN_ID_MEMORY_MS
@@ -600,6 +602,116 @@ class RoomEventService:
             raise MatrixError(413, Codes.TOO_LARGE, "Event is larger than 65536 bytes")
         return encoded.decode("utf-8")
 
+    async def _group_after(
+        self,
+        room_id: str,
+        event: JsonDict,
+        event_id: str,
+        before_group: int,
+        resolved_group: NewStateGroup | None,
+    ) -> tuple[NewStateGroup | None, int]:
+        """(the group to write with the event, the state group after it)."""
+        state_key = event.get("state_key")
+        if state_key is None:
+            return resolved_group, before_group
+        if resolved_group is not None:
+            # Persist the resolved state first, then the delta on top of it.
+            await self.store.persist_state_group(room_id, resolved_group)
+        new_group = await self._new_group(
+            room_id, before_group, {(event["type"], state_key): event_id}
+        )
+        return new_group, new_group.group_id
+
+    async def persist_backfilled(
+        self,
+        events: list[JsonDict],
+        version: RoomVersion,
+        state_before: Callable[[str], Awaitable[StateIds]],
+    ) -> int:
+        """Older history fetched from another server (signatures checked), placed before
+        everything the room holds, oldest lowest. ``state_before(event_id)`` is asked for
+        the state of an event whose prev_events we lack. Returns how many were kept."""
+        if not events:
+            return 0
+        room_id = str(events[0]["room_id"])
+        kept = 0
+        async with self._lock(room_id):
+            ordered = sorted(events, key=lambda e: int(e.get("depth", 0)))
+            # Positions below every one in use (0 means an outlier, so never 0): the
+            # oldest event gets the lowest.
+            lowest = min(await self.store.get_min_stream_ordering(), 1, self._backfill_floor)
+            self._backfill_floor = lowest - len(ordered)
+            position = self._backfill_floor - 1
+            for event in ordered:
+                position += 1
+                event = {k: v for k, v in event.items() if k != "unsigned"}
+                event_id = compute_event_id(event, version)
+                existing = await self.get_event(event_id)
+                if existing is not None and not existing.is_outlier:
+                    continue
+                prev_ids = [reference_id(p) for p in event.get("prev_events") or []]
+                known = await self.get_events(prev_ids)
+                resolved_group: NewStateGroup | None
+                if prev_ids and all(p in known and not known[p].is_outlier for p in prev_ids):
+                    before_group, before_ids, resolved_group = await self._state_before(
+                        room_id, version, prev_ids
+                    )
+                else:
+                    before_ids = await state_before(event_id)
+                    resolved_group = await self._new_group(room_id, None, before_ids)
+                    before_group = resolved_group.group_id
+                auth_ids = [reference_id(a) for a in event.get("auth_events") or []]
+                try:
+                    await self._authorise_received(
+                        room_id, version, {**event, "event_id": event_id}, auth_ids, before_ids
+                    )
+                except AuthError as e:
+                    logger.info("Backfilled %s is rejected: %s", event_id, e)
+                    continue
+                new_group, after_group = await self._group_after(
+                    room_id, event, event_id, before_group, resolved_group
+                )
+                state_key = event.get("state_key")
+                redacts = (
+                    (event.get("content") or {}).get("redacts")
+                    if version.redacts_in_content
+                    else event.get("redacts")
+                )
+                await self.store.persist_event(
+                    EventToPersist(
+                        event_id=event_id,
+                        room_id=room_id,
+                        event_type=str(event["type"]),
+                        state_key=state_key if isinstance(state_key, str) else None,
+                        sender=str(event["sender"]),
+                        depth=int(event["depth"]),
+                        origin_server_ts=int(event["origin_server_ts"]),
+                        json_text=self._encode(event),
+                        prev_event_ids=prev_ids,
+                        auth_event_ids=auth_ids,
+                        stream_ordering=position,
+                        state_before=before_group,
+                        state_after=after_group,
+                        new_state_group=new_group,
+                        membership=str((event.get("content") or {}).get("membership"))
+                        if event.get("type") == "m.room.member"
+                        else None,
+                        current_state_update=False,
+                        replaces_state=before_ids.get((str(event["type"]), state_key))
+                        if isinstance(state_key, str)
+                        else None,
+                        redacts=redacts if isinstance(redacts, str) else None,
+                        relation=relation_of(event),
+                        search=search_text_of(event),
+                        backfilled=True,
+                    )
+                )
+                self.invalidate_event(event_id)
+                if isinstance(redacts, str):
+                    self.invalidate_event(redacts)
+                kept += 1
+        return kept
+
     async def _persist(
         self,
         event: JsonDict,
@@ -617,16 +729,9 @@ class RoomEventService:
     ) -> StoredEvent:
         json_text = self._encode(event)
         state_key = event.get("state_key")
-        new_group = resolved_group
-        after_group = before_group
-        if state_key is not None:
-            if resolved_group is not None:
-                # Persist the resolved state first, then the delta on top of it.
-                await self.store.persist_state_group(room_id, resolved_group)
-            new_group = await self._new_group(
-                room_id, before_group, {(event["type"], state_key): event_id}
-            )
-            after_group = new_group.group_id
+        new_group, after_group = await self._group_after(
+            room_id, event, event_id, before_group, resolved_group
+        )
         membership = None
         if event["type"] == "m.room.member":
             membership = str(event["content"].get("membership"))

@@ -94,6 +94,9 @@ class EventToPersist:
     # on top of the previous one (the first event we hold of a room joined over federation,
     # or a merge of forks): (type, state_key) -> (event ID, membership).
     replace_current_state: dict[StateKey, tuple[str, str | None]] | None = None
+    # Fetched history older than anything we held: placed before the room's first event
+    # (a negative stream position), changing neither extremities nor current state.
+    backfilled: bool = False
 
 
 _EVENT_COLUMNS = (
@@ -217,18 +220,22 @@ class EventStore:
                 "INSERT INTO event_auth (event_id, auth_id) VALUES (?, ?)",
                 [(ev.event_id, a) for a in ev.auth_event_ids],
             )
-            for prev in ev.prev_event_ids:
+            txn.execute("DELETE FROM event_outliers WHERE event_id = ?", (ev.event_id,))
+            if not ev.backfilled:
+                for prev in ev.prev_event_ids:
+                    txn.execute(
+                        "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?",
+                        (ev.room_id, prev),
+                    )
                 txn.execute(
-                    "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?",
-                    (ev.room_id, prev),
+                    "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
+                    (ev.room_id, ev.event_id),
                 )
-            txn.execute(
-                "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
-                (ev.room_id, ev.event_id),
-            )
             if ev.new_state_group is not None:
                 _insert_state_group(txn, ev.room_id, ev.new_state_group)
-            if ev.replace_current_state is not None:
+            if ev.backfilled:
+                pass  # history from before what we held: the current state stays
+            elif ev.replace_current_state is not None:
                 txn.execute("DELETE FROM current_state WHERE room_id = ?", (ev.room_id,))
                 txn.execute_many(
                     "INSERT INTO current_state (room_id, type, state_key, event_id, membership) "
@@ -353,6 +360,29 @@ class EventStore:
         args.append(limit)
         rows = await self.db.run("get_room_event_ids", lambda txn: txn.select(sql, args))
         return [(r[0], int(r[1])) for r in rows]
+
+    async def get_min_stream_ordering(self) -> int:
+        row = await self.db.run(
+            "get_min_stream_ordering",
+            lambda txn: txn.select_one("SELECT MIN(stream_ordering) FROM events"),
+        )
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def get_backward_extremities(self, room_id: str, limit: int) -> list[str]:
+        """Events the room's oldest events we hold point back to but we do not hold (in a
+        timeline): where fetched history would continue, oldest first."""
+        rows = await self.db.run(
+            "get_backward_extremities",
+            lambda txn: txn.select(
+                "SELECT g.prev_event_id, MIN(e.stream_ordering) FROM event_edges g "
+                "JOIN events e ON e.event_id = g.event_id "
+                "LEFT JOIN events p ON p.event_id = g.prev_event_id "
+                "WHERE e.room_id = ? AND p.event_id IS NULL "
+                "GROUP BY g.prev_event_id ORDER BY MIN(e.stream_ordering) LIMIT ?",
+                (room_id, limit),
+            ),
+        )
+        return [r[0] for r in rows]
 
     async def get_event_by_timestamp(self, room_id: str, ts: int, forwards: bool) -> str | None:
         if forwards:
