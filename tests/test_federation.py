@@ -461,3 +461,61 @@ def test_joined_history_is_not_backfilled_to_a_server_that_may_not_see_it(
     page = bob.get(f"rooms/{q(room_id)}/messages", params={"dir": "b", "limit": "50"})
     assert page.status == 200, page
     assert "before bob joined" not in json.dumps(page.body)
+
+
+def test_knock_on_a_remote_room_then_get_let_in(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, preset="private_chat", room_version="10", name="Knock here",
+                          initial_state=[{"type": "m.room.join_rules", "state_key": "",
+                                          "content": {"join_rule": "knock"}}])  # fmt: skip
+    resp = bob.post(f"knock/{q(room_id)}", {"reason": "let me in"},
+                    params={"via": hs1.server_name})  # fmt: skip
+    assert resp.status == 200, resp
+    member = alice.get(f"rooms/{q(room_id)}/state/m.room.member/{q(bob.user_id or '')}")
+    assert member.body["membership"] == "knock"
+    knocked = bob.get("sync", params={"timeout": "0"}).body["rooms"]["knock"]
+    names = [e for e in knocked[room_id]["knock_state"]["events"] if e["type"] == "m.room.name"]
+    assert names and names[0]["content"]["name"] == "Knock here"
+    assert alice.post(f"rooms/{q(room_id)}/invite", {"user_id": bob.user_id}).status == 200
+    wait_until(lambda: bob.get("sync", params={"timeout": "0"}).body["rooms"]["invite"]
+               .get(room_id), what="the invite after the knock")  # fmt: skip
+    assert bob.post(f"join/{q(room_id)}", {}).status == 200
+    assert bob.user_id in alice.get(f"rooms/{q(room_id)}/joined_members").body["joined"]
+
+
+def test_restricted_room_joined_through_the_authorising_server(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    space = create_room(alice, preset="public_chat")
+    assert bob.post(f"join/{q(space)}", {}, params={"via": hs1.server_name}).status == 200
+    room_id = create_room(alice, preset="private_chat", room_version="10", initial_state=[{
+        "type": "m.room.join_rules", "state_key": "",
+        "content": {"join_rule": "restricted",
+                    "allow": [{"type": "m.room_membership", "room_id": space}]},
+    }])  # fmt: skip
+    outsider = new_user(hs2)
+    refused = outsider.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name})
+    assert refused.status == 403, refused
+    resp = bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name})
+    assert resp.status == 200, resp
+    member = alice.get(f"rooms/{q(room_id)}/state/m.room.member/{q(bob.user_id or '')}")
+    assert member.body["membership"] == "join"
+    assert member.body["join_authorised_via_users_server"] == alice.user_id
+
+
+def test_server_acl_keeps_a_banned_server_out(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice)
+    acl = {"allow": ["*"], "deny": [hs2.server_name.split(":")[0] + "*"],
+           "allow_ip_literals": False}  # fmt: skip
+    assert alice.put(f"rooms/{q(room_id)}/state/m.room.server_acl", acl).status == 200
+    resp = bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name})
+    assert resp.status == 403, resp

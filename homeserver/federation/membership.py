@@ -201,6 +201,52 @@ class FederationMembership:
             room_id, version.identifier, creator, self.hs.clock.time_msec()
         )
 
+    async def knock_remote(
+        self, user_id: str, room_id: str, servers: list[str], content: JsonDict
+    ) -> StoredEvent:
+        """Knock on a room held elsewhere; the knock and the room state the resident server
+        describes are kept so the user sees the room as knocked."""
+        client = self.hs.federation_client
+        errors = []
+        query = urlencode([("ver", v) for v in SUPPORTED_VERSIONS])
+        for server in [s for s in dict.fromkeys(servers) if s and s != self.server_name]:
+            try:
+                template = await client.get_json(
+                    server,
+                    f"/_matrix/federation/v1/make_knock/{_q(room_id)}/{_q(user_id)}?{query}",
+                )
+                version = get_room_version(str(template.get("room_version", "1")))
+                if version is None or not isinstance(template.get("event"), dict):
+                    raise ValueError("unusable make_knock template")
+                event = self._complete(template["event"], version, user_id, room_id, "knock",
+                                       content)  # fmt: skip
+                event_id = compute_event_id(event, version)
+                answer = await client.put_json(
+                    server,
+                    f"/_matrix/federation/v1/send_knock/{_q(room_id)}/{_q(event_id)}",
+                    event,
+                )
+                stripped = answer.get("knock_room_state") if isinstance(answer, dict) else None
+                await self.hs.stores.federation.store_invite_state(
+                    event_id, room_id, [e for e in stripped or [] if isinstance(e, dict)][:50]
+                )
+                await self.hs.stores.events.store_room(
+                    room_id, version.identifier, "", self.hs.clock.time_msec()
+                )
+                return await self.events.persist_received(
+                    event, version, state_before={}, replace_current_state=True, trusted=True
+                )
+            except FederationError as e:
+                if e.code == 403:
+                    message = _remote_message(e, "The room refused the knock")
+                    raise MatrixError(403, e.errcode or Codes.FORBIDDEN, message) from None
+                errors.append(str(e))
+            except (ValueError, InvalidPdu) as e:
+                errors.append(f"{server}: {e}")
+        raise MatrixError(
+            404, Codes.NOT_FOUND, "No server in the room could be reached: " + "; ".join(errors)
+        )
+
     async def leave_remote(self, user_id: str, room_id: str, servers: list[str]) -> StoredEvent:
         """Leave (or reject an invite to) a room this server cannot write to itself."""
         client = self.hs.federation_client
@@ -237,7 +283,7 @@ class FederationMembership:
         if domain_of(user_id) != origin:
             raise forbidden("A server may only ask for its own users' memberships")
         version = await self.events.room_version(room_id)
-        if membership == "join" and version.identifier not in versions:
+        if membership in ("join", "knock") and version.identifier not in versions:
             raise MatrixError(
                 400, Codes.INCOMPATIBLE_ROOM_VERSION,
                 f"Your server does not support room version {version.identifier}",
@@ -259,6 +305,15 @@ class FederationMembership:
         await self._check_acl(origin, room_id)
         if not isinstance(body, dict):
             raise bad_json("The event must be an object")
+        via = (body.get("content") or {}).get("join_authorised_via_users_server")
+        if membership == "join" and isinstance(via, str) and domain_of(via) == self.server_name:
+            # We are the authorising server of a restricted join: our signature is what
+            # the joining server asks for (the rules below still decide).
+            body = {k: v for k, v in body.items() if k != "unsigned"}
+            try:
+                sign_event(body, version, self.server_name, self.hs.signing_key)
+            except (TypeError, ValueError, KeyError) as e:
+                raise bad_json(f"Invalid event: {e}") from None
         try:
             event = await verify_pdu(self.hs.keyring, body, version)
         except InvalidPdu as e:
@@ -276,9 +331,6 @@ class FederationMembership:
             raise bad_json(f"Not a {membership} of one of your users in this room")
         if compute_event_id(event, version) != event_id:
             raise bad_json("The event ID does not match the event")
-        via = content.get("join_authorised_via_users_server")
-        if membership == "join" and isinstance(via, str) and domain_of(via) == self.server_name:
-            sign_event(event, version, self.server_name, self.hs.signing_key)
         try:
             stored = await self.events.persist_received(event, version)
         except EventRejected as e:

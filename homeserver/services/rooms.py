@@ -237,9 +237,9 @@ class RoomService:
         federation = self.hs.federation_membership
         remote = (
             target == requester.user_id
-            and membership in ("join", "leave")
+            and membership in ("join", "knock", "leave")
             and self.hs.config.federation.enabled
-            and (membership == "join" or await self.store.get_room(room_id) is not None)
+            and (membership != "leave" or await self.store.get_room(room_id) is not None)
             and await federation.needs_remote_join(room_id)
         )
         version = None if remote else await self.require_room(room_id)
@@ -259,6 +259,8 @@ class RoomService:
             servers = list(servers or []) + await self._servers_to_ask(room_id, target)
             if membership == "join":
                 return await federation.join_remote(target, room_id, servers, content)
+            if membership == "knock":
+                return await federation.knock_remote(target, room_id, servers, content)
             return await federation.leave_remote(target, room_id, servers)
         assert version is not None
         if membership == "join":

@@ -99,6 +99,17 @@ def register_federation_servlets(hs: HomeServer, router: Router) -> None:
         await send_leave(request, room_id, event_id)
         return 200, [200, {}]
 
+    async def make_knock(request: MatrixRequest, room_id: str, user_id: str) -> tuple[int, Any]:
+        origin, _ = await auth.authenticate(request)
+        versions = request.query_args("ver") or ["1"]
+        return 200, await membership.make_membership(origin, room_id, user_id, "knock", versions)
+
+    async def send_knock(request: MatrixRequest, room_id: str, event_id: str) -> tuple[int, Any]:
+        origin, body = await auth.authenticate(request)
+        _, event = await membership.send_membership(origin, room_id, event_id, "knock", body)
+        stripped = await hs.sync.stripped_state(room_id, str(event["state_key"]))
+        return 200, {"knock_room_state": stripped}
+
     async def invite(request: MatrixRequest, room_id: str, event_id: str) -> tuple[int, Any]:
         origin, body = await auth.authenticate(request)
         return 200, await membership.on_invite(origin, room_id, event_id, body)
@@ -114,6 +125,10 @@ def register_federation_servlets(hs: HomeServer, router: Router) -> None:
     router.add("PUT", f"{FED}/v1/send_leave/{{room_id}}/{{event_id}}", send_leave_v1,
                "fed_send_leave")  # fmt: skip
     router.add("PUT", f"{FED}/v2/invite/{{room_id}}/{{event_id}}", invite, "fed_invite")
+    router.add("GET", f"{FED}/v1/make_knock/{{room_id}}/{{user_id}}", make_knock,
+               "fed_make_knock")  # fmt: skip
+    router.add("PUT", f"{FED}/v1/send_knock/{{room_id}}/{{event_id}}", send_knock,
+               "fed_send_knock")  # fmt: skip
 
     # Reads
 
