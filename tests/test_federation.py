@@ -5,6 +5,8 @@ a server that was down catching up."""
 from __future__ import annotations
 
 import json
+import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,8 @@ from signedjson.sign import verify_signed_json
 from unpaddedbase64 import decode_base64
 
 from crypto.request_signing import sign_request
+from rooms.events import add_content_hash, compute_event_id, sign_event
+from rooms.versions import get_room_version
 from tests.federation_harness import (
     FederationCA,
     bodies_in,
@@ -519,3 +523,85 @@ def test_server_acl_keeps_a_banned_server_out(
     assert alice.put(f"rooms/{q(room_id)}/state/m.room.server_acl", acl).status == 200
     resp = bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name})
     assert resp.status == 403, resp
+
+
+def send_forged_transaction(
+    target: ServerProcess, ca: FederationCA, origin: ServerProcess, pdus: list[Any]
+) -> requests.Response:
+    """PUT /send as ``origin`` would, with whatever PDUs the test made."""
+    body = {"origin": origin.server_name, "origin_server_ts": 0, "pdus": pdus, "edus": []}
+    path = f"/_matrix/federation/v1/send/forged{secrets.token_hex(4)}"
+    header = sign_request("PUT", path, origin.server_name, target.server_name, body,
+                          signing_key_of(origin))  # fmt: skip
+    url = target._extra["federation_url"] + path
+    return requests.put(
+        url, json=body, headers={"Authorization": header}, verify=ca.ca_path, timeout=10
+    )
+
+
+def test_event_allowed_before_a_ban_but_not_now_is_soft_failed(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    """A server keeps sending for a user banned meanwhile, pointing at events from before
+    the ban: the event is accepted into storage but never shown."""
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice)
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    state = {(e["type"], e["state_key"]): e for e in alice.get(f"rooms/{q(room_id)}/state").body}
+    bob_join = state[("m.room.member", bob.user_id)]
+    power = state[("m.room.power_levels", "")]
+    ban = alice.post(f"rooms/{q(room_id)}/ban", {"user_id": bob.user_id})
+    assert ban.status == 200, ban
+    version = get_room_version("12")
+    assert version is not None
+    event: dict[str, Any] = {
+        "type": "m.room.message", "room_id": room_id, "sender": bob.user_id,
+        "content": {"msgtype": "m.text", "body": "sent after the ban"},
+        "prev_events": [bob_join["event_id"]],
+        "auth_events": [power["event_id"], bob_join["event_id"]],
+        "depth": 100, "origin_server_ts": int(time.time() * 1000),
+    }  # fmt: skip
+    add_content_hash(event)
+    sign_event(event, version, hs2.server_name, signing_key_of(hs2))
+    resp = send_forged_transaction(hs1, ca, hs2, [event])
+    assert resp.status_code == 200, resp.text
+    ((event_id, result),) = resp.json()["pdus"].items()
+    assert result == {}
+    assert event_id == compute_event_id(event, version)
+    assert "sent after the ban" not in bodies_in(alice, room_id)
+    assert alice.get(f"rooms/{q(room_id)}/event/{q(event_id)}").status == 404
+    # A later event of ours does not build on it.
+    sent = alice.put(f"rooms/{q(room_id)}/send/m.room.message/after-soft-fail",
+                     {"msgtype": "m.text", "body": "still here"})  # fmt: skip
+    ours = alice.get(f"rooms/{q(room_id)}/event/{q(sent.body['event_id'])}")
+    assert ours.status == 200
+
+
+def test_forged_pdu_with_a_bad_signature_is_dropped(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice)
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    state = {(e["type"], e["state_key"]): e for e in alice.get(f"rooms/{q(room_id)}/state").body}
+    bob_join = state[("m.room.member", bob.user_id)]
+    version = get_room_version("12")
+    assert version is not None
+    event: dict[str, Any] = {
+        "type": "m.room.message", "room_id": room_id, "sender": bob.user_id,
+        "content": {"msgtype": "m.text", "body": "tampered"},
+        "prev_events": [bob_join["event_id"]],
+        "auth_events": [state[("m.room.power_levels", "")]["event_id"], bob_join["event_id"]],
+        "depth": 100, "origin_server_ts": int(time.time() * 1000),
+    }  # fmt: skip
+    add_content_hash(event)
+    sign_event(event, version, hs2.server_name, signing_key_of(hs2))
+    event["content"]["body"] = "changed after signing"  # the hash no longer matches
+    event["depth"] = 101  # and the signature no longer covers the event
+    resp = send_forged_transaction(hs1, ca, hs2, [event])
+    assert resp.status_code == 200, resp.text
+    (result,) = resp.json()["pdus"].values()
+    assert "invalid" in result["error"]
+    assert "changed after signing" not in bodies_in(alice, room_id)

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from homeserver.federation.client import FederationError
 from homeserver.federation.event_checks import InvalidPdu, verify_pdu
-from homeserver.services.room_events import EventRejected, reference_id
+from homeserver.services.room_events import EventRejected, SoftFailed, reference_id
 from homeserver.storage.events import StateIds, StoredEvent
 from rooms.auth import AuthError, check_auth
 from rooms.events import add_content_hash, compute_event_id, sign_event
@@ -333,7 +333,7 @@ class FederationMembership:
             raise bad_json("The event ID does not match the event")
         try:
             stored = await self.events.persist_received(event, version)
-        except EventRejected as e:
+        except (EventRejected, SoftFailed) as e:
             raise forbidden(f"The rules refuse this {membership}: {e.reason}") from None
         return stored, event
 

@@ -13,7 +13,12 @@ from twisted.internet.defer import DeferredLock
 from homeserver.errors import bad_json
 from homeserver.federation.client import FederationError
 from homeserver.federation.event_checks import InvalidPdu, verify_pdu
-from homeserver.services.room_events import EventRejected, MissingPrevEvents, reference_id
+from homeserver.services.room_events import (
+    EventRejected,
+    MissingPrevEvents,
+    SoftFailed,
+    reference_id,
+)
 from homeserver.storage.events import StateIds
 from rooms.events import compute_event_id
 from rooms.state_res import resolve_state
@@ -83,6 +88,9 @@ class FederationReceiver:
             return event_id, f"invalid: {e}"
         except EventRejected as e:
             return event_id, f"rejected: {e.reason}"
+        except SoftFailed as e:
+            logger.info("Soft-failed %s from %s: %s", event_id, origin, e.reason)
+            return event_id, None  # accepted as far as the origin is concerned
         except MissingPrevEvents as e:
             return event_id, f"missing prev events: {e.missing}"
         except FederationError as e:
@@ -137,7 +145,7 @@ class FederationReceiver:
                 continue
             try:
                 await self.ingest(origin, missing, version, fill_gaps=False)
-            except (InvalidPdu, EventRejected, MissingPrevEvents) as e:
+            except (InvalidPdu, EventRejected, MissingPrevEvents, SoftFailed) as e:
                 logger.info("Missing event from %s not usable: %s", origin, e)
 
     async def _state_at_prev_events(

@@ -60,6 +60,16 @@ class MissingPrevEvents(Exception):
         self.missing = missing
 
 
+class SoftFailed(Exception):
+    """A received event is allowed by the state before it but not by the room's current
+    state (e.g. its sender was banned meanwhile): kept, but never shown or built upon."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"{event_id} soft-failed: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
 class EventRejected(Exception):
     """A received event fails the authorisation rules; it is kept only as rejected."""
 
@@ -477,6 +487,17 @@ class RoomEventService:
                 )
                 self.invalidate_event(event_id)
                 raise EventRejected(event_id, str(e)) from None
+            if state_before is None:
+                try:
+                    await self._check_current_state(room_id, version, data, before_ids)
+                except AuthError as e:
+                    # Kept (marked like a rejected one, so no read serves it and nothing
+                    # cites it) rather than forgotten, so a re-send is recognised.
+                    await self.hs.stores.federation.store_outliers(
+                        [(event_id, room_id, canonical_json(event).decode("utf-8"), True)]
+                    )
+                    self.invalidate_event(event_id)
+                    raise SoftFailed(event_id, str(e)) from None
             state_key = event.get("state_key")
             redacts = (
                 (event.get("content") or {}).get("redacts")
@@ -523,6 +544,20 @@ class RoomEventService:
             return new_state
         events = await self._auth_closure({e for s in state_sets for e in s.values()})
         return resolve_state(state_sets, events, version)
+
+    async def _check_current_state(
+        self, room_id: str, version: RoomVersion, event: JsonDict, before_ids: StateIds
+    ) -> None:
+        """AuthError if the room's current state (not only the state before the event)
+        refuses the event."""
+        current = await self.store.get_current_state_ids(room_id)
+        keys = auth_types_for_event(event, version)
+        if all(current.get(k) == before_ids.get(k) for k in keys):
+            return
+        loaded = await self.get_events(current[k] for k in keys if k in current)
+        at_current = {k: loaded[current[k]].data for k in keys if current.get(k) in loaded}
+        await self._add_implicit_create(room_id, version, at_current)
+        check_auth(event, at_current, version)
 
     async def _authorise_received(
         self,
