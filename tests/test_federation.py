@@ -605,3 +605,43 @@ def test_forged_pdu_with_a_bad_signature_is_dropped(
     (result,) = resp.json()["pdus"].values()
     assert "invalid" in result["error"]
     assert "changed after signing" not in bodies_in(alice, room_id)
+
+
+def test_long_outage_catches_up_with_the_latest_events_and_state(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """Past a backlog of 50, the sender sends the newest event per room and the receiver
+    fills the gap itself (missing events, then the state before the event)."""
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice, name="Before the outage")
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    hs2.stop(cleanup=False)
+    for i in range(60):
+        alice.put(f"rooms/{q(room_id)}/send/m.room.message/outage{i}",
+                  {"msgtype": "m.text", "body": f"outage {i}"})  # fmt: skip
+        if i == 10:
+            alice.put(f"rooms/{q(room_id)}/state/m.room.name", {"name": "Renamed in the outage"})
+    hs2.start()
+    # hs2 speaking to hs1 ends hs1's back-off at once (instead of at its next retry).
+    bob.put(f"rooms/{q(room_id)}/typing/{q(bob.user_id or '')}", {"typing": True, "timeout": 1000})
+    wait_until(lambda: "outage 59" in bodies_in(bob, room_id), timeout=40,
+               what="the newest message after the outage")  # fmt: skip
+    name = bob.get(f"rooms/{q(room_id)}/state/m.room.name")
+    assert name.body == {"name": "Renamed in the outage"}
+
+
+def test_presence_crosses_servers(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    room_id = create_room(alice)
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    resp = alice.put(f"presence/{q(alice.user_id or '')}/status",
+                     {"presence": "unavailable", "status_msg": "lunch"})  # fmt: skip
+    assert resp.status == 200, resp
+
+    def bob_sees() -> bool:
+        status = bob.get(f"presence/{q(alice.user_id or '')}/status")
+        return status.status == 200 and status.body.get("status_msg") == "lunch"
+
+    wait_until(bob_sees, what="alice's presence on hs2")

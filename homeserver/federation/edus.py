@@ -33,8 +33,14 @@ class FederationEdus:
                 await self._typing(origin, content)
             elif edu_type == "m.receipt":
                 await self._receipts(origin, content)
+            elif edu_type == "m.presence":
+                updates = content.get("push")
+                for update in updates[:100] if isinstance(updates, list) else []:
+                    await self.hs.presence.apply_remote(origin, update)
         except MatrixError as e:
             logger.info("Ignoring %s from %s: %s", edu_type, origin, e)
+        except Exception:  # an EDU never fails the transaction it came in
+            logger.exception("Ignoring a malformed %s from %s", edu_type, origin)
 
     async def _typing(self, origin: str, content: dict[str, Any]) -> None:
         room_id, user_id = content.get("room_id"), content.get("user_id")

@@ -115,6 +115,12 @@ class FederationSender:
                     if wait > 0:
                         self._retry_later(destination, wait)
                         return
+                    # Back after an outage: catch up with the latest event of each room;
+                    # the destination fetches what lies between with get_missing_events.
+                    if await self.store.count_outbox(destination, "pdu") > MAX_PDUS:
+                        dropped = await self.store.collapse_outbox(destination)
+                        logger.info("Catching %s up: %d older PDUs left for it to fetch",
+                                    destination, dropped)  # fmt: skip
                 sent = await self._send_one_transaction(destination)
                 if sent is None:
                     return  # failed: retry scheduled

@@ -58,13 +58,37 @@ class PresenceService:
             return
         self.position += 1
         self._users[user_id] = UserPresence(state, status_msg, now, self.position)
+        watchers = await self._notify_watchers(user_id)
+        if self.hs.accounts.is_local(user_id):
+            servers = {w.split(":", 1)[1] for w in watchers if ":" in w}
+            content = {"user_id": user_id, **self._content(user_id, self._users[user_id])}
+            await self.hs.federation_sender.send_edu(servers, "m.presence", {"push": [content]})
+
+    async def apply_remote(self, origin: str, update: Any) -> None:
+        """One entry of another server's m.presence EDU, for one of its own users."""
+        if not self.enabled or not isinstance(update, dict):
+            return
+        user_id, state = update.get("user_id"), update.get("presence")
+        if not isinstance(user_id, str) or not user_id.endswith(":" + origin):
+            return
+        if state not in STATES:
+            return
+        message = update.get("status_msg")
+        ago = update.get("last_active_ago")
+        now = self.hs.clock.time_msec()
+        last_active = now - ago if isinstance(ago, int) and 0 <= ago < now else now
+        self.position += 1
+        self._users[user_id] = UserPresence(
+            state, message if isinstance(message, str) else None, last_active, self.position
+        )
         await self._notify_watchers(user_id)
 
-    async def _notify_watchers(self, user_id: str) -> None:
+    async def _notify_watchers(self, user_id: str) -> set[str]:
         watchers = {user_id}
         for room_id in await self.hs.stores.events.get_rooms_for_user(user_id, ["join"]):
             watchers |= await self.hs.room_events.joined_users(room_id)
         self.hs.notifier.notify_users(watchers)
+        return watchers
 
     def _content(self, user_id: str, presence: UserPresence) -> JsonDict:
         now = self.hs.clock.time_msec()
@@ -82,7 +106,8 @@ class PresenceService:
         self._require_enabled()
         if requester_id != user_id and not await self._share_a_room(requester_id, user_id):
             raise forbidden("You do not share a room with this user")
-        if await self.hs.stores.users.get_user(user_id) is None:
+        local = self.hs.accounts.is_local(user_id)
+        if local and await self.hs.stores.users.get_user(user_id) is None:
             raise not_found("Unknown user")
         presence = self._users.get(user_id)
         if presence is None:

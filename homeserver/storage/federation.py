@@ -193,6 +193,21 @@ class FederationStore:
         )
         return int(row[0]) if row else 0
 
+    async def collapse_outbox(self, destination: str) -> int:
+        """Keep only the newest queued PDU of each room for ``destination`` (the rest it
+        can fetch with get_missing_events); returns how many were dropped."""
+
+        def txn_fn(txn: Txn) -> int:
+            txn.execute(
+                "DELETE FROM federation_outbox WHERE destination = ? AND kind = 'pdu' "
+                "AND id NOT IN (SELECT MAX(id) FROM federation_outbox "
+                "WHERE destination = ? AND kind = 'pdu' GROUP BY room_id)",
+                (destination, destination),
+            )
+            return txn.rowcount
+
+        return await self.db.run("collapse_outbox", txn_fn)
+
     async def delete_outbox(self, ids: Iterable[int]) -> None:
         id_list = list(ids)
         if not id_list:
