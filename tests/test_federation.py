@@ -645,3 +645,34 @@ def test_presence_crosses_servers(servers: tuple[ServerProcess, ServerProcess]) 
         return status.status == 200 and status.body.get("status_msg") == "lunch"
 
     wait_until(bob_sees, what="alice's presence on hs2")
+
+
+def test_space_hierarchy_and_timestamp_lookups_for_other_servers(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    space = create_room(alice, creation_content={"type": "m.space"}, name="Space")
+    child = create_room(alice, name="Public child")
+    hidden = create_room(alice, preset="private_chat", name="Private child")
+    for room in (child, hidden):
+        resp = alice.put(f"rooms/{q(space)}/state/m.space.child/{q(room)}",
+                         {"via": [hs1.server_name]})  # fmt: skip
+        assert resp.status == 200, resp
+    path = f"/_matrix/federation/v1/hierarchy/{q(space)}"
+    answer = signed_get(hs1, ca, path, hs2, hs1.server_name)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["room"]["room_id"] == space and body["room"]["name"] == "Space"
+    assert [c["room_id"] for c in body["children"]] == [child]
+    assert body["inaccessible_children"] == [hidden]
+
+    assert bob.post(f"join/{q(child)}", {}, params={"via": hs1.server_name}).status == 200
+    sent = alice.put(f"rooms/{q(child)}/send/m.room.message/ts1",
+                     {"msgtype": "m.text", "body": "at a time"})  # fmt: skip
+    event = alice.get(f"rooms/{q(child)}/event/{q(sent.body['event_id'])}").body
+    path = (f"/_matrix/federation/v1/timestamp_to_event/{q(child)}"
+            f"?ts={event['origin_server_ts']}&dir=b")  # fmt: skip
+    found = signed_get(hs1, ca, path, hs2, hs1.server_name)
+    assert found.status_code == 200, found.text
+    assert found.json()["event_id"] == sent.body["event_id"]

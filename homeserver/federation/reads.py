@@ -144,6 +144,16 @@ class FederationReads:
         visible = await self.access.filter_visible_to_server(origin, ordered)
         return {"events": [pdu_json(e) for e in visible]}
 
+    async def timestamp_to_event(
+        self, origin: str, room_id: str, ts: int, forwards: bool
+    ) -> JsonDict:
+        await self._room_for(origin, room_id)
+        event_id = await self.hs.stores.events.get_event_by_timestamp(room_id, ts, forwards)
+        if event_id is None:
+            raise not_found("No event found")
+        event = await self._visible_event(origin, event_id)
+        return {"event_id": event.event_id, "origin_server_ts": event.data["origin_server_ts"]}
+
     async def profile(self, user_id: str, field: str | None) -> JsonDict:
         if not self.hs.accounts.is_local(user_id):
             raise not_found("Not a user of this server")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, invalid_param, not_found
@@ -195,9 +196,42 @@ class DiscoveryService:
 
     async def _summary(self, requester: Requester, room_id: str) -> JsonDict | None:
         """The room's public summary, if the requester may see it (None otherwise)."""
+        user_id = requester.user_id
+
+        def is_member(key: tuple[str, str]) -> bool:
+            return key == ("m.room.member", user_id)
+
+        async def joined_rooms() -> set[str]:
+            return set(await self.hs.stores.events.get_rooms_for_user(user_id, ["join"]))
+
+        return await self._summary_for(room_id, is_member, joined_rooms)
+
+    async def summary_for_server(self, server_name: str, room_id: str) -> JsonDict | None:
+        """A room's summary as another server may see it: rooms anyone may find, and those
+        one of its users is in or invited to. A restricted room it cannot prove access to
+        comes with ``allowed_room_ids`` for it to check its own users against."""
+        suffix = ":" + server_name
+
+        def is_member(key: tuple[str, str]) -> bool:
+            return key[0] == "m.room.member" and key[1].endswith(suffix)
+
+        async def joined_rooms() -> set[str]:
+            return set()
+
+        return await self._summary_for(room_id, is_member, joined_rooms, restricted_ok=True)
+
+    async def _summary_for(
+        self,
+        room_id: str,
+        is_member: Callable[[tuple[str, str]], bool],
+        joined_rooms: Callable[[], Awaitable[set[str]]],
+        restricted_ok: bool = False,
+    ) -> JsonDict | None:
         if await self.hs.stores.events.get_room(room_id) is None:
             return None
         state = await self.events.current_state_events(room_id)
+        if ("m.room.create", "") not in state:
+            return None  # only an invite: we know nothing of the room itself
 
         def content(event_type: str) -> JsonDict:
             event = state.get((event_type, ""))
@@ -205,22 +239,27 @@ class DiscoveryService:
 
         join_rule = content("m.room.join_rules").get("join_rule", "invite")
         visibility = content("m.room.history_visibility").get("history_visibility", "shared")
-        member = state.get(("m.room.member", requester.user_id))
-        membership = (member.data.get("content") or {}).get("membership") if member else None
+        memberships = {
+            (e.data.get("content") or {}).get("membership")
+            for key, e in state.items()
+            if is_member(key)
+        }
         allowed = (
-            membership in ("join", "invite")
+            bool(memberships & {"join", "invite"})
             or join_rule in ("public", "knock", "knock_restricted")
             or visibility == "world_readable"
         )
+        allow = content("m.room.join_rules").get("allow") or []
+        allowed_rooms = [
+            a["room_id"] for a in allow if isinstance(a, dict) and isinstance(a.get("room_id"), str)
+        ]
         if not allowed and join_rule == "restricted":
-            joined = set(
-                await self.hs.stores.events.get_rooms_for_user(requester.user_id, ["join"])
-            )
-            allow = content("m.room.join_rules").get("allow") or []
-            allowed = any(isinstance(a, dict) and a.get("room_id") in joined for a in allow)
+            allowed = bool(set(allowed_rooms) & await joined_rooms()) or restricted_ok
         if not allowed:
             return None
         summary = describe_room(room_id, state)
+        if join_rule in ("restricted", "knock_restricted") and restricted_ok:
+            summary["allowed_room_ids"] = allowed_rooms
         children = []
         for (event_type, state_key), event in state.items():
             child_content = event.data.get("content") or {}
@@ -234,6 +273,24 @@ class DiscoveryService:
                 })  # fmt: skip
         summary["children_state"] = children
         return summary
+
+    async def federation_hierarchy(
+        self, server_name: str, room_id: str, suggested_only: bool
+    ) -> JsonDict:
+        """A space and its direct children, as another server asking may see them."""
+        root = await self.summary_for_server(server_name, room_id)
+        if root is None:
+            raise not_found("Unknown room, or not one your server may see")
+        children, inaccessible = [], []
+        for child in root["children_state"]:
+            if suggested_only and child["content"].get("suggested") is not True:
+                continue
+            summary = await self.summary_for_server(server_name, child["state_key"])
+            if summary is not None:
+                children.append(summary)
+            elif await self.hs.stores.events.get_room(child["state_key"]) is not None:
+                inaccessible.append(child["state_key"])
+        return {"room": root, "children": children, "inaccessible_children": inaccessible}
 
     async def hierarchy(
         self,

@@ -206,6 +206,22 @@ def register_federation_servlets(hs: HomeServer, router: Router) -> None:
             types if isinstance(types, list) else None,
         )
 
+    async def hierarchy(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        origin, _ = await auth.authenticate(request)
+        suggested = request.query_arg("suggested_only") == "true"
+        return 200, await hs.discovery.federation_hierarchy(origin, room_id, suggested)
+
+    async def timestamp_to_event(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        origin, _ = await auth.authenticate(request)
+        ts = parse_position(request.query_arg("ts") or "")
+        direction = request.query_arg("dir")
+        if ts is None or direction not in ("f", "b"):
+            raise MatrixError(400, Codes.INVALID_PARAM, "ts and dir=f|b are required")
+        return 200, await reads.timestamp_to_event(origin, room_id, ts, direction == "f")
+
+    router.add("GET", f"{FED}/v1/hierarchy/{{room_id}}", hierarchy, "fed_hierarchy")
+    router.add("GET", f"{FED}/v1/timestamp_to_event/{{room_id}}", timestamp_to_event,
+               "fed_timestamp_to_event")  # fmt: skip
     router.add("GET", f"{FED}/v1/publicRooms", public_rooms_get, "fed_public_rooms")
     router.add("POST", f"{FED}/v1/publicRooms", public_rooms_post, "fed_public_rooms")
     router.add("GET", f"{FED}/v1/event/{{event_id}}", event, "fed_event")
