@@ -676,3 +676,33 @@ def test_space_hierarchy_and_timestamp_lookups_for_other_servers(
     found = signed_get(hs1, ca, path, hs2, hs1.server_name)
     assert found.status_code == 200, found.text
     assert found.json()["event_id"] == sent.body["event_id"]
+
+
+def test_openid_token_checked_by_a_third_party(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    """A widget or integration manager gets an OpenID token from the user and asks the
+    user's server who it belongs to."""
+    hs1, _ = servers
+    alice, bob = new_user(hs1), new_user(hs1)
+    resp = alice.post(f"user/{q(alice.user_id or '')}/openid/request_token", {})
+    assert resp.status == 200, resp
+    assert resp.body["token_type"] == "Bearer"
+    assert resp.body["matrix_server_name"] == hs1.server_name
+    assert 0 < resp.body["expires_in"] <= 3600
+    token = resp.body["access_token"]
+    info = fed_get(hs1, ca, "/_matrix/federation/v1/openid/userinfo",
+                   params={"access_token": token})  # fmt: skip
+    assert info.status_code == 200, info.text
+    assert info.json() == {"sub": alice.user_id}
+    wrong = fed_get(hs1, ca, "/_matrix/federation/v1/openid/userinfo",
+                    params={"access_token": token + "x"})  # fmt: skip
+    assert wrong.status_code == 401
+    assert wrong.json()["errcode"] == "M_UNKNOWN_TOKEN"
+    other = bob.post(f"user/{q(alice.user_id or '')}/openid/request_token", {})
+    assert other.status == 403
+    # Only the hash is stored.
+    from tests.harness import db_rows
+
+    rows = db_rows(hs1, "SELECT token_hash FROM openid_tokens")
+    assert rows and all(token not in row[0] for row in rows)

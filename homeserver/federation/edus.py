@@ -46,7 +46,7 @@ class FederationEdus:
         room_id, user_id = content.get("room_id"), content.get("user_id")
         if not isinstance(room_id, str) or not isinstance(user_id, str):
             return
-        if not _from(origin, user_id):
+        if not _from(origin, user_id) or not await self.hs.federation_acl.allows(origin, room_id):
             return
         await self.hs.typing.set_typing(
             user_id, room_id, content.get("typing") is True, REMOTE_TYPING_TIMEOUT_MS
@@ -55,6 +55,8 @@ class FederationEdus:
     async def _receipts(self, origin: str, content: dict[str, Any]) -> None:
         for room_id, by_type in content.items():
             if not isinstance(by_type, dict):
+                continue
+            if not await self.hs.federation_acl.allows(origin, room_id):
                 continue
             read = by_type.get("m.read")
             if not isinstance(read, dict):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import threads
 
 from crypto.passwords import check_password, hash_password
+from crypto.tokens import hash_token, mint_opaque_id
 from homeserver.errors import Codes, MatrixError, forbidden, invalid_param
 from homeserver.storage.users import UserExistsError
 
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 _LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/+]+$")
 MAX_USER_ID_LENGTH = 255
 MAX_PASSWORD_LENGTH = 512
+OPENID_TOKEN_LIFETIME_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,22 @@ class AccountService:
     async def consume_registration_token(self, token: str) -> None:
         if not await self.users.use_registration_token(token, self.clock.time_msec()):
             raise MatrixError(401, Codes.FORBIDDEN, "Registration token is no longer valid")
+
+    # OpenID (third parties checking who a user is)
+
+    async def mint_openid_token(self, user_id: str) -> dict[str, Any]:
+        token = mint_opaque_id(32)
+        expires_ts = self.clock.time_msec() + OPENID_TOKEN_LIFETIME_MS
+        await self.users.add_openid_token(hash_token(token), user_id, expires_ts)
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "matrix_server_name": self.server_name,
+            "expires_in": OPENID_TOKEN_LIFETIME_MS // 1000,
+        }
+
+    async def openid_user(self, token: str) -> str | None:
+        return await self.users.get_openid_user(hash_token(token), self.clock.time_msec())
 
     # Login
 

@@ -142,3 +142,27 @@ class UserStore:
             return txn.rowcount == 1
 
         return await self.db.run("use_registration_token", txn_fn)
+
+    # OpenID tokens
+
+    async def add_openid_token(self, token_hash: str, user_id: str, expires_ts: int) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute(
+                "DELETE FROM openid_tokens WHERE expires_ts < ?", (expires_ts - 86_400_000,)
+            )
+            txn.execute(
+                "INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES (?, ?, ?)",
+                (token_hash, user_id, expires_ts),
+            )
+
+        await self.db.run("add_openid_token", txn_fn)
+
+    async def get_openid_user(self, token_hash: str, now_ms: int) -> str | None:
+        row = await self.db.run(
+            "get_openid_user",
+            lambda txn: txn.select_one(
+                "SELECT user_id FROM openid_tokens WHERE token_hash = ? AND expires_ts > ?",
+                (token_hash, now_ms),
+            ),
+        )
+        return str(row[0]) if row else None

@@ -1,9 +1,10 @@
-"""The account itself: whoami, password change, deactivation, and whois."""
+"""The account itself: whoami, password change, deactivation, whois, OpenID tokens."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from homeserver.errors import forbidden
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import client_paths, optional, parse_json_object, require
 from homeserver.services.uia import PASSWORD
@@ -52,7 +53,16 @@ def register(hs: HomeServer, router: Router) -> None:
             )
         return 200, {"user_id": user_id, "devices": devices}
 
+    async def openid_token(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.get_user_by_req(request)
+        if requester.user_id != user_id:
+            raise forbidden("You can only request OpenID tokens for yourself")
+        parse_json_object(request, allow_empty=True)
+        return 200, await hs.accounts.mint_openid_token(user_id)
+
     router.add("GET", client_paths("/account/whoami"), whoami, "whoami")
+    router.add("POST", client_paths("/user/{user_id}/openid/request_token"), openid_token,
+               "openid_request_token")  # fmt: skip
     router.add("POST", client_paths("/account/password"), change_password, "account_password")
     router.add("POST", client_paths("/account/deactivate"), deactivate, "account_deactivate")
     router.add("GET", client_paths("/admin/whois/{user_id}"), whois, "admin_whois")

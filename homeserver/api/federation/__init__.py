@@ -58,7 +58,20 @@ def register_federation_servlets(hs: HomeServer, router: Router) -> None:
     async def version(request: MatrixRequest) -> tuple[int, Any]:
         return 200, {"server": {"name": "homeserver", "version": SERVER_VERSION}}
 
+    async def openid_userinfo(request: MatrixRequest) -> tuple[int, Any]:
+        # Authenticated by the OpenID token itself (asked by widgets and integration
+        # managers, not by homeservers), so no X-Matrix signature.
+        token = request.query_arg("access_token")
+        if not token:
+            authorization = request.header("Authorization") or ""
+            token = authorization[7:] if authorization.startswith("Bearer ") else None
+        user_id = await hs.accounts.openid_user(token) if token else None
+        if user_id is None:
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Invalid or expired OpenID token")
+        return 200, {"sub": user_id}
+
     router.add("GET", f"{FED}/v1/version", version, "fed_version")
+    router.add("GET", f"{FED}/v1/openid/userinfo", openid_userinfo, "fed_openid_userinfo")
 
     # Transactions
 
