@@ -706,3 +706,52 @@ def test_openid_token_checked_by_a_third_party(
 
     rows = db_rows(hs1, "SELECT token_hash FROM openid_tokens")
     assert rows and all(token not in row[0] for row in rows)
+
+
+def port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listeners do
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_server_found_through_its_well_known(db_kind: str, ca: FederationCA) -> None:
+    """A server named plainly ``localhost`` (no port) is found the way the spec says: its
+    https://localhost/.well-known/matrix/server delegates to the real federation port."""
+    if not port_free(443):
+        pytest.skip("port 443 is taken here; the well-known look-up needs it")
+    from tests.harness import free_port, make_server
+
+    federation_port, client_port = free_port(), free_port()
+    tls = {"tls": True, "tls_certificate_path": ca.cert_path,
+           "tls_private_key_path": ca.key_path, "bind_addresses": ["127.0.0.1"]}  # fmt: skip
+    plain = make_server(db_kind, {
+        "server_name": "localhost",
+        "listeners": [
+            {"port": client_port, "bind_addresses": ["127.0.0.1"], "resources": ["client"]},
+            {"port": federation_port, "resources": ["federation"], **tls},
+            {"port": 443, "resources": ["client"], **tls},
+        ],
+        "federation": {"ca_file": ca.ca_path},
+        "well_known": {"server_delegation": f"localhost:{federation_port}"},
+    })  # fmt: skip
+    plain.server_name = "localhost"
+    plain.base_url = f"http://127.0.0.1:{client_port}"
+    other = make_federating_server(db_kind, ca)
+    plain.start()
+    other.start()
+    try:
+        alice, bob = new_user(plain), new_user(other)
+        room_id = create_room(alice)
+        resp = bob.post(f"join/{q(room_id)}", {}, params={"via": "localhost"})
+        assert resp.status == 200, resp
+        profile = bob.get(f"profile/{q(alice.user_id or '')}")
+        assert profile.status == 200, profile
+    finally:
+        plain.stop()
+        other.stop()

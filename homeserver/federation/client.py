@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStream
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory
+from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
 from crypto.request_signing import sign_request
@@ -127,7 +127,12 @@ class FederationClient:
         agent = Agent.usingEndpointFactory(hs.reactor, _EndpointFactory(self), pool=pool)
         self._http = treq.client.HTTPClient(agent)
         self._pool = pool
-        self._plain_agent: Any = Agent(hs.reactor, contextFactory=_PlainTlsPolicy(self), pool=pool)
+        # Its own pool: a connection to https://host/ (port 443, for a .well-known) must
+        # never carry a federation request for the server named ``host``.
+        self._plain_pool = HTTPConnectionPool(hs.reactor, persistent=True)
+        self._plain_agent: Any = Agent(
+            hs.reactor, contextFactory=_PlainTlsPolicy(self), pool=self._plain_pool
+        )
 
     def tls_creator(self, server_name: str) -> Any:
         if not self.config.verify_certificates:
@@ -137,6 +142,7 @@ class FederationClient:
 
     async def close(self) -> None:
         await self._pool.closeCachedConnections()
+        await self._plain_pool.closeCachedConnections()
 
     async def request(
         self,
@@ -215,6 +221,7 @@ class FederationClient:
         return WellKnownResponse(response.code, body, headers)
 
 
+@implementer(IPolicyForHTTPS)
 class _PlainTlsPolicy:
     """Certificates checked for the host in the URL (no federation resolution)."""
 
