@@ -15,6 +15,7 @@ from homeserver.clock import Clock
 from homeserver.federation.acl import ServerAcl
 from homeserver.federation.auth import FederationAuth
 from homeserver.federation.client import FederationClient
+from homeserver.federation.e2ee import FederationE2ee
 from homeserver.federation.edus import FederationEdus
 from homeserver.federation.fetch import FederationEvents
 from homeserver.federation.keyring import Keyring
@@ -136,6 +137,7 @@ class HomeServer:
         self.federation_events = FederationEvents(self)
         self.federation_membership = FederationMembership(self)
         self.federation_reads = FederationReads(self)
+        self.federation_e2ee = FederationE2ee(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,

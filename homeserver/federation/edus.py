@@ -33,6 +33,10 @@ class FederationEdus:
                 await self._typing(origin, content)
             elif edu_type == "m.receipt":
                 await self._receipts(origin, content)
+            elif edu_type in ("m.device_list_update", "m.signing_key_update"):
+                await self.hs.federation_e2ee.on_device_list_update(origin, content)
+            elif edu_type == "m.direct_to_device":
+                await self.hs.federation_e2ee.on_direct_to_device(origin, content)
             elif edu_type == "m.presence":
                 updates = content.get("push")
                 for update in updates[:100] if isinstance(updates, list) else []:

@@ -50,17 +50,33 @@ class E2eeService:
 
     # Device lists
 
-    async def device_list_changed(self, user_id: str) -> None:
+    async def device_list_changed(
+        self, user_id: str, devices: list[str] | None = None, deleted: bool = False
+    ) -> None:
+        """Record that the user's devices or keys changed and wake whoever shares a room;
+        for our own users, tell the other servers in those rooms too (which devices, or,
+        with ``devices`` None, the cross-signing keys)."""
         with self.device_lists.next_id() as stream_id:
             await self.store.add_device_list_change(stream_id, user_id)
         watchers = {user_id}
         for room_id in await self.hs.stores.events.get_rooms_for_user(user_id, ["join"]):
             watchers |= await self.hs.room_events.joined_users(room_id)
         self.hs.notifier.notify_users(watchers)
+        if not self.hs.accounts.is_local(user_id) or not self.hs.config.federation.enabled:
+            return
+        federation = self.hs.federation_e2ee
+        if devices is None:
+            await federation.cross_signing_changed(user_id)
+        for device_id in devices or []:
+            await federation.device_changed(user_id, device_id, stream_id, deleted)
+
+    async def remote_user_changed(self, user_id: str) -> None:
+        """Another server announced a change of one of its users' devices or keys."""
+        await self.device_list_changed(user_id)
 
     async def on_devices_deleted(self, user_id: str, device_ids: list[str]) -> None:
         await self.store.delete_device_data(user_id, device_ids)
-        await self.device_list_changed(user_id)
+        await self.device_list_changed(user_id, device_ids, deleted=True)
 
     # Upload
 
@@ -113,7 +129,7 @@ class E2eeService:
         if existing == keys:
             return
         await self.store.set_device_keys(user_id, device_id, keys)
-        await self.device_list_changed(user_id)
+        await self.device_list_changed(user_id, [device_id])
 
     # Query and claim
 
@@ -125,19 +141,44 @@ class E2eeService:
             if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
                 raise bad_json("device_keys values must be lists of device IDs")
         local = [u for u in wanted if isinstance(u, str) and self.hs.accounts.is_local(u)]
-        failures = {
-            u.split(":", 1)[-1]: {"status": 503, "message": "Federation is not available yet"}
-            for u in wanted if u not in local
-        }  # fmt: skip
+        remote = {u: d for u, d in wanted.items() if u not in local}
+        result = await self.local_keys({u: wanted[u] for u in local}, requester.user_id)
+        result["failures"] = {}
+        if remote:
+            if not self.hs.config.federation.enabled:
+                result["failures"] = {
+                    u.split(":", 1)[-1]: {"status": 503, "message": "Federation is disabled"}
+                    for u in remote
+                }
+                return result
+            answers, result["failures"] = await self.hs.federation_e2ee.query_remote_keys(
+                remote, _timeout(body)
+            )
+            # Signatures our user made on remote users' keys are kept here, not there.
+            signatures = await self.store.get_signatures(list(remote))
+            for user_id, key in answers["master_keys"].items():
+                found = _ed25519_key(key)
+                if found is not None:
+                    key = self._with_signatures(key, user_id, found[0], signatures,
+                                                requester.user_id)  # fmt: skip
+                result["master_keys"][user_id] = key
+            for field in ("device_keys", "self_signing_keys"):
+                result[field].update(answers[field])
+        return result
+
+    async def local_keys(self, wanted: dict[str, list[str]], requester_id: str) -> JsonDict:
+        """Our users' device and cross-signing keys, as ``/keys/query`` answers (for a
+        remote requester, ``requester_id`` is empty: no user-signing keys)."""
+        local = list(wanted)
         signatures = await self.store.get_signatures(local)
         result: JsonDict = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {},
-                            "user_signing_keys": {}, "failures": failures}  # fmt: skip
+                            "user_signing_keys": {}}  # fmt: skip
         for user_id, device_id, keys, display_name in await self.store.query_device_keys(local):
             devices = wanted.get(user_id) or []
             if devices and device_id not in devices:
                 continue
             keys = self._with_signatures(keys, user_id, f"ed25519:{device_id}", signatures,
-                                         requester.user_id)  # fmt: skip
+                                         requester_id)  # fmt: skip
             keys["unsigned"] = {"device_display_name": display_name} if display_name else {}
             result["device_keys"].setdefault(user_id, {})[device_id] = keys
         for user_id in local:
@@ -147,13 +188,11 @@ class E2eeService:
                 key = by_type.get(key_type)
                 if key is None:
                     continue
-                if key_type == "user_signing" and user_id != requester.user_id:
+                if key_type == "user_signing" and user_id != requester_id:
                     continue  # user-signing keys only to their owner
                 found = _ed25519_key(key)
                 if found is not None:
-                    key = self._with_signatures(
-                        key, user_id, found[0], signatures, requester.user_id
-                    )
+                    key = self._with_signatures(key, user_id, found[0], signatures, requester_id)
                 result[field.replace("_key", "_keys")][user_id] = key
         return result
 
@@ -176,26 +215,35 @@ class E2eeService:
             merged.setdefault("signatures", {}).setdefault(signer, {})[signer_key] = signature
         return merged
 
-    async def claim_keys(self, body: JsonDict) -> JsonDict:
+    async def claim_keys(self, body: JsonDict, local_only: bool = False) -> JsonDict:
         wanted = body.get("one_time_keys")
         if not isinstance(wanted, dict):
             raise bad_json("one_time_keys must be an object")
         requests = []
-        failures: JsonDict = {}
+        remote: dict[str, dict[str, str]] = {}
         for user_id, devices in wanted.items():
             if not isinstance(devices, dict):
                 raise bad_json("one_time_keys values must be objects")
+            if not all(isinstance(a, str) for a in devices.values()):
+                raise bad_json("algorithms must be strings")
             if not self.hs.accounts.is_local(user_id):
-                failures[user_id.split(":", 1)[-1]] = {"status": 503}
+                if not local_only:
+                    remote[user_id] = devices
                 continue
             for device_id, algorithm in devices.items():
-                if not isinstance(algorithm, str):
-                    raise bad_json("algorithms must be strings")
                 requests.append((user_id, device_id, algorithm))
         claimed = await self.store.claim_keys(requests)
         result: JsonDict = {}
         for (user_id, device_id), (key_id, key) in claimed.items():
             result.setdefault(user_id, {})[device_id] = {key_id: key}
+        failures: JsonDict = {}
+        if remote and not self.hs.config.federation.enabled:
+            failures = {u.split(":", 1)[-1]: {"status": 503} for u in remote}
+        elif remote:
+            remote_claimed, failures = await self.hs.federation_e2ee.claim_remote_keys(
+                remote, _timeout(body)
+            )
+            result.update(remote_claimed)
         return {"one_time_keys": result, "failures": failures}
 
     # Cross-signing
@@ -252,7 +300,11 @@ class E2eeService:
                     }  # fmt: skip
         await self.store.add_signatures(rows)
         for user_id in changed_users:
-            await self.device_list_changed(user_id)
+            signed_devices = sorted(
+                {key_id.split(":", 1)[1] for target, key_id, *_ in rows if target == user_id}
+                & set(await self.hs.stores.devices.get_device_ids(user_id))
+            )
+            await self.device_list_changed(user_id, signed_devices or None)
         return {"failures": failures}
 
     async def _verify_signed(
@@ -265,7 +317,11 @@ class E2eeService:
         if not isinstance(signatures, dict) or not signatures:
             raise ValueError("no signature by the uploader")
         # Which stored key is being signed, and which of the signer's keys may sign it.
-        target_keys = (await self.store.get_cross_signing_keys([target])).get(target, {})
+        if self.hs.accounts.is_local(target):
+            target_keys = (await self.store.get_cross_signing_keys([target])).get(target, {})
+        else:  # another server's user: their server holds the key
+            remote_master = await self.hs.federation_e2ee.remote_master_key(target)
+            target_keys = {"master": remote_master} if remote_master else {}
         device = await self.store.get_device_keys(target, key_id)
         if device is not None and target == signer:
             signing_keys = [own.get("self_signing")]
@@ -321,19 +377,46 @@ class E2eeService:
             requester.user_id, requester.device_id, txn_id, self.hs.clock.time_msec()
         ):
             return  # a retry of a transaction already delivered
-        rows = []
-        recipients = set()
+        local: dict[str, JsonDict] = {}
+        remote: dict[str, JsonDict] = {}
         for user_id, by_device in messages.items():
             if not isinstance(by_device, dict):
                 raise bad_json("messages values must be objects of device IDs")
-            if not self.hs.accounts.is_local(user_id):
-                continue  # federation is not available yet
+            (local if self.hs.accounts.is_local(user_id) else remote)[user_id] = by_device
+        if remote and self.hs.config.federation.enabled:
+            await self.hs.federation_e2ee.send_to_device(
+                requester.user_id, event_type,
+                f"{requester.user_id}|{requester.device_id}|{txn_id}", remote,
+            )  # fmt: skip
+        await self._store_to_device(requester.user_id, event_type, local)
+
+    async def deliver_to_device(
+        self, sender: str, scope: str, message_id: str, event_type: str,
+        messages: dict[str, JsonDict],
+    ) -> None:  # fmt: skip
+        """Messages another server carried to our users; each message ID delivered once."""
+        if not await self.store.record_to_device_txn(
+            sender, scope, message_id, self.hs.clock.time_msec()
+        ):
+            return
+        await self._store_to_device(sender, event_type, messages, existing_only=True)
+
+    async def _store_to_device(
+        self, sender: str, event_type: str, messages: dict[str, JsonDict],
+        existing_only: bool = False,
+    ) -> None:  # fmt: skip
+        rows = []
+        recipients = set()
+        for user_id, by_device in messages.items():
             device_ids = list(by_device)
             if "*" in by_device:
                 device_ids = await self.hs.stores.devices.get_device_ids(user_id)
+            elif existing_only:  # another server names devices: only real ones get rows
+                known = set(await self.hs.stores.devices.get_device_ids(user_id))
+                device_ids = [d for d in device_ids if d in known]
             for device_id in device_ids:
                 content = by_device.get(device_id, by_device.get("*"))
-                message = {"type": event_type, "sender": requester.user_id, "content": content}
+                message = {"type": event_type, "sender": sender, "content": content}
                 rows.append((user_id, device_id, json.dumps(message)))
             recipients.add(user_id)
         # Positions stay "in flight" until written, so no sync acknowledges past them early.
@@ -345,3 +428,11 @@ class E2eeService:
             if stored:
                 await self.store.add_to_device(stored)
         self.hs.notifier.notify_users(recipients)
+
+
+def _timeout(body: JsonDict) -> int:
+    """The client's ``timeout`` for asking other servers, bounded."""
+    value = body.get("timeout", 10_000)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return 10_000
+    return min(value, 30_000)

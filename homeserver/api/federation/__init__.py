@@ -232,6 +232,36 @@ def register_federation_servlets(hs: HomeServer, router: Router) -> None:
             raise MatrixError(400, Codes.INVALID_PARAM, "ts and dir=f|b are required")
         return 200, await reads.timestamp_to_event(origin, room_id, ts, direction == "f")
 
+    async def user_devices(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        origin, _ = await auth.authenticate(request)
+        if not hs.accounts.is_local(user_id) or await hs.stores.users.get_user(user_id) is None:
+            raise not_found("Not a user of this server")
+        return 200, await hs.federation_e2ee.user_devices(origin, user_id)
+
+    async def user_keys_query(request: MatrixRequest) -> tuple[int, Any]:
+        _, body = await auth.authenticate(request)
+        wanted = body.get("device_keys") if isinstance(body, dict) else None
+        if not isinstance(wanted, dict):
+            raise bad_json("device_keys must be an object")
+        local = {
+            u: d if isinstance(d, list) else []
+            for u, d in wanted.items()
+            if isinstance(u, str) and hs.accounts.is_local(u)
+        }
+        answer = await hs.e2ee.local_keys(local, "")
+        answer.pop("user_signing_keys", None)  # never to another server
+        return 200, answer
+
+    async def user_keys_claim(request: MatrixRequest) -> tuple[int, Any]:
+        _, body = await auth.authenticate(request)
+        if not isinstance(body, dict):
+            raise bad_json("Body must be an object")
+        answer = await hs.e2ee.claim_keys(body, local_only=True)
+        return 200, {"one_time_keys": answer["one_time_keys"]}
+
+    router.add("GET", f"{FED}/v1/user/devices/{{user_id}}", user_devices, "fed_user_devices")
+    router.add("POST", f"{FED}/v1/user/keys/query", user_keys_query, "fed_user_keys_query")
+    router.add("POST", f"{FED}/v1/user/keys/claim", user_keys_claim, "fed_user_keys_claim")
     router.add("GET", f"{FED}/v1/hierarchy/{{room_id}}", hierarchy, "fed_hierarchy")
     router.add("GET", f"{FED}/v1/timestamp_to_event/{{room_id}}", timestamp_to_event,
                "fed_timestamp_to_event")  # fmt: skip
