@@ -35,6 +35,7 @@ from tests.federation_harness import (
     room_messages,
 )
 from tests.harness import (
+    PASSWORD,
     Client,
     ServerProcess,
     create_pg_database,
@@ -239,6 +240,82 @@ def one_way(checks: Checks, label: str, sender: Client, reader: Client, room_id:
     checks.expect(f"{label}: receipt", lambda: receipt_seen(reader, room_id, last, sender_id))
 
 
+async def encrypted_talk(
+    checks: Checks, label: str, host: tuple[Any, str], guest: tuple[Any, str]
+) -> None:
+    """An encrypted room created by ``host``'s user, the other invited: olm clients
+    (matrix-nio) on both sides, a message each way, each decrypted by the other."""
+    import nio
+
+    from tests.test_e2ee_private import MEGOLM, housekeeping, receive_bodies, sync_once
+
+    clients = []
+    stores = [tempfile.mkdtemp(prefix="interop-olm-") for _ in range(2)]
+    for (server, user_id), store in zip((host, guest), stores, strict=True):
+        config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
+        client = nio.AsyncClient(server.base_url, user_id, store_path=store, config=config)
+        login = await client.login(PASSWORD, device_name=f"interop {label}")
+        assert isinstance(login, nio.LoginResponse), login
+        await client.sync(timeout=0, full_state=True)
+        await housekeeping(client)
+        clients.append(client)
+    owner, invitee = clients
+    try:
+        created = await owner.room_create(
+            invite=[invitee.user_id],
+            initial_state=[{"type": "m.room.encryption", "state_key": "",
+                            "content": {"algorithm": MEGOLM}}],
+        )  # fmt: skip
+        assert isinstance(created, nio.RoomCreateResponse), created
+        room_id = created.room_id
+        for _ in range(40):
+            await sync_once(invitee)
+            if room_id in invitee.invited_rooms:
+                break
+        joined = await invitee.join(room_id)
+        assert isinstance(joined, nio.JoinResponse), joined
+        for _ in range(4):
+            await sync_once(owner)
+            await sync_once(invitee)
+        for sender, reader, who in (
+            (owner, invitee, "host->guest"),
+            (invitee, owner, "guest->host"),
+        ):
+            text = f"encrypted {who} {secrets.token_hex(3)}"
+            sent = await sender.room_send(room_id, "m.room.message",
+                                          {"msgtype": "m.text", "body": text},
+                                          ignore_unverified_devices=True)  # fmt: skip
+            assert isinstance(sent, nio.RoomSendResponse), sent
+            try:
+                await receive_bodies(reader, room_id, {text}, deadline=30)
+                print(f"ok    {label}: encrypted message {who}", flush=True)
+            except AssertionError as e:
+                print(f"FAIL  {label}: encrypted message {who}: {e}", flush=True)
+                checks.failed.append(f"{label}: encrypted {who}")
+            await sync_once(sender)
+        # A new device of the invitee's is noticed by the owner's client.
+        config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
+        phone_store = tempfile.mkdtemp(prefix="interop-olm-")
+        phone = nio.AsyncClient(guest[0].base_url, guest[1], store_path=phone_store, config=config)
+        clients.append(phone)
+        assert isinstance(await phone.login(PASSWORD, device_name="new phone"), nio.LoginResponse)
+        await phone.sync(timeout=0, full_state=True)
+        await housekeeping(phone)
+        noticed = False
+        for _ in range(40):
+            await sync_once(owner, timeout=500)
+            if phone.device_id in owner.device_store[phone.user_id]:
+                noticed = True
+                break
+        print(f"{'ok   ' if noticed else 'FAIL '} {label}: new device of the guest noticed",
+              flush=True)  # fmt: skip
+        if not noticed:
+            checks.failed.append(f"{label}: new device noticed")
+    finally:
+        for client in clients:
+            await client.close()
+
+
 def run(db_kind: str) -> int:
     ca = make_test_ca()
     ours: ServerProcess = make_federating_server(db_kind, ca)
@@ -278,6 +355,14 @@ def run(db_kind: str) -> int:
             talk(checks, "room on Synapse", sue, alice, room)
         else:
             checks.failed.append("our user joins Synapse's room")
+
+        # Encrypted rooms, created on either side.
+        import asyncio
+
+        ours_user = (ours, alice.user_id or "")
+        theirs_user = (synapse, sue.user_id or "")
+        asyncio.run(encrypted_talk(checks, "encrypted room on ours", ours_user, theirs_user))
+        asyncio.run(encrypted_talk(checks, "encrypted room on Synapse", theirs_user, ours_user))
     finally:
         synapse.stop()
         if checks.failed:
