@@ -19,6 +19,7 @@ from homeserver.federation.e2ee import FederationE2ee
 from homeserver.federation.edus import FederationEdus
 from homeserver.federation.fetch import FederationEvents
 from homeserver.federation.keyring import Keyring
+from homeserver.federation.media import FederationMedia
 from homeserver.federation.membership import FederationMembership
 from homeserver.federation.reads import FederationReads
 from homeserver.federation.receiver import FederationReceiver
@@ -138,6 +139,7 @@ class HomeServer:
         self.federation_membership = FederationMembership(self)
         self.federation_reads = FederationReads(self)
         self.federation_e2ee = FederationE2ee(self)
+        self.federation_media = FederationMedia(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,

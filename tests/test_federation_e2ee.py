@@ -120,3 +120,26 @@ def test_remote_keys_and_unreachable_servers(servers: tuple[ServerProcess, Serve
         "@nobody:unreachable.invalid": {"DEV": "signed_curve25519"}}, "timeout": 3000})  # fmt: skip
     assert claim.status == 200, claim
     assert "unreachable.invalid" in claim.body["failures"]
+
+
+def test_remote_media_and_thumbnails(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    from tests.test_media import download, png, size_of, thumbnail, upload
+
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    original = png((320, 240))
+    mxc = upload(alice, original, "image/png", "holiday.png")
+    fetched = download(bob, mxc)
+    assert fetched.status == 200, fetched
+    assert fetched.body == original
+    assert fetched.headers["Content-Type"] == "image/png"
+    assert "holiday.png" in fetched.headers["Content-Disposition"]
+    again = download(bob, mxc)  # from bob's server's copy now
+    assert again.body == original
+    thumb = thumbnail(bob, mxc, 32, 32, "scale")
+    assert thumb.status == 200, thumb
+    assert max(size_of(thumb.body)) <= 96
+    missing = download(bob, mxc[:-3] + "zzz")
+    assert missing.status == 404, missing
+    legacy = download(bob, mxc, legacy=True)
+    assert legacy.status == 404  # the unauthenticated routes stay closed unless configured

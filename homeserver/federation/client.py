@@ -155,6 +155,32 @@ class FederationClient:
         timeout_ms: int | None = None,
     ) -> Any:
         """One request; the parsed JSON answer, or FederationError."""
+        code, _, content = await self.request_raw(
+            destination, method, path, query, body, signed, timeout_ms, MAX_RESPONSE_BYTES
+        )
+        try:
+            parsed = json.loads(content) if content else None
+        except ValueError:
+            parsed = None
+        if code >= 300:
+            raise FederationError(destination, f"HTTP {code}: {content[:200]!r}", code, parsed)
+        if parsed is None and content:
+            raise FederationError(destination, "answer is not JSON", code)
+        return parsed
+
+    async def request_raw(
+        self,
+        destination: str,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        signed: bool = True,
+        timeout_ms: int | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) of one request; the body read only up to ``max_bytes``
+        (a larger one is a FederationError, with the connection dropped)."""
         if not self.config.allows(destination):
             raise FederationError(destination, "not in federation.domain_whitelist", 403)
         uri = path
@@ -183,22 +209,12 @@ class FederationClient:
                 data=data,
                 timeout=timeout,
             )
-            content = await treq.content(response)
+            content = await read_bounded(response, max_bytes)
+        except ResponseTooLarge:
+            raise FederationError(destination, "response too large") from None
         except Exception as e:  # connection refused, TLS failure, timeout...
             raise FederationError(destination, f"{type(e).__name__}: {e}") from None
-        if len(content) > MAX_RESPONSE_BYTES:
-            raise FederationError(destination, "response too large", response.code)
-        try:
-            parsed = json.loads(content) if content else None
-        except ValueError:
-            parsed = None
-        if response.code >= 300:
-            raise FederationError(
-                destination, f"HTTP {response.code}: {content[:200]!r}", response.code, parsed
-            )
-        if parsed is None and content:
-            raise FederationError(destination, "answer is not JSON", response.code)
-        return parsed
+        return response.code, _headers(response), content
 
     async def get_json(self, destination: str, path: str, **kwargs: Any) -> Any:
         return await self.request(destination, "GET", path, **kwargs)
@@ -209,16 +225,55 @@ class FederationClient:
     async def post_json(self, destination: str, path: str, body: Any, **kwargs: Any) -> Any:
         return await self.request(destination, "POST", path, body=body, **kwargs)
 
-    async def https_get(self, url: str) -> WellKnownResponse:
-        """One unsigned GET (no redirects followed: discovery follows them itself), the
-        certificate checked for the URL's host; for ``.well-known`` look-ups."""
-        response = await treq.get(url, agent=self._plain_agent, timeout=10, allow_redirects=False)
-        body = await treq.content(response)
-        headers = {
-            k.decode("latin-1").lower(): v[-1].decode("latin-1")
-            for k, v in response.headers.getAllRawHeaders()
-        }
-        return WellKnownResponse(response.code, body, headers)
+    async def https_get(self, url: str, max_bytes: int = 50_000) -> WellKnownResponse:
+        """One unsigned GET (no redirects followed: callers follow them themselves), the
+        certificate checked for the URL's host; for ``.well-known`` and media locations."""
+        response = await treq.get(url, agent=self._plain_agent, timeout=15, allow_redirects=False)
+        body = await read_bounded(response, max_bytes)
+        return WellKnownResponse(response.code, body, _headers(response))
+
+
+class ResponseTooLarge(Exception):
+    pass
+
+
+async def read_bounded(response: Any, max_bytes: int) -> bytes:
+    """The body, refused (and the connection dropped) as soon as it passes ``max_bytes``:
+    a hostile server cannot make us hold more."""
+    length = response.length
+    if isinstance(length, int) and length > max_bytes:
+        response.deliverBody(_Discard())
+        raise ResponseTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+
+    def collect(data: bytes) -> None:
+        nonlocal size
+        size += len(data)
+        if size > max_bytes:
+            raise ResponseTooLarge()
+        chunks.append(data)
+
+    await treq.collect(response, collect)
+    return b"".join(chunks)
+
+
+class _Discard:
+    def makeConnection(self, transport: Any) -> None:
+        transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
+
+
+def _headers(response: Any) -> dict[str, str]:
+    return {
+        k.decode("latin-1").lower(): v[-1].decode("latin-1")
+        for k, v in response.headers.getAllRawHeaders()
+    }
 
 
 @implementer(IPolicyForHTTPS)

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from twisted.internet import threads
 
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.federation.media import RemoteMediaError
 from homeserver.storage.media import MediaInfo, MediaStore
 
 if TYPE_CHECKING:
@@ -154,9 +155,40 @@ class MediaService:
 
     # Download
 
+    async def _remote(self, server_name: str, media_id: str) -> MediaInfo:
+        """Another server's media, fetched once over federation and then kept here."""
+        info = await self.store.get_remote(server_name, media_id)
+        if info is not None:
+            return info
+        if not self.hs.config.federation.enabled:
+            raise not_found("Media not found")
+        try:
+            part = await self.hs.federation_media.fetch(server_name, media_id)
+        except RemoteMediaError as e:
+            if e.not_found:
+                raise not_found("Media not found") from None
+            raise MatrixError(502, Codes.UNKNOWN, str(e)) from None
+        data = part.data or b""
+        if len(data) > self.config.max_upload_bytes:
+            raise MatrixError(502, Codes.TOO_LARGE, "Remote media is larger than allowed here")
+        local_id = "r" + secrets.token_urlsafe(18)
+        await threads.deferToThread(_write_file, self._file(local_id), data)
+        content_type = (part.content_type or "application/octet-stream").split(";")[0].strip()
+        await self.store.store_remote(
+            server_name, media_id, local_id, content_type, _filename(part.disposition),
+            len(data), self.hs.clock.time_msec(),
+        )  # fmt: skip
+        stored = await self.store.get_remote(server_name, media_id)
+        assert stored is not None
+        if stored.media_id != local_id:  # fetched concurrently: keep the first copy
+            await threads.deferToThread(_remove_files, [self._file(local_id)])
+        return stored
+
     async def _local(self, server_name: str, media_id: str, allow_legacy: bool) -> MediaInfo:
         if server_name != self.hs.config.server_name:
-            raise not_found("Remote media is not available yet (no federation)")
+            if not allow_legacy and not self.config.legacy_unauthenticated:
+                raise not_found("Use the authenticated media endpoints")
+            return await self._remote(server_name, media_id)
         info = await self.get_info(media_id)
         if info is None:
             raise not_found("Media not found")
@@ -175,7 +207,7 @@ class MediaService:
         self, server_name: str, media_id: str, authenticated: bool
     ) -> tuple[MediaInfo, bytes]:
         info = await self._local(server_name, media_id, authenticated)
-        data: bytes = await threads.deferToThread(_read_file, self._file(media_id))
+        data: bytes = await threads.deferToThread(_read_file, self._file(info.media_id))
         return info, data
 
     async def thumbnail(
@@ -184,6 +216,7 @@ class MediaService:
     ) -> tuple[str, bytes]:  # fmt: skip
         """(content type, bytes) of a thumbnail, generated once and then cached."""
         info = await self._local(server_name, media_id, authenticated)
+        media_id = info.media_id  # a remote one's local copy
         if info.content_type not in THUMBNAIL_TYPES:
             raise MatrixError(400, Codes.UNKNOWN, "Cannot generate thumbnails for this content")
         width, height = self._choose_size(width, height, method)
@@ -274,3 +307,15 @@ def _remove_files(paths: list[str]) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
+
+
+def _filename(disposition: str | None) -> str | None:
+    """The file name in a Content-Disposition header, if any."""
+    if not disposition:
+        return None
+    from email.message import Message
+
+    message = Message()
+    message["Content-Disposition"] = disposition
+    name = message.get_filename()
+    return name if isinstance(name, str) else None

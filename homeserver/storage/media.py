@@ -142,3 +142,32 @@ class MediaStore:
             txn.execute("DELETE FROM media WHERE media_id = ?", (media_id,))
 
         await self.db.run("delete_media", txn_fn)
+
+    # Other servers' media
+
+    async def get_remote(self, server_name: str, media_id: str) -> MediaInfo | None:
+        row = await self.db.run(
+            "get_remote_media",
+            lambda txn: txn.select_one(
+                "SELECT local_id, content_type, upload_name, size, fetched_ts "
+                "FROM remote_media WHERE server_name = ? AND media_id = ?",
+                (server_name, media_id),
+            ),
+        )
+        if row is None:
+            return None
+        return MediaInfo(row[0], "", row[1], row[2], int(row[3]), int(row[4]), int(row[4]))
+
+    async def store_remote(
+        self, server_name: str, media_id: str, local_id: str, content_type: str | None,
+        upload_name: str | None, size: int, now_ms: int,
+    ) -> None:  # fmt: skip
+        await self.db.run(
+            "store_remote_media",
+            lambda txn: txn.execute(
+                "INSERT INTO remote_media (server_name, media_id, local_id, content_type, "
+                "upload_name, size, fetched_ts) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (server_name, media_id) DO NOTHING",
+                (server_name, media_id, local_id, content_type, upload_name, size, now_ms),
+            ),
+        )

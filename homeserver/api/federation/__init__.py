@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError, bad_json, not_found
+from homeserver.federation.media import multipart_answer
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import parse_json_object
+from homeserver.services.media import content_headers
 from homeserver.streams import parse_position
 
 if TYPE_CHECKING:
@@ -259,6 +261,33 @@ def register_federation_servlets(hs: HomeServer, router: Router) -> None:
         answer = await hs.e2ee.claim_keys(body, local_only=True)
         return 200, {"one_time_keys": answer["one_time_keys"]}
 
+    async def media_download(request: MatrixRequest, media_id: str) -> tuple[int, Any]:
+        await auth.authenticate(request)
+        info, data = await hs.media.download(hs.config.server_name, media_id, True)
+        # The type as uploaded: the asking server applies its own serving rules.
+        disposition = content_headers(info.content_type, info.upload_name)["Content-Disposition"]
+        content_type, body = multipart_answer(info.content_type, disposition, data)
+        request.setHeader(b"Content-Type", content_type.encode("ascii"))
+        return 200, body
+
+    async def media_thumbnail(request: MatrixRequest, media_id: str) -> tuple[int, Any]:
+        await auth.authenticate(request)
+        width = parse_position(request.query_arg("width") or "")
+        height = parse_position(request.query_arg("height") or "")
+        method = request.query_arg("method") or "scale"
+        if not width or not height or method not in ("crop", "scale"):
+            raise MatrixError(400, Codes.INVALID_PARAM, "width, height and method are needed")
+        thumb_type, data = await hs.media.thumbnail(
+            hs.config.server_name, media_id, width, height, method, True
+        )
+        content_type, body = multipart_answer(thumb_type, None, data)
+        request.setHeader(b"Content-Type", content_type.encode("ascii"))
+        return 200, body
+
+    router.add("GET", f"{FED}/v1/media/download/{{media_id}}", media_download,
+               "fed_media_download")  # fmt: skip
+    router.add("GET", f"{FED}/v1/media/thumbnail/{{media_id}}", media_thumbnail,
+               "fed_media_thumbnail")  # fmt: skip
     router.add("GET", f"{FED}/v1/user/devices/{{user_id}}", user_devices, "fed_user_devices")
     router.add("POST", f"{FED}/v1/user/keys/query", user_keys_query, "fed_user_keys_query")
     router.add("POST", f"{FED}/v1/user/keys/claim", user_keys_claim, "fed_user_keys_claim")
