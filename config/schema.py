@@ -267,6 +267,14 @@ class OldVerifyKey(_Section):
     expired_ts: int
 
 
+PRIVATE_RANGES = (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "255.255.255.255/32",
+    "::1/128", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8", "fec0::/10", "::/128",
+)  # fmt: skip
+
+
 class FederationConfig(_Section):
     enabled: bool = True
     # Check remote servers' TLS certificates (turn off only for a private test federation).
@@ -285,8 +293,18 @@ class FederationConfig(_Section):
     request_timeout: Duration = "60s"
     # The longest wait between retries to an unreachable destination.
     max_retry_interval: Duration = "6h"
+    # Outbound requests (federation, remote media, well-known look-ups) never go to these
+    # addresses, whatever a remote server or DNS says; the whitelist makes exceptions.
+    ip_range_blacklist: list[str] = msgspec.field(default_factory=lambda: list(PRIVATE_RANGES))
+    ip_range_whitelist: list[str] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
+        for field in ("ip_range_blacklist", "ip_range_whitelist"):
+            for network in getattr(self, field):
+                try:
+                    ipaddress.ip_network(network)
+                except ValueError:
+                    raise ValueError(f"{field}: {network!r} is not an IP range") from None
         _normalise(self, "key_validity", parse_duration_ms)
         _normalise(self, "request_timeout", parse_duration_ms)
         _normalise(self, "max_retry_interval", parse_duration_ms)

@@ -737,7 +737,7 @@ def test_server_found_through_its_well_known(db_kind: str, ca: FederationCA) -> 
             {"port": federation_port, "resources": ["federation"], **tls},
             {"port": 443, "resources": ["client"], **tls},
         ],
-        "federation": {"ca_file": ca.ca_path},
+        "federation": {"ca_file": ca.ca_path, "ip_range_blacklist": []},
         "well_known": {"server_delegation": f"localhost:{federation_port}"},
     })  # fmt: skip
     plain.server_name = "localhost"

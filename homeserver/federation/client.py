@@ -6,14 +6,16 @@ Nothing here waits longer than ``federation.request_timeout`` (or the caller's t
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import treq
 from OpenSSL import SSL
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -21,7 +23,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStream
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from crypto.request_signing import sign_request
@@ -86,29 +88,49 @@ class _UnverifiedTLS:
         return connection
 
 
+class BlockedAddress(Exception):
+    """Every address of the host is in the outbound IP blacklist."""
+
+
 @implementer(IStreamClientEndpoint)
-class _FederationEndpoint:
-    def __init__(self, client: FederationClient, destination: str) -> None:
+class _CheckedEndpoint:
+    """TLS to ``host:port`` (a destination resolved first, for federation), connecting
+    only to addresses outside the configured blacklist."""
+
+    def __init__(
+        self, client: FederationClient, destination: str | None, host: str = "", port: int = 0
+    ) -> None:
         self.client = client
         self.destination = destination
+        self.host = host
+        self.port = port
 
     def connect(self, protocol_factory: Any) -> defer.Deferred[Any]:
         return defer.ensureDeferred(self._connect(protocol_factory))
 
     async def _connect(self, protocol_factory: Any) -> Any:
-        resolved = await self.client.resolver.resolve(self.destination)
-        endpoint: Any = HostnameEndpoint(self.client.reactor, resolved.host, resolved.port)
-        tls: Any = wrapClientTLS(self.client.tls_creator(resolved.tls_server_name), endpoint)
+        host, port, tls_name = self.host, self.port, self.host
+        if self.destination is not None:
+            resolved = await self.client.resolver.resolve(self.destination)
+            host, port, tls_name = resolved.host, resolved.port, resolved.tls_server_name
+        address = await self.client.allowed_address(host, port)
+        endpoint: Any = HostnameEndpoint(self.client.reactor, address, port)
+        tls: Any = wrapClientTLS(self.client.tls_creator(tls_name), endpoint)
         return await tls.connect(protocol_factory)
 
 
 @implementer(IAgentEndpointFactory)
 class _EndpointFactory:
-    def __init__(self, client: FederationClient) -> None:
+    def __init__(self, client: FederationClient, federation: bool) -> None:
         self.client = client
+        self.federation = federation
 
-    def endpointForURI(self, uri: Any) -> _FederationEndpoint:
-        return _FederationEndpoint(self.client, uri.netloc.decode("ascii"))
+    def endpointForURI(self, uri: Any) -> _CheckedEndpoint:
+        if self.federation:
+            return _CheckedEndpoint(self.client, uri.netloc.decode("ascii"))
+        if uri.scheme != b"https":
+            raise BlockedAddress("only https is fetched")
+        return _CheckedEndpoint(self.client, None, uri.host.decode("ascii"), uri.port)
 
 
 class FederationClient:
@@ -124,15 +146,33 @@ class FederationClient:
         pool = HTTPConnectionPool(hs.reactor, persistent=True)
         pool.maxPersistentPerHost = 5
         pool.cachedConnectionTimeout = 120
-        agent = Agent.usingEndpointFactory(hs.reactor, _EndpointFactory(self), pool=pool)
+        self._blacklist = [ipaddress.ip_network(n) for n in self.config.ip_range_blacklist]
+        self._whitelist = [ipaddress.ip_network(n) for n in self.config.ip_range_whitelist]
+        agent = Agent.usingEndpointFactory(hs.reactor, _EndpointFactory(self, True), pool=pool)
         self._http = treq.client.HTTPClient(agent)
         self._pool = pool
         # Its own pool: a connection to https://host/ (port 443, for a .well-known) must
         # never carry a federation request for the server named ``host``.
         self._plain_pool = HTTPConnectionPool(hs.reactor, persistent=True)
-        self._plain_agent: Any = Agent(
-            hs.reactor, contextFactory=_PlainTlsPolicy(self), pool=self._plain_pool
+        self._plain_agent: Any = Agent.usingEndpointFactory(
+            hs.reactor, _EndpointFactory(self, False), pool=self._plain_pool
         )
+
+    def blocked(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        if any(ip in network for network in self._whitelist):
+            return False
+        return any(ip in network for network in self._blacklist)
+
+    async def allowed_address(self, host: str, port: int) -> str:
+        """An address of ``host`` we may connect to; BlockedAddress if it has none (a
+        server naming a private or loopback address cannot make us reach inside)."""
+        infos = await threads.deferToThread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+        addresses = [str(info[4][0]) for info in infos]
+        for address in addresses:
+            if not self.blocked(address.split("%", 1)[0]):
+                return address
+        raise BlockedAddress(f"{host} resolves only to blocked addresses {addresses}")
 
     def tls_creator(self, server_name: str) -> Any:
         if not self.config.verify_certificates:
@@ -274,14 +314,3 @@ def _headers(response: Any) -> dict[str, str]:
         k.decode("latin-1").lower(): v[-1].decode("latin-1")
         for k, v in response.headers.getAllRawHeaders()
     }
-
-
-@implementer(IPolicyForHTTPS)
-class _PlainTlsPolicy:
-    """Certificates checked for the host in the URL (no federation resolution)."""
-
-    def __init__(self, client: FederationClient) -> None:
-        self.client = client
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        return self.client.tls_creator(hostname.decode("ascii"))
