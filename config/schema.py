@@ -161,6 +161,8 @@ class RateLimitConfig(_Section):
     login_failed_attempts: RateLimit = _limit(0.17, 3)
     message: RateLimit = _limit(0.2, 10)
     admin_register: RateLimit = _limit(1.0, 10)
+    # Requests from one other server (transactions, reads, joins), per second.
+    federation: RateLimit = _limit(50.0, 200)
 
 
 class PrivacyConfig(_Section):
@@ -297,6 +299,8 @@ class FederationConfig(_Section):
     # addresses, whatever a remote server or DNS says; the whitelist makes exceptions.
     ip_range_blacklist: list[str] = msgspec.field(default_factory=lambda: list(PRIVATE_RANGES))
     ip_range_whitelist: list[str] = msgspec.field(default_factory=list)
+    # Requests one other server may have in progress at once (more are answered 429).
+    max_concurrent_requests_per_origin: Annotated[int, msgspec.Meta(ge=1)] = 20
 
     def __post_init__(self) -> None:
         for field in ("ip_range_blacklist", "ip_range_whitelist"):

@@ -99,6 +99,8 @@ def base_config(server_name: str, port: int, metrics_port: int) -> dict[str, Any
         "rate_limiting": {"enabled": False},
         "privacy": {"client_ip_flush_interval": "200ms"},
         "logging": {"level": "INFO", "file": "homeserver.log"},
+        # Everything in the tests is on loopback, push gateways included.
+        "federation": {"ip_range_blacklist": []},
     }
 
 

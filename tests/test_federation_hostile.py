@@ -269,3 +269,29 @@ def test_server_still_serves_its_users_after_all_this(
     alice.put(f"rooms/{q(room_id)}/send/m.room.message/healthy",
               {"msgtype": "m.text", "body": "still fine"})  # fmt: skip
     wait_until(lambda: "still fine" in bodies_in(mallory, room_id), what="a normal message")
+
+
+def test_one_server_flooding_is_rate_limited(
+    db_kind: str, ca: FederationCA, servers: tuple[ServerProcess, ServerProcess]
+) -> None:
+    _, evil = servers
+    target = make_federating_server(db_kind, ca, {"rate_limiting": {
+        "enabled": True, "federation": {"per_second": 0.5, "burst_count": 3}}})  # fmt: skip
+    target.start()
+    try:
+        path = f"/_matrix/federation/v1/query/profile?user_id={q('@nobody:' + target.server_name)}"
+        statuses = []
+        for _ in range(6):
+            header = sign_request("GET", path, evil.server_name, target.server_name, None,
+                                  signing_key_of(evil))  # fmt: skip
+            resp = requests.get(target._extra["federation_url"] + path, verify=ca.ca_path,
+                                headers={"Authorization": header}, timeout=10)  # fmt: skip
+            statuses.append(resp.status_code)
+            if resp.status_code == 429:
+                assert resp.json()["errcode"] == "M_LIMIT_EXCEEDED"
+                assert resp.json()["retry_after_ms"] > 0
+        assert statuses[:3] == [404, 404, 404]
+        assert 429 in statuses[3:]
+        assert_healthy(target)
+    finally:
+        target.stop()

@@ -979,3 +979,24 @@ def test_dead_gateway_never_slows_sends(
         assert time.monotonic() - start < 1.5
     finally:
         hanging.close()
+
+
+def test_push_gateway_on_a_blacklisted_address_is_never_contacted(
+    server_factory: Callable[..., ServerProcess], gateway_factory: Callable[..., Gateway]
+) -> None:
+    """A pusher URL is the client's choice; with loopback blacklisted (the default), a
+    gateway there is never called, however often events notify."""
+    from tests.harness import create_room, join, new_user
+
+    server = server_factory({"federation": {"ip_range_blacklist": ["127.0.0.0/8"]}})
+    alice, bob = new_user(server), new_user(server)
+    room_id = create_room(alice)
+    join(bob, room_id)
+    gateway = gateway_factory()
+    assert alice.post("pushers/set", pusher_body(gateway.url)).status == 200
+    event_id = send(bob, room_id, "ping", **mention(alice))
+    import time
+
+    time.sleep(1.5)
+    assert not any(event_id in str(r) for r in gateway.requests)
+    assert "Not pushing to 127.0.0.1" in server.log_text()

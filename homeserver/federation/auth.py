@@ -23,6 +23,7 @@ class FederationAuth:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.server_name = hs.config.server_name
+        self._in_flight: dict[str, int] = {}
 
     async def authenticate(self, request: MatrixRequest) -> tuple[str, Any]:
         """(origin, parsed JSON body or None) of a correctly signed request to us."""
@@ -53,5 +54,25 @@ class FederationAuth:
                 last_error = f"Unknown key: {e}"
                 continue
             if verify_request(auth, method, uri, self.server_name, body, key):
+                self._admit(request, auth.origin)
                 return auth.origin, body
         raise unauthorized(last_error)
+
+    def _admit(self, request: MatrixRequest, origin: str) -> None:
+        """One server's share: a token-bucket rate and a cap on requests in progress, so
+        a flood or a pile of slow requests from it cannot crowd out anyone else."""
+        self.hs.ratelimiter.check("federation", origin)
+        cap = self.hs.config.federation.max_concurrent_requests_per_origin
+        if self._in_flight.get(origin, 0) >= cap:
+            raise MatrixError(429, Codes.LIMIT_EXCEEDED, "Too many requests in progress",
+                              retry_after_ms=1000)  # fmt: skip
+        self._in_flight[origin] = self._in_flight.get(origin, 0) + 1
+
+        def done(_: object) -> None:
+            left = self._in_flight.get(origin, 1) - 1
+            if left > 0:
+                self._in_flight[origin] = left
+            else:
+                self._in_flight.pop(origin, None)
+
+        request.notifyFinish().addBoth(done)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from cachetools import LRUCache
 from twisted.internet import defer
 
 from homeserver.errors import Codes, MatrixError, not_found
+from homeserver.federation.client import BlockedAddress
 from homeserver.storage.events import StoredEvent
 from rooms import push_rules
 from rooms.power_levels import power_levels_from_state
@@ -290,6 +291,15 @@ class PushService:
         }  # fmt: skip
         if device_data.get("format") != "event_id_only":
             notification["content"] = data.get("content")
+        url = urlsplit(str(pusher["data"]["url"]))
+        try:
+            # A pusher's URL is the client's choice: it must not reach inside our network.
+            await self.hs.federation_client.allowed_address(
+                url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+            )
+        except (BlockedAddress, OSError) as e:
+            logger.warning("Not pushing to %s for %s: %s", url.hostname, user_id, e)
+            return
         try:
             response = await treq.post(
                 pusher["data"]["url"], json={"notification": notification}, timeout=10
