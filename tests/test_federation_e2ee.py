@@ -143,3 +143,23 @@ def test_remote_media_and_thumbnails(servers: tuple[ServerProcess, ServerProcess
     assert missing.status == 404, missing
     legacy = download(bob, mxc, legacy=True)
     assert legacy.status == 404  # the unauthenticated routes stay closed unless configured
+
+
+def test_user_directory_finds_remote_users_sharing_a_room(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    from tests.harness import create_room, q
+
+    hs1, hs2 = servers
+    alice, bob = new_user(hs1), new_user(hs2)
+    assert bob.put(f"profile/{q(bob.user_id or '')}/displayname",
+                   {"displayname": "Bob Faraway"}).status == 200  # fmt: skip
+    lonely = new_user(hs1)
+    room_id = create_room(alice)
+    assert bob.post(f"join/{q(room_id)}", {}, params={"via": hs1.server_name}).status == 200
+    found = alice.post("user_directory/search", {"search_term": "faraway"})
+    assert found.status == 200, found
+    assert [r["user_id"] for r in found.body["results"]] == [bob.user_id]
+    assert found.body["results"][0]["display_name"] == "Bob Faraway"
+    nothing = lonely.post("user_directory/search", {"search_term": "faraway"})
+    assert nothing.body["results"] == []

@@ -295,3 +295,23 @@ def test_one_server_flooding_is_rate_limited(
         assert_healthy(target)
     finally:
         target.stop()
+
+
+def test_fan_out_that_would_make_us_walk_far_is_refused(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    hs1, evil = servers
+    alice, mallory, room_id, state = shared_room(hs1, evil)
+    fake_prevs = [f"$fake{i}{secrets.token_hex(8)}" for i in range(21)]
+    wide = signed(message_from(mallory.user_id or "", room_id, state, "fan out",
+                               prev_events=fake_prevs), evil)  # fmt: skip
+    assert "invalid" in pdu_result(send_forged_transaction(hs1, ca, evil, [wide]))["error"]
+    # Unknown prev events within the limit: fetched from the origin, at most a bounded
+    # number, then the event is kept or refused; either way the answer comes promptly.
+    narrow = signed(message_from(mallory.user_id or "", room_id, state, "gap",
+                                 prev_events=fake_prevs[:3]), evil)  # fmt: skip
+    started = time.monotonic()
+    pdu_result(send_forged_transaction(hs1, ca, evil, [narrow]))
+    assert time.monotonic() - started < 20
+    assert "fan out" not in bodies_in(alice, room_id)
+    assert_healthy(hs1)

@@ -56,6 +56,12 @@ class DiscoveryService:
         rows = await self.store.search_users(
             requester.user_id, term, limit + 1, self.hs.config.user_directory.search_all_users
         )
+        rows = sorted(
+            rows
+            + await self.store.search_remote_members(
+                requester.user_id, term, self.hs.config.server_name, limit + 1
+            )
+        )
         results = [
             {k: v for k, v in (("user_id", u), ("display_name", n), ("avatar_url", a)) if v}
             for u, n, a in rows[:limit]

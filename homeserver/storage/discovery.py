@@ -88,6 +88,33 @@ class DiscoveryStore:
 
         return await self.db.run("search_users", txn_fn)
 
+    async def search_remote_members(
+        self, searcher: str, term: str, server_name: str, limit: int
+    ) -> list[tuple[str, str | None, str | None]]:
+        """Other servers' users who share a room with the searcher and match ``term``, with
+        the name and avatar their membership event shows (we hold no profile for them)."""
+
+        def txn_fn(txn: Txn) -> list[tuple[str, str | None, str | None]]:
+            rows = txn.select(
+                "SELECT m.state_key, e.json FROM current_state m "
+                "JOIN events e ON e.event_id = m.event_id "
+                "WHERE m.type = 'm.room.member' AND m.membership = 'join' "
+                "AND m.state_key NOT LIKE ? AND m.room_id IN ("
+                "SELECT s.room_id FROM current_state s WHERE s.type = 'm.room.member' "
+                "AND s.state_key = ? AND s.membership = 'join')",
+                ("%:" + server_name, searcher),
+            )
+            found: dict[str, tuple[str, str | None, str | None]] = {}
+            for user, text in rows:
+                content = json.loads(text).get("content") or {}
+                name, avatar = content.get("displayname"), content.get("avatar_url")
+                name = name if isinstance(name, str) else None
+                if user not in found and _matches(term, user, name):
+                    found[user] = (user, name, avatar if isinstance(avatar, str) else None)
+            return sorted(found.values())[:limit]
+
+        return await self.db.run("search_remote_members", txn_fn)
+
     # Full-text search
 
     async def search_events(
