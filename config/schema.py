@@ -251,10 +251,20 @@ class MetricsConfig(_Section):
     enabled: bool = True
 
 
+class SupportContact(_Section):
+    role: str
+    matrix_id: str | None = None
+    email_address: str | None = None
+
+
 class WellKnownConfig(_Section):
     serve_server: bool = True
     server_delegation: str | None = None
     client_extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    # /.well-known/matrix/support: who to contact (roles such as m.role.admin,
+    # m.role.security) and a support page; served only when one of them is set.
+    support_contacts: list[SupportContact] = msgspec.field(default_factory=list)
+    support_page: str | None = None
 
 
 class TrustedKeyServer(_Section):

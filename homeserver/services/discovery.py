@@ -280,6 +280,38 @@ class DiscoveryService:
         summary["children_state"] = children
         return summary
 
+    async def room_summary(self, user_id: str | None, room_id: str) -> JsonDict:
+        """MSC3266: what a room is, for someone deciding whether to join: members see it;
+        others only rooms they could join or read (anyone, for a world-readable or public
+        one, signed in or not). 404 for everything else, so no room leaks by its ID."""
+        if user_id is not None:
+            summary = await self._summary(Requester(user_id, "", ""), room_id)
+        else:
+            summary = await self._summary_for(
+                room_id, lambda _: False, _no_rooms, restricted_ok=False
+            )
+        if summary is None:
+            raise not_found("Room not found or not visible to you")
+        summary.pop("children_state", None)
+        state = await self.events.current_state_events(room_id)
+        encryption = state.get(("m.room.encryption", ""))
+        if encryption is not None:
+            algorithm = (encryption.data.get("content") or {}).get("algorithm")
+            if isinstance(algorithm, str):
+                summary["encryption"] = algorithm
+        summary["room_version"] = (await self.events.room_version(room_id)).identifier
+        if user_id is not None:
+            member = state.get(("m.room.member", user_id))
+            if member is not None:
+                summary["membership"] = (member.data.get("content") or {}).get("membership")
+        return summary
+
+    async def mutual_rooms(self, user_id: str, other: str) -> list[str]:
+        """Rooms both are joined to (the other one's rooms are not revealed otherwise)."""
+        mine = set(await self.hs.stores.events.get_rooms_for_user(user_id, ["join"]))
+        theirs = set(await self.hs.stores.events.get_rooms_for_user(other, ["join"]))
+        return sorted(mine & theirs)
+
     async def federation_hierarchy(
         self, server_name: str, room_id: str, suggested_only: bool
     ) -> JsonDict:
@@ -383,3 +415,7 @@ class DiscoveryService:
             requester.user_id, room_id, event_id, target_user, reason, score,
             self.hs.clock.time_msec(),
         )  # fmt: skip
+
+
+async def _no_rooms() -> set[str]:
+    return set()

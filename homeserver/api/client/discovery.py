@@ -65,6 +65,21 @@ def register(hs: HomeServer, router: Router) -> None:
             delegated = host if ":" in host.rsplit("]", 1)[-1] else f"{host}:443"
         return 200, {"m.server": delegated}
 
+    async def well_known_support(request: MatrixRequest) -> tuple[int, Any]:
+        support = config.well_known
+        if not support.support_contacts and not support.support_page:
+            raise not_found("No support information is configured here")
+        body: dict[str, Any] = {}
+        if support.support_contacts:
+            body["contacts"] = [
+                {k: v for k, v in (("role", c.role), ("matrix_id", c.matrix_id),
+                                   ("email_address", c.email_address)) if v}
+                for c in support.support_contacts
+            ]  # fmt: skip
+        if support.support_page:
+            body["support_page"] = support.support_page
+        return 200, body
+
     async def capabilities(request: MatrixRequest) -> tuple[int, Any]:
         await hs.auth.get_user_by_req(request)
         return 200, {
@@ -85,4 +100,5 @@ def register(hs: HomeServer, router: Router) -> None:
     router.add("GET", "/_matrix/client/versions", versions, "versions")
     router.add("GET", "/.well-known/matrix/client", well_known_client, "well_known_client")
     router.add("GET", "/.well-known/matrix/server", well_known_server, "well_known_server")
+    router.add("GET", "/.well-known/matrix/support", well_known_support, "well_known_support")
     router.add("GET", client_paths("/capabilities"), capabilities, "capabilities")

@@ -92,7 +92,36 @@ def register(hs: HomeServer, router: Router) -> None:
     async def auth_metadata(request: MatrixRequest) -> tuple[int, Any]:
         raise MatrixError(404, Codes.UNRECOGNIZED, "This server offers password login only")
 
+    async def room_summary(request: MatrixRequest, room: str) -> tuple[int, Any]:
+        requester = await hs.auth.get_optional_user(request)
+        room_id = await hs.rooms.resolve_room(room)
+        user_id = requester.user_id if requester else None
+        return 200, await discovery.room_summary(user_id, room_id)
+
+    async def mutual_rooms(request: MatrixRequest) -> tuple[int, Any]:
+        requester = await hs.auth.get_user_by_req(request)
+        other = query_string(request, "user_id")
+        if other is None:
+            raise MatrixError(400, Codes.MISSING_PARAM, "user_id is required")
+        if other == requester.user_id:
+            raise MatrixError(400, Codes.INVALID_PARAM, "Ask about another user")
+        return 200, {"joined": await discovery.mutual_rooms(requester.user_id, other)}
+
+    async def msisdn_token(request: MatrixRequest) -> tuple[int, Any]:
+        raise MatrixError(
+            400, "M_THREEPID_MEDIUM_NOT_SUPPORTED", "Phone numbers are not supported here"
+        )
+
     add = router.add
+    add("GET", client_v1_paths("/room_summary/{room}"), room_summary, "room_summary")
+    add("GET", "/_matrix/client/unstable/im.nheko.summary/rooms/{room}/summary", room_summary,
+        "room_summary")  # fmt: skip
+    add("GET", client_v1_paths("/mutual_rooms"), mutual_rooms, "mutual_rooms")
+    add("GET", "/_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms", mutual_rooms,
+        "mutual_rooms")  # fmt: skip
+    for path in ("/register/msisdn/requestToken", "/account/3pid/msisdn/requestToken",
+                 "/account/password/msisdn/requestToken"):  # fmt: skip
+        add("POST", client_paths(path), msisdn_token, "msisdn_request_token")
     add("POST", client_paths("/user_directory/search"), user_directory, "user_directory")
     add("POST", client_paths("/search"), search, "search")
     add("GET", client_v1_paths("/rooms/{room_id}/hierarchy"), hierarchy, "hierarchy")

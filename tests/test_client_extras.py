@@ -1,0 +1,82 @@
+"""Smaller client-server calls real clients make: room summaries (MSC3266), mutual rooms,
+the support well-known, phone-number endpoints, and the legacy calls answered 404."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.harness import Client, ServerProcess, create_room, join, new_user, q
+
+
+def test_room_summary_for_members_strangers_and_anonymous_callers(
+    alice: Client, bob: Client, client: Client
+) -> None:
+    public = create_room(alice, preset="public_chat", name="Open house",
+                         topic="All welcome")  # fmt: skip
+    private = create_room(alice, preset="private_chat", name="Secret")
+    anonymous = client.get(f"/_matrix/client/v1/room_summary/{q(public)}", token=False)
+    assert anonymous.status == 200, anonymous
+    body = anonymous.body
+    assert body["room_id"] == public and body["name"] == "Open house"
+    assert body["topic"] == "All welcome" and body["join_rule"] == "public"
+    assert body["num_joined_members"] == 1 and body["room_version"] == "12"
+    assert "membership" not in body
+    member_view = alice.get(f"/_matrix/client/v1/room_summary/{q(public)}").body
+    assert member_view["membership"] == "join"
+    # A private room: its members see it, nobody else learns anything (not even that
+    # it exists).
+    assert alice.get(f"/_matrix/client/v1/room_summary/{q(private)}").status == 200
+    for caller, token in ((bob, True), (client, False)):
+        hidden = caller.get(f"/_matrix/client/v1/room_summary/{q(private)}", token=token)
+        assert hidden.status == 404, hidden
+    missing = bob.get(f"/_matrix/client/v1/room_summary/{q('!nosuch:' + alice.server.server_name)}")
+    assert missing.status == 404
+    unstable = bob.get(f"/_matrix/client/unstable/im.nheko.summary/rooms/{q(public)}/summary")
+    assert unstable.status == 200 and unstable.body["room_id"] == public
+
+
+def test_mutual_rooms(alice: Client, bob: Client, server: ServerProcess) -> None:
+    shared = create_room(alice)
+    join(bob, shared)
+    create_room(alice)  # alice's alone
+    carol = new_user(server)
+    other = create_room(bob)
+    join(carol, other)
+    resp = alice.get("/_matrix/client/v1/mutual_rooms", params={"user_id": bob.user_id or ""})
+    assert resp.status == 200, resp
+    assert resp.body["joined"] == [shared]
+    assert alice.get("/_matrix/client/v1/mutual_rooms").status == 400
+
+
+def test_support_well_known(server_factory: Callable[..., ServerProcess], client: Client) -> None:
+    assert client.get("/.well-known/matrix/support", token=False).status == 404
+    server = server_factory({"well_known": {
+        "support_contacts": [{"role": "m.role.admin", "email_address": "admin@example.org"}],
+        "support_page": "https://example.org/help",
+    }})  # fmt: skip
+    resp = Client(server).get("/.well-known/matrix/support", token=False)
+    assert resp.status == 200, resp
+    assert resp.body == {
+        "contacts": [{"role": "m.role.admin", "email_address": "admin@example.org"}],
+        "support_page": "https://example.org/help",
+    }
+
+
+def test_phone_numbers_are_not_supported(client: Client, alice: Client) -> None:
+    for path in ("register/msisdn/requestToken", "account/3pid/msisdn/requestToken",
+                 "account/password/msisdn/requestToken"):  # fmt: skip
+        resp = alice.post(path, {"country": "GB", "phone_number": "07700900000",
+                                 "client_secret": "s", "send_attempt": 1})  # fmt: skip
+        assert resp.status == 400, (path, resp)
+        assert resp.body["errcode"] == "M_THREEPID_MEDIUM_NOT_SUPPORTED"
+
+
+def test_deprecated_legacy_calls_are_a_clean_404(alice: Client) -> None:
+    """Chosen deliberately: GET /events and /rooms/{id}/initialSync were removed from the
+    spec's current version and no client in use needs them; unknown calls are 404
+    M_UNRECOGNIZED, which clients treat as "not supported"."""
+    room_id = create_room(alice)
+    for path in ("events", f"rooms/{q(room_id)}/initialSync", "initialSync"):
+        resp = alice.get(path)
+        assert resp.status == 404, (path, resp)
+        assert resp.body["errcode"] == "M_UNRECOGNIZED"
