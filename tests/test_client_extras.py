@@ -80,3 +80,46 @@ def test_deprecated_legacy_calls_are_a_clean_404(alice: Client) -> None:
         resp = alice.get(path)
         assert resp.status == 404, (path, resp)
         assert resp.body["errcode"] == "M_UNRECOGNIZED"
+
+
+def test_ignored_users_never_reach_the_ignorer(
+    alice: Client, bob: Client, server: ServerProcess
+) -> None:
+    carol = new_user(server)
+    room_id = create_room(alice)
+    join(bob, room_id)
+    join(carol, room_id)
+    ignore = {"ignored_users": {bob.user_id: {}}}
+    resp = alice.put(f"user/{q(alice.user_id or '')}/account_data/m.ignored_user_list", ignore)
+    assert resp.status == 200, resp
+    for who, text in ((bob, f"from bob {alice.user_id}"), (carol, f"from carol {alice.user_id}")):
+        sent = who.put(f"rooms/{q(room_id)}/send/m.room.message/{text[:9].replace(' ', '')}",
+                       {"msgtype": "m.text", "body": text})  # fmt: skip
+        assert sent.status == 200, sent
+    carol_event = sent.body["event_id"]
+
+    def bodies(events: list[dict[str, object]]) -> set[object]:
+        return {e.get("content", {}).get("body") for e in events}  # type: ignore[union-attr]
+
+    timeline = alice.get("sync", params={"timeout": "0"}).body["rooms"]["join"][room_id]
+    seen = bodies(timeline["timeline"]["events"])
+    assert f"from carol {alice.user_id}" in seen and f"from bob {alice.user_id}" not in seen
+    messages = alice.get(f"rooms/{q(room_id)}/messages", params={"dir": "b"}).body["chunk"]
+    assert f"from bob {alice.user_id}" not in bodies(messages)
+    context = alice.get(f"rooms/{q(room_id)}/context/{q(carol_event)}").body
+    assert f"from bob {alice.user_id}" not in bodies(context["events_before"])
+    search = alice.post("search", {"search_categories": {"room_events": {"search_term": "bob"}}})
+    results = search.body["search_categories"]["room_events"]["results"]
+    assert all(r["result"]["sender"] != bob.user_id for r in results)
+    notifications = alice.get("notifications").body["notifications"]
+    assert all(n["event"]["sender"] != bob.user_id for n in notifications)
+    # Bob's invites never arrive either; carol's do.
+    from_bob = create_room(bob, preset="private_chat")
+    assert bob.post(f"rooms/{q(from_bob)}/invite", {"user_id": alice.user_id}).status == 200
+    from_carol = create_room(carol, preset="private_chat")
+    assert carol.post(f"rooms/{q(from_carol)}/invite", {"user_id": alice.user_id}).status == 200
+    invites = alice.get("sync", params={"timeout": "0"}).body["rooms"]["invite"]
+    assert from_carol in invites and from_bob not in invites
+    bad = alice.put(f"user/{q(alice.user_id or '')}/account_data/m.ignored_user_list",
+                    {"ignored_users": ["not", "an", "object"]})  # fmt: skip
+    assert bad.status == 400

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
+
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.streams import StreamIdGenerator
 
@@ -12,6 +14,7 @@ if TYPE_CHECKING:
 
 # Types the server owns; clients change them through their own APIs.
 SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
+IGNORED_USERS = "m.ignored_user_list"
 
 
 class AccountDataService:
@@ -19,6 +22,23 @@ class AccountDataService:
         self.hs = hs
         self.store = hs.stores.account_data
         self.stream = StreamIdGenerator(current_stream_id)
+        # Who each user ignores, read often (every read filters by it), written rarely.
+        self._ignored: LRUCache[str, frozenset[str]] = LRUCache(maxsize=10_000)
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        """The users whose events and invites ``user_id`` does not want to see."""
+        cached = self._ignored.get(user_id)
+        if cached is not None:
+            return cached
+        content = await self.store.get(user_id, "", IGNORED_USERS) or {}
+        ignored = content.get("ignored_users")
+        found = (
+            frozenset(u for u in ignored if isinstance(u, str))
+            if isinstance(ignored, dict)
+            else frozenset()
+        )
+        self._ignored[user_id] = found
+        return found
 
     async def get(self, requester_id: str, user_id: str, room_id: str, data_type: str) -> Any:
         if requester_id != user_id:
@@ -48,6 +68,12 @@ class AccountDataService:
         self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]
     ) -> None:
         """Store without permission checks (for server-managed types) and wake the user's syncs."""
+        if data_type == IGNORED_USERS and not room_id:
+            ignored = content.get("ignored_users")
+            if not isinstance(ignored, dict):
+                raise MatrixError(400, "M_BAD_JSON", "ignored_users must be an object")
         with self.stream.next_id() as stream_id:
             await self.store.put(user_id, room_id, data_type, content, stream_id)
+        if data_type == IGNORED_USERS:
+            self._ignored.pop(user_id, None)
         self.hs.notifier.notify_users([user_id])

@@ -45,9 +45,13 @@ class RoomAccessService:
         events: Sequence[StoredEvent],
         records: dict[str, tuple[list[tuple[int, str]], bool]] | None = None,
     ) -> list[StoredEvent]:
-        """The events ``user_id`` may see, in the given order."""
+        """The events ``user_id`` may see, in the given order (never those of users they
+        ignore)."""
         if not events:
             return []
+        ignored = await self.hs.account_data.ignored_users(user_id)
+        if ignored:
+            events = [e for e in events if e.data.get("sender") not in ignored]
         histories: dict[str, list[tuple[int, str]] | None] = {}
         visible = []
         for event in events:

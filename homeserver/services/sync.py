@@ -145,9 +145,12 @@ class SyncService:
             entry["account_data"] = {"events": account_data}
             rooms["join"][room_id] = entry
 
+        ignored = await self.hs.account_data.ignored_users(user_id)
         for room_id in await self.event_store.get_rooms_for_user(user_id, ["invite"]):
             if not sync_filter.allows_room(room_id):
                 continue
+            if ignored and await self._invited_by(room_id, user_id) in ignored:
+                continue  # an invite from someone ignored never reaches the user
             if since is None or membership_changes.get(room_id, ("", 0))[0] == "invite":
                 rooms["invite"][room_id] = {"invite_state": {"events": await self.stripped_state(
                     room_id, user_id)}}  # fmt: skip
@@ -496,6 +499,12 @@ class SyncService:
             "m.joined_member_count": len(joined),
             "m.invited_member_count": len(invited),
         }
+
+    async def _invited_by(self, room_id: str, user_id: str) -> str | None:
+        current = await self.event_store.get_current_state_ids(room_id)
+        member_id = current.get(("m.room.member", user_id))
+        member = await self.events.get_event(member_id) if member_id else None
+        return str(member.data.get("sender")) if member is not None else None
 
     async def stripped_state(self, room_id: str, user_id: str) -> list[JsonDict]:
         """The room as an invite or knock shows it: a few state events, stripped. For a
