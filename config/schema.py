@@ -137,6 +137,26 @@ class RegistrationConfig(_Section):
     localpart_as_displayname: bool = True
 
 
+class SessionsConfig(_Section):
+    # Access tokens of clients that asked for refresh tokens live this long.
+    refreshable_access_token_lifetime: Duration = "5m"
+    # And their refresh tokens this long (unset: until used).
+    refresh_token_lifetime: Duration | None = None
+
+    def __post_init__(self) -> None:
+        _normalise(self, "refreshable_access_token_lifetime", parse_duration_ms)
+        if self.refresh_token_lifetime is not None:
+            _normalise(self, "refresh_token_lifetime", parse_duration_ms)
+
+    @property
+    def access_lifetime_ms(self) -> int:
+        return int(self.refreshable_access_token_lifetime)
+
+    @property
+    def refresh_lifetime_ms(self) -> int | None:
+        return int(self.refresh_token_lifetime) if self.refresh_token_lifetime is not None else None
+
+
 class PasswordHashingConfig(_Section):
     bcrypt_rounds: Annotated[int, msgspec.Meta(ge=4, le=31)] = 12
     pepper: str = ""
@@ -390,6 +410,7 @@ class HomeserverConfig(_Section):
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     registration: RegistrationConfig = msgspec.field(default_factory=RegistrationConfig)
     password_hashing: PasswordHashingConfig = msgspec.field(default_factory=PasswordHashingConfig)
+    sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)
     rate_limiting: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     privacy: PrivacyConfig = msgspec.field(default_factory=PrivacyConfig)
     media: MediaConfig = msgspec.field(default_factory=MediaConfig)

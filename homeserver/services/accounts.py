@@ -31,6 +31,17 @@ class Session:
     user_id: str
     device_id: str
     access_token: str
+    # Only for clients that asked for refresh tokens: their access tokens expire.
+    refresh_token: str | None = None
+    expires_in_ms: int | None = None
+
+    def login_fields(self) -> dict[str, Any]:
+        """The token fields of a /login or /register answer."""
+        fields: dict[str, Any] = {"access_token": self.access_token, "device_id": self.device_id}
+        if self.refresh_token is not None:
+            fields["refresh_token"] = self.refresh_token
+            fields["expires_in_ms"] = self.expires_in_ms
+        return fields
 
 
 class AccountService:

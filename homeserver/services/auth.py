@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from cachetools import LRUCache
@@ -10,6 +10,7 @@ from cachetools import LRUCache
 from crypto.tokens import hash_token, mint_access_token
 from homeserver.errors import Codes, MatrixError
 from homeserver.http.server import MatrixRequest
+from homeserver.storage.devices import TokenOwner
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -29,8 +30,9 @@ class AuthService:
         self.client_ips = hs.client_ips
         self.address_resolver = hs.address_resolver
         self.clock = hs.clock
-        # token hash -> (user_id, device_id); revocation removes entries immediately.
-        self._token_cache: LRUCache[str, tuple[str, str]] = LRUCache(maxsize=50_000)
+        # token hash -> its owner; revocation removes entries immediately.
+        self._token_cache: LRUCache[str, TokenOwner] = LRUCache(maxsize=50_000)
+        self.hs = hs
 
     @staticmethod
     def extract_token(request: MatrixRequest) -> str | None:
@@ -62,6 +64,9 @@ class AuthService:
         requester = await self._requester_for_token(token)
         if requester is None:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown access token", soft_logout=False)
+        if requester is _EXPIRED:
+            # The client refreshes and carries on: its session is not over.
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token expired", soft_logout=True)
         request.requester_id = requester.user_id
         self.client_ips.record(
             requester.user_id,
@@ -84,7 +89,14 @@ class AuthService:
             if owner is None:
                 return None
             self._token_cache[token_hash] = owner
-        return Requester(owner[0], owner[1], token_hash)
+        if owner.expires_ts is not None and self.clock.time_msec() >= owner.expires_ts:
+            return _EXPIRED
+        if owner.minted_by is not None:
+            # First use of a refreshed pair: the refresh token it replaced is done.
+            await self.devices.retire_refresh_token(owner.minted_by)
+            owner = replace(owner, minted_by=None)
+            self._token_cache[token_hash] = owner
+        return Requester(owner.user_id, owner.device_id, token_hash)
 
     async def issue_token(self, user_id: str, device_id: str) -> str:
         token = mint_access_token()
@@ -92,6 +104,36 @@ class AuthService:
             hash_token(token), user_id, device_id, self.clock.time_msec()
         )
         return token
+
+    async def issue_refreshable(
+        self, user_id: str, device_id: str, exchanged: str | None = None
+    ) -> tuple[str, str, int]:
+        """(access token, refresh token, access lifetime in ms) for a client that asked for
+        refresh tokens; ``exchanged`` is the refresh token hash this pair replaces."""
+        sessions = self.hs.config.sessions
+        now = self.clock.time_msec()
+        access, refresh = mint_access_token(), mint_access_token("syr")
+        refresh_lifetime = sessions.refresh_lifetime_ms
+        await self.devices.add_session_tokens(
+            user_id, device_id, hash_token(access), now + sessions.access_lifetime_ms,
+            hash_token(refresh), now + refresh_lifetime if refresh_lifetime else None, now,
+            exchanged,
+        )  # fmt: skip
+        return access, refresh, sessions.access_lifetime_ms
+
+    async def refresh(self, refresh_token: str) -> tuple[str, str, int]:
+        """Exchange a refresh token for a new pair. It stays usable until that pair is used
+        (a client whose answer was lost asks again), then never again."""
+        token_hash = hash_token(refresh_token)
+        record = await self.devices.get_refresh_token(token_hash)
+        if record is None or (
+            record.expires_ts is not None and self.clock.time_msec() >= record.expires_ts
+        ):
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown or expired refresh token",
+                              soft_logout=True)  # fmt: skip
+        if record.minted_by is not None:
+            await self.devices.retire_refresh_token(record.minted_by)
+        return await self.issue_refreshable(record.user_id, record.device_id, token_hash)
 
     def forget_tokens(self, token_hashes: list[str]) -> None:
         for token_hash in token_hashes:
@@ -103,3 +145,7 @@ class AuthService:
         if user is None or not user.is_admin:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a server admin")
         return requester
+
+
+# What _requester_for_token answers for an access token past its lifetime.
+_EXPIRED = Requester("", "", "expired")

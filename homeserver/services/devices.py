@@ -34,7 +34,11 @@ class DeviceService:
         return name
 
     async def start_session(
-        self, user_id: str, device_id: str | None, display_name: str | None
+        self,
+        user_id: str,
+        device_id: str | None,
+        display_name: str | None,
+        refreshable: bool = False,
     ) -> Session:
         """Create (or reuse) a device and give it a fresh access token."""
         if device_id is not None and (
@@ -43,6 +47,9 @@ class DeviceService:
             raise invalid_param("'device_id' must be 1 to 255 printable characters")
         device_id = device_id or mint_device_id()
         await self.store.ensure_device(user_id, device_id, display_name, self.clock.time_msec())
+        if refreshable:
+            access, refresh, lifetime = await self.hs.auth.issue_refreshable(user_id, device_id)
+            return Session(user_id, device_id, access, refresh, lifetime)
         token = await self.hs.auth.issue_token(user_id, device_id)
         return Session(user_id, device_id, token)
 

@@ -39,6 +39,24 @@ def _dedupe(rows: list[tuple]) -> list[DeviceRecord]:
     return list(seen.values())
 
 
+@dataclass(frozen=True)
+class TokenOwner:
+    user_id: str
+    device_id: str
+    expires_ts: int | None
+    # The refresh token that minted this access token, until it is first used.
+    minted_by: str | None
+
+
+@dataclass(frozen=True)
+class RefreshRecord:
+    user_id: str
+    device_id: str
+    expires_ts: int | None
+    next_refresh: str | None
+    minted_by: str | None
+
+
 class DeviceStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -63,28 +81,90 @@ class DeviceStore:
         return await self.db.run("ensure_device", txn_fn)
 
     async def add_access_token(
-        self, token_hash: str, user_id: str, device_id: str, now_ms: int
-    ) -> None:
+        self, token_hash: str, user_id: str, device_id: str, now_ms: int,
+        expires_ts: int | None = None,
+    ) -> None:  # fmt: skip
         await self.db.run(
             "add_access_token",
             lambda txn: txn.execute(
-                "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) "
-                "VALUES (?, ?, ?, ?)",
-                (token_hash, user_id, device_id, now_ms),
+                "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, "
+                "expires_ts) VALUES (?, ?, ?, ?, ?)",
+                (token_hash, user_id, device_id, now_ms, expires_ts),
             ),
         )
 
-    async def get_token_owner(self, token_hash: str) -> tuple[str, str] | None:
+    async def get_token_owner(self, token_hash: str) -> TokenOwner | None:
         row = await self.db.run(
             "get_token_owner",
             lambda txn: txn.select_one(
-                "SELECT t.user_id, t.device_id FROM access_tokens t "
+                "SELECT t.user_id, t.device_id, t.expires_ts, t.minted_by FROM access_tokens t "
                 "JOIN users u ON u.user_id = t.user_id "
                 "WHERE t.token_hash = ? AND u.deactivated = 0",
                 (token_hash,),
             ),
         )
-        return (row[0], row[1]) if row else None
+        return TokenOwner(row[0], row[1], row[2], row[3]) if row else None
+
+    # Refresh tokens
+
+    async def add_session_tokens(
+        self, user_id: str, device_id: str, access_hash: str, access_expires: int,
+        refresh_hash: str, refresh_expires: int | None, now_ms: int,
+        exchanged: str | None = None,
+    ) -> None:  # fmt: skip
+        """A refreshable pair; with ``exchanged``, the refresh token it replaces (whose
+        earlier, unused replacement pair is revoked: its answer was lost)."""
+
+        def txn_fn(txn: Txn) -> None:
+            if exchanged is not None:
+                row = txn.select_one(
+                    "SELECT next_refresh, next_access FROM refresh_tokens WHERE token_hash = ?",
+                    (exchanged,),
+                )
+                if row and row[0]:
+                    txn.execute("DELETE FROM refresh_tokens WHERE token_hash = ?", (row[0],))
+                    txn.execute("DELETE FROM access_tokens WHERE token_hash = ?", (row[1],))
+                txn.execute(
+                    "UPDATE refresh_tokens SET next_refresh = ?, next_access = ? "
+                    "WHERE token_hash = ?",
+                    (refresh_hash, access_hash, exchanged),
+                )
+            txn.execute(
+                "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, "
+                "expires_ts, minted_by) VALUES (?, ?, ?, ?, ?, ?)",
+                (access_hash, user_id, device_id, now_ms, access_expires, exchanged),
+            )
+            txn.execute(
+                "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts, "
+                "expires_ts, minted_by) VALUES (?, ?, ?, ?, ?, ?)",
+                (refresh_hash, user_id, device_id, now_ms, refresh_expires, exchanged),
+            )
+
+        await self.db.run("add_session_tokens", txn_fn)
+
+    async def get_refresh_token(self, token_hash: str) -> RefreshRecord | None:
+        row = await self.db.run(
+            "get_refresh_token",
+            lambda txn: txn.select_one(
+                "SELECT r.user_id, r.device_id, r.expires_ts, r.next_refresh, r.minted_by "
+                "FROM refresh_tokens r JOIN users u ON u.user_id = r.user_id "
+                "WHERE r.token_hash = ? AND u.deactivated = 0",
+                (token_hash,),
+            ),
+        )
+        return RefreshRecord(row[0], row[1], row[2], row[3], row[4]) if row else None
+
+    async def retire_refresh_token(self, retired: str) -> None:
+        """The pair ``retired`` was exchanged for has been used: ``retired`` is gone."""
+
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM refresh_tokens WHERE token_hash = ?", (retired,))
+            txn.execute(
+                "UPDATE refresh_tokens SET minted_by = NULL WHERE minted_by = ?", (retired,)
+            )
+            txn.execute("UPDATE access_tokens SET minted_by = NULL WHERE minted_by = ?", (retired,))
+
+        await self.db.run("retire_refresh_token", txn_fn)
 
     async def get_devices(self, user_id: str) -> list[DeviceRecord]:
         rows = await self.db.run(
@@ -131,6 +211,7 @@ class DeviceStore:
                     )
                 )
                 txn.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", args)
+                txn.execute("DELETE FROM refresh_tokens WHERE user_id = ? AND device_id = ?", args)
                 txn.execute("DELETE FROM client_ips WHERE user_id = ? AND device_id = ?", args)
                 txn.execute("DELETE FROM devices WHERE user_id = ? AND device_id = ?", args)
             return revoked

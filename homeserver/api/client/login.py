@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError
 from homeserver.http.server import MatrixRequest, Router
-from homeserver.http.servlet import client_paths, optional, parse_json_object
+from homeserver.http.servlet import client_paths, optional, parse_json_object, require
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -27,12 +27,12 @@ def register(hs: HomeServer, router: Router) -> None:
         device_id = optional(body, "device_id", str)
         display_name = hs.devices.check_display_name(body.get("initial_device_display_name"))
         user_id = await hs.accounts.login_with_password(body)
-        session = await hs.devices.start_session(user_id, device_id, display_name)
+        refreshable = optional(body, "refresh_token", bool, False)
+        session = await hs.devices.start_session(user_id, device_id, display_name, refreshable)
         response: dict[str, Any] = {
             "user_id": session.user_id,
-            "access_token": session.access_token,
-            "device_id": session.device_id,
             "home_server": hs.config.server_name,
+            **session.login_fields(),
         }
         # Clients switch to this URL: only advertise one the operator has configured.
         if hs.config.public_baseurl is not None:
@@ -49,6 +49,17 @@ def register(hs: HomeServer, router: Router) -> None:
         await hs.devices.delete_all_devices(requester.user_id)
         return 200, {}
 
+    async def refresh(request: MatrixRequest) -> tuple[int, Any]:
+        body = parse_json_object(request)
+        access, refresh_token, lifetime = await hs.auth.refresh(require(body, "refresh_token", str))
+        return 200, {
+            "access_token": access,
+            "refresh_token": refresh_token,
+            "expires_in_ms": lifetime,
+        }
+
+    router.add("POST", client_paths("/refresh", ("/_matrix/client/v3", "/_matrix/client/v1")),
+               refresh, "refresh")  # fmt: skip
     router.add("GET", client_paths("/login"), get_flows, "login_flows")
     router.add("POST", client_paths("/login"), login, "login")
     router.add("POST", client_paths("/logout"), logout, "logout")

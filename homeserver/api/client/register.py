@@ -67,9 +67,9 @@ def register(hs: HomeServer, router: Router) -> None:
 
         response: dict[str, Any] = {"user_id": user_id, "home_server": hs.config.server_name}
         if not inhibit_login:
-            session = await hs.devices.start_session(user_id, device_id, display_name)
-            response["access_token"] = session.access_token
-            response["device_id"] = session.device_id
+            refreshable = optional(body, "refresh_token", bool, False)
+            session = await hs.devices.start_session(user_id, device_id, display_name, refreshable)
+            response.update(session.login_fields())
         return 200, response
 
     async def available(request: MatrixRequest) -> tuple[int, Any]:
