@@ -142,9 +142,14 @@ class SessionsConfig(_Section):
     refreshable_access_token_lifetime: Duration = "5m"
     # And their refresh tokens this long (unset: until used).
     refresh_token_lifetime: Duration | None = None
+    # A signed-in device may get a single-use token to sign in another one (QR login);
+    # the token lives this long. login_token_enabled: false turns the feature off.
+    login_token_enabled: bool = True
+    login_token_lifetime: Duration = "2m"
 
     def __post_init__(self) -> None:
         _normalise(self, "refreshable_access_token_lifetime", parse_duration_ms)
+        _normalise(self, "login_token_lifetime", parse_duration_ms)
         if self.refresh_token_lifetime is not None:
             _normalise(self, "refresh_token_lifetime", parse_duration_ms)
 

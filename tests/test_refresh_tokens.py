@@ -79,3 +79,42 @@ def test_refresh_needs_a_string(client: Client) -> None:
     for body in ({}, {"refresh_token": 5}):
         assert client.post("refresh", body, token=False).status == 400
     assert refresh(client, "syr_nonsense").status == 401
+
+
+def test_login_token_signs_in_a_new_device_once(alice: Client, client: Client) -> None:
+    flows = client.get("login", token=False).body["flows"]
+    assert {"type": "m.login.token", "get_login_token": True} in flows
+    caps = alice.get("capabilities").body["capabilities"]
+    assert caps["m.get_login_token"] == {"enabled": True}
+    challenge = alice.post("/_matrix/client/v1/login/get_token", {})
+    assert challenge.status == 401 and "session" in challenge.body
+    resp = alice.post("/_matrix/client/v1/login/get_token",
+                      {"auth": alice.password_auth(session=challenge.body["session"])})  # fmt: skip
+    assert resp.status == 200, resp
+    assert 0 < resp.body["expires_in_ms"] <= 120_000
+    body = {"type": "m.login.token", "token": resp.body["login_token"]}
+    first = client.post("login", body, token=False)
+    assert first.status == 200, first
+    assert first.body["user_id"] == alice.user_id
+    assert first.body["device_id"] != alice.device_id
+    assert whoami(client, first.body["access_token"]).body["user_id"] == alice.user_id
+    replay = client.post("login", body, token=False)
+    assert replay.status == 403 and replay.body["errcode"] == "M_FORBIDDEN"
+
+
+def test_login_tokens_expire_and_can_be_switched_off(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory({"sessions": {"login_token_lifetime": "1s"}})
+    user = new_user(server)
+    challenge = user.post("/_matrix/client/v1/login/get_token", {})
+    token = user.post("/_matrix/client/v1/login/get_token",
+                      {"auth": user.password_auth(session=challenge.body["session"])})  # fmt: skip
+    time.sleep(1.2)
+    late = user.post("login", {"type": "m.login.token", "token": token.body["login_token"]},
+                     token=False)  # fmt: skip
+    assert late.status == 403
+    off = server_factory({"sessions": {"login_token_enabled": False}})
+    other = new_user(off)
+    assert other.post("/_matrix/client/v1/login/get_token", {}).status == 404
+    assert other.get("capabilities").body["capabilities"]["m.get_login_token"] == {"enabled": False}

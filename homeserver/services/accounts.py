@@ -207,6 +207,28 @@ class AccountService:
     async def openid_user(self, token: str) -> str | None:
         return await self.users.get_openid_user(hash_token(token), self.clock.time_msec())
 
+    # Login tokens
+
+    async def mint_login_token(self, user_id: str) -> tuple[str, int]:
+        lifetime = int(self.hs.config.sessions.login_token_lifetime)
+        token = mint_opaque_id(32)
+        await self.users.add_login_token(
+            hash_token(token), user_id, self.clock.time_msec() + lifetime
+        )
+        return token, lifetime
+
+    async def login_with_token(self, body: dict[str, Any]) -> str:
+        token = body.get("token")
+        if not isinstance(token, str):
+            raise MatrixError(400, Codes.MISSING_PARAM, "Missing 'token'")
+        user_id = await self.users.take_login_token(hash_token(token), self.clock.time_msec())
+        if user_id is None:
+            raise forbidden("Invalid or expired login token")
+        user = await self.users.get_user(user_id)
+        if user is None or user.deactivated:
+            raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
+        return user_id
+
     # Login
 
     async def login_with_password(self, body: dict[str, Any]) -> str:

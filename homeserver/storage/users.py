@@ -166,3 +166,29 @@ class UserStore:
             ),
         )
         return str(row[0]) if row else None
+
+    # Login tokens
+
+    async def add_login_token(self, token_hash: str, user_id: str, expires_ts: int) -> None:
+        await self.db.run(
+            "add_login_token",
+            lambda txn: txn.execute(
+                "INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES (?, ?, ?)",
+                (token_hash, user_id, expires_ts),
+            ),
+        )
+
+    async def take_login_token(self, token_hash: str, now_ms: int) -> str | None:
+        """The token's user, if it is valid; it is gone either way (single use)."""
+
+        def txn_fn(txn: Txn) -> str | None:
+            row = txn.select_one(
+                "SELECT user_id, expires_ts FROM login_tokens WHERE token_hash = ?", (token_hash,)
+            )
+            txn.execute("DELETE FROM login_tokens WHERE token_hash = ? OR expires_ts < ?",
+                        (token_hash, now_ms))  # fmt: skip
+            if row is None or int(row[1]) < now_ms:
+                return None
+            return str(row[0])
+
+        return await self.db.run("take_login_token", txn_fn)
