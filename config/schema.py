@@ -235,6 +235,8 @@ class MediaConfig(_Section):
     legacy_unauthenticated: bool = False
     legacy_unauthenticated_before: int | None = None
     url_preview_enabled: bool = False
+    # How long a media ID reserved with /create waits for its upload.
+    unused_expires_after: Duration = "24h"
     thumbnail_sizes: list[list[int]] = msgspec.field(
         default_factory=lambda: [[32, 32], [96, 96], [320, 240], [640, 480], [800, 600]]
     )
@@ -242,6 +244,7 @@ class MediaConfig(_Section):
     def __post_init__(self) -> None:
         _normalise(self, "max_upload_size", parse_size_bytes)
         _normalise(self, "max_user_quota", parse_size_bytes)
+        _normalise(self, "unused_expires_after", parse_duration_ms)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -123,3 +123,64 @@ def test_ignored_users_never_reach_the_ignorer(
     bad = alice.put(f"user/{q(alice.user_id or '')}/account_data/m.ignored_user_list",
                     {"ignored_users": ["not", "an", "object"]})  # fmt: skip
     assert bad.status == 400
+
+
+def test_relations_recurse_and_to(alice: Client) -> None:
+    room_id = create_room(alice)
+
+    def send(body: str, **relates: object) -> str:
+        content: dict[str, object] = {"msgtype": "m.text", "body": body}
+        if relates:
+            content["m.relates_to"] = relates
+        resp = alice.put(f"rooms/{q(room_id)}/send/m.room.message/{body.replace(' ', '')}",
+                         content)  # fmt: skip
+        assert resp.status == 200, resp
+        return str(resp.body["event_id"])
+
+    root = send("root")
+    reply = send("in thread", rel_type="m.thread", event_id=root)
+    edit = send("edit of reply", rel_type="m.replace", event_id=reply)
+    path = f"/_matrix/client/v1/rooms/{q(room_id)}/relations/{q(root)}"
+    flat = alice.get(path).body
+    assert [e["event_id"] for e in flat["chunk"]] == [reply]
+    deep = alice.get(path, params={"recurse": "true"}).body
+    assert {e["event_id"] for e in deep["chunk"]} == {reply, edit}
+    assert deep["recursion_depth"] == 3
+    only_edits = alice.get(path + "/m.replace", params={"recurse": "true"}).body
+    assert [e["event_id"] for e in only_edits["chunk"]] == [edit]
+    # "to" stops the page: a token just after the reply leaves only the edit.
+    token = alice.get(f"rooms/{q(room_id)}/messages", params={"dir": "b", "limit": "1"}).body
+    upto = alice.get(path, params={"recurse": "true", "to": token["end"]}).body
+    assert [e["event_id"] for e in upto["chunk"]] == [edit]
+
+
+def test_search_sender_filter_applies_before_paging(alice: Client, bob: Client) -> None:
+    room_id = create_room(alice)
+    join(bob, room_id)
+    word = "zebra" + alice.user_id[1:7]  # type: ignore[index]
+    for i in range(6):
+        alice.put(f"rooms/{q(room_id)}/send/m.room.message/a{i}",
+                  {"msgtype": "m.text", "body": f"{word} from alice {i}"})  # fmt: skip
+    bob.put(f"rooms/{q(room_id)}/send/m.room.message/b0",
+            {"msgtype": "m.text", "body": f"{word} from bob"})  # fmt: skip
+    body = {"search_categories": {"room_events": {
+        "search_term": word, "order_by": "recent",
+        "filter": {"senders": [bob.user_id], "limit": 3}}}}  # fmt: skip
+    found = alice.post("search", body).body["search_categories"]["room_events"]
+    assert [r["result"]["sender"] for r in found["results"]] == [bob.user_id]
+    assert found["count"] == 1
+
+
+def test_unused_media_reservations_expire(server_factory: Callable[..., ServerProcess]) -> None:
+    import time
+
+    server = server_factory({"media": {"unused_expires_after": "1s"}})
+    user = new_user(server)
+    created = user.post("/_matrix/media/v1/create", {})
+    assert created.status == 200, created
+    media_id = created.body["content_uri"].rsplit("/", 1)[1]
+    assert created.body["unused_expires_at"] - int(time.time() * 1000) <= 1500
+    time.sleep(1.2)
+    late = user.request("PUT", f"/_matrix/media/v3/upload/{q(server.server_name)}/{q(media_id)}",
+                        raw=b"late bytes", headers={"Content-Type": "text/plain"})  # fmt: skip
+    assert late.status == 404, late

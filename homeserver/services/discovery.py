@@ -102,14 +102,15 @@ class DiscoveryService:
         not_rooms = room_filter.get("not_rooms") or []
         rooms = [r for r in rooms if r not in not_rooms]
         offset = _offset(next_batch)
+        senders = room_filter.get("senders")
+        sender_list = (
+            [x for x in senders if isinstance(x, str)] if isinstance(senders, list) else None
+        )
         rows, total = await self.store.search_events(
-            rooms, term, keys, order_by == "rank", None, offset, limit
+            rooms, term, keys, order_by == "rank", None, offset, limit, sender_list
         )
         loaded = await self.events.get_events(e for e, _, _ in rows)
         candidates = [loaded[e] for e, _, _ in rows if e in loaded and not loaded[e].redacted_by]
-        senders = room_filter.get("senders")
-        if isinstance(senders, list):
-            candidates = [e for e in candidates if e.data.get("sender") in senders]
         visible = await self.access.filter_visible(requester.user_id, candidates)
         ranks = {e: r for e, r, _ in rows}
         device = (requester.user_id, requester.device_id)

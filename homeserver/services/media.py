@@ -36,7 +36,6 @@ CSP = (
     "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; "
     "style-src 'unsafe-inline'; media-src 'self'; object-src 'self';"
 )
-PENDING_UPLOAD_MS = 24 * 3600 * 1000
 MAX_THUMBNAIL_SOURCE_PIXELS = 40_000_000
 
 
@@ -107,7 +106,7 @@ class MediaService:
         """Reserve a media ID for an asynchronous upload."""
         media_id = secrets.token_urlsafe(18)
         now = self.hs.clock.time_msec()
-        expires = now + PENDING_UPLOAD_MS
+        expires = now + int(self.config.unused_expires_after)
         await self.store.reserve(media_id, user_id, now, expires)
         return media_id, expires
 
@@ -134,6 +133,8 @@ class MediaService:
                 raise forbidden("This media ID was created by another user")
             if info.uploaded_ts is not None:
                 raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
+            if info.expires_ts is not None and info.expires_ts <= now:
+                raise not_found("This media ID's reservation has expired")
             # Concurrent uploads to one created ID: the file goes aside first, and only the
             # upload that claims the row in the database puts it in place.
             path = self._file(media_id)

@@ -469,6 +469,17 @@ class RoomReads:
         return await self.access.serialize_many(members, (requester.user_id, requester.device_id))
 
 
+MAX_RELATION_DEPTH = 3
+MAX_RECURSED_RELATIONS = 1000
+
+
+def _relation_matches(event: JsonDict, rel_type: str | None, event_type: str | None) -> bool:
+    relates = (event.get("content") or {}).get("m.relates_to") or {}
+    if rel_type is not None and relates.get("rel_type") != rel_type:
+        return False
+    return event_type is None or event.get("type") == event_type
+
+
 class RelationReads:
     """/relations and /threads, through the same visibility check as every read."""
 
@@ -487,14 +498,48 @@ class RelationReads:
         from_token: str | None,
         backwards: bool,
         limit: int,
+        to_token: str | None = None,
+        recurse: bool = False,
     ) -> JsonDict:
         await self.access.check_event_visible(requester.user_id, room_id, parent_id)
         position = parse_stream_token(from_token)
-        before, after = (position, None) if backwards else (None, position)
-        rows = await self.store.get_children(
-            parent_id, rel_type, event_type, before, after, backwards, limit
-        )
-        return await self._page(requester, room_id, rows, limit)
+        stop = parse_stream_token(to_token)
+        before, after = (position, stop) if backwards else (stop, position)
+        if not recurse:
+            rows = await self.store.get_children(
+                parent_id, rel_type, event_type, before, after, backwards, limit
+            )
+            return await self._page(requester, room_id, rows, limit)
+        # Relations of relations too (an edit of a reply in a thread...), as deep as
+        # MAX_RELATION_DEPTH; the filters apply at every depth.
+        found: dict[str, int] = {}
+        parents = [parent_id]
+        for _ in range(MAX_RELATION_DEPTH):
+            children = []
+            for parent in parents:
+                for event_id, stream in await self.store.get_children(
+                    parent, None, None, None, None, False, MAX_RECURSED_RELATIONS
+                ):
+                    if event_id not in found:
+                        found[event_id] = stream
+                        children.append(event_id)
+            parents = children
+            if not parents or len(found) >= MAX_RECURSED_RELATIONS:
+                break
+        if rel_type is not None or event_type is not None:
+            loaded = await self.events.get_events(found)
+            found = {
+                e: stream for e, stream in found.items()
+                if e in loaded and _relation_matches(loaded[e].data, rel_type, event_type)
+            }  # fmt: skip
+        rows = sorted(found.items(), key=lambda row: row[1], reverse=backwards)
+        rows = [
+            row for row in rows
+            if (before is None or row[1] < before) and (after is None or row[1] > after)
+        ][:limit]  # fmt: skip
+        page = await self._page(requester, room_id, rows, limit)
+        page["recursion_depth"] = MAX_RELATION_DEPTH
+        return page
 
     async def threads(
         self, requester: Requester, room_id: str, participated: bool, from_token: str | None,

@@ -126,8 +126,10 @@ class DiscoveryStore:
         before: int | None,
         offset: int,
         limit: int,
+        senders: Sequence[str] | None = None,
     ) -> tuple[list[tuple[str, float, int]], int]:
-        """((event ID, rank, stream) page, total count) of matches in the given rooms."""
+        """((event ID, rank, stream) page, total count) of matches in the given rooms (by
+        the given senders: filtered before paging, so pages are full and counts right)."""
         if not room_ids:
             return [], 0
         marks = ",".join("?" * len(room_ids))
@@ -147,6 +149,13 @@ class DiscoveryStore:
                 " AND stream_ordering < ?" if before is not None else ""
             )
             args = [*query_args, *room_ids, *keys] + ([before] if before is not None else [])
+            if senders is not None:
+                sender_marks = ",".join("?" * len(senders)) or "NULL"
+                where += (
+                    f" AND event_id IN (SELECT event_id FROM events WHERE sender IN "
+                    f"({sender_marks}))"
+                )
+                args += list(senders)
             total = txn.select_one(f"SELECT COUNT(*) FROM event_search WHERE {where}", args)
             order = "score DESC, stream_ordering DESC" if order_by_rank else "stream_ordering DESC"
             rank_args = query_args if txn.engine.name == "postgres" else []

@@ -16,6 +16,7 @@ class MediaInfo:
     size: int | None
     created_ts: int
     uploaded_ts: int | None
+    expires_ts: int | None = None
 
 
 class MediaStore:
@@ -27,7 +28,7 @@ class MediaStore:
             "get_media",
             lambda txn: txn.select_one(
                 "SELECT media_id, user_id, content_type, upload_name, size, created_ts, "
-                "uploaded_ts FROM media WHERE media_id = ?",
+                "uploaded_ts, expires_ts FROM media WHERE media_id = ?",
                 (media_id,),
             ),
         )

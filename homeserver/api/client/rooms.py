@@ -12,6 +12,7 @@ from homeserver.http.servlet import (
     optional,
     parse_json_object,
     parse_json_value,
+    query_bool,
     query_int,
     query_required,
     query_string,
@@ -355,6 +356,7 @@ def register_relations(hs: HomeServer, router: Router) -> None:
             requester, room_id, event_id, rel_type, event_type,
             query_string(request, "from"), direction == "b",
             query_int(request, "limit", 50, minimum=1, maximum=1000),
+            query_string(request, "to"), query_bool(request, "recurse", False),
         )  # fmt: skip
 
     async def threads(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
