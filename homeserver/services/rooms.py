@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -11,11 +13,13 @@ from homeserver.federation.client import FederationError
 from homeserver.services.auth import Requester
 from homeserver.storage.events import StoredEvent, TxnKey
 from homeserver.streams import parse_position
-from rooms.power_levels import default_power_levels_content, power_levels_from_state
+from rooms.power_levels import creators, default_power_levels_content, power_levels_from_state
 from rooms.versions import RoomVersion, get_room_version
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+
+logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
 
@@ -210,6 +214,102 @@ class RoomService:
         if alias:
             response["room_alias"] = alias
         return response
+
+    # Upgrading
+
+    async def upgrade_room(self, requester: Requester, room_id: str, version_id: str) -> str:
+        """Replace the room with a new one of ``version_id``: its state carried over, the
+        old one tombstoned and silenced, local aliases moved, invite-only rooms' members
+        invited again. Returns the new room's ID."""
+        user_id = requester.user_id
+        old_version = await self.require_room(room_id)
+        new_version = get_room_version(version_id)
+        if new_version is None:
+            raise MatrixError(
+                400, "M_UNSUPPORTED_ROOM_VERSION", f"Room version {version_id!r} is not supported"
+            )
+        if not await self._has_state_power(user_id, room_id, "m.room.tombstone"):
+            raise forbidden("You may not upgrade this room")
+        state = await self.events.current_state_events(room_id)
+
+        def content(key: tuple[str, str]) -> JsonDict:
+            event = state.get(key)
+            return dict(event.data.get("content") or {}) if event else {}
+
+        old_create = content(("m.room.create", ""))
+        extremities = await self.events.get_events(await self.events.forward_extremities(room_id))
+        latest = max(extremities.values(), key=lambda e: e.stream_ordering).event_id
+        creation: JsonDict = {"predecessor": {"room_id": room_id, "event_id": latest}}
+        for key in ("type", "m.federate"):
+            if key in old_create:
+                creation[key] = old_create[key]
+        initial_state = []
+        for (event_type, state_key), event in state.items():
+            if event_type not in UPGRADE_COPIED_STATE:
+                continue
+            event_content = dict(event.data.get("content") or {})
+            if event_type == "m.room.join_rules":
+                event_content = _join_rule_for(event_content, new_version)
+            initial_state.append(
+                {"type": event_type, "state_key": state_key, "content": event_content}
+            )
+        old_levels = content(("m.room.power_levels", ""))
+        old_creators = creators(state[("m.room.create", "")].data, old_version)
+        new_levels = _levels_for(old_levels, old_creators, user_id, new_version)
+        working_levels = json.loads(json.dumps(new_levels))
+        if not new_version.creators_infinite_power:
+            # Enough power to carry everything over; the real levels come last.
+            working_levels["users"][user_id] = max(100, working_levels["users"].get(user_id, 0))
+        room = await self.store.get_room(room_id)
+        created = await self.create_room(requester, {
+            "room_version": new_version.identifier,
+            "creation_content": creation,
+            "initial_state": initial_state,
+            "power_level_content_override": working_levels,
+            "preset": "private_chat",
+            "visibility": "public" if room and room[2] else "private",
+        })  # fmt: skip
+        new_room_id = str(created["room_id"])
+        if working_levels != new_levels:
+            await self.events.send(new_room_id, user_id, "m.room.power_levels", new_levels, "")
+        for (event_type, target), event in state.items():
+            if (
+                event_type == "m.room.member"
+                and (event.data.get("content") or {}).get("membership") == "ban"
+            ):
+                await self.events.send(new_room_id, user_id, "m.room.member",
+                                       {"membership": "ban"}, state_key=target)  # fmt: skip
+        await self.events.send(
+            room_id, user_id, "m.room.tombstone",
+            {"body": "This room has been replaced", "replacement_room": new_room_id}, "",
+        )  # fmt: skip
+        await self._move_aliases(user_id, room_id, new_room_id, content)
+        # Nobody but moderators speaks or invites in the old room any more.
+        silenced = dict(old_levels)
+        restricted = max(50, _int(old_levels.get("users_default"), 0) + 1)
+        silenced["events_default"] = max(restricted, _int(old_levels.get("events_default"), 0))
+        silenced["invite"] = max(restricted, _int(old_levels.get("invite"), 0))
+        await self.events.send(room_id, user_id, "m.room.power_levels", silenced, "")
+        if content(("m.room.join_rules", "")).get("join_rule", "invite") != "public":
+            joined = await self.events.joined_users(room_id)
+            for member in sorted(joined - {user_id}):
+                try:
+                    await self.change_membership(requester, new_room_id, member, "invite")
+                except MatrixError as e:
+                    logger.info("Could not re-invite %s to %s: %s", member, new_room_id, e)
+        return new_room_id
+
+    async def _move_aliases(self, user_id: str, old_room: str, new_room: str, content: Any) -> None:
+        aliases = await self.store.get_aliases_for_room(old_room)
+        for alias in aliases:
+            found = await self.store.get_alias(alias)
+            creator = found[1] if found else user_id
+            await self.store.delete_alias(alias)
+            await self.store.create_alias(alias, new_room, creator)
+        canonical = content(("m.room.canonical_alias", ""))
+        if canonical:
+            await self.events.send(new_room, user_id, "m.room.canonical_alias", canonical, "")
+            await self.events.send(old_room, user_id, "m.room.canonical_alias", {}, "")
 
     @staticmethod
     def _member_content(membership: str, profile: JsonDict, reason: str | None = None) -> JsonDict:
@@ -509,3 +609,55 @@ class RoomService:
         if offset > 0:
             response["prev_batch"] = f"o{max(0, offset - limit)}"
         return response
+
+
+UPGRADE_COPIED_STATE = frozenset({
+    "m.room.name", "m.room.topic", "m.room.avatar", "m.room.encryption",
+    "m.room.history_visibility", "m.room.guest_access", "m.room.join_rules",
+    "m.room.server_acl", "m.space.parent", "m.space.child",
+})  # fmt: skip
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _join_rule_for(content: JsonDict, version: RoomVersion) -> JsonDict:
+    """The join rule carried to the new room, or the closest one its version knows."""
+    rule = content.get("join_rule")
+    if rule == "knock_restricted" and not version.knock_restricted_join_rule:
+        rule = "restricted" if version.restricted_join_rule else "invite"
+    if rule == "restricted" and not version.restricted_join_rule:
+        rule = "invite"
+    if rule == "knock" and not version.knock_join_rule:
+        rule = "invite"
+    result = dict(content)
+    result["join_rule"] = rule
+    if rule not in ("restricted", "knock_restricted"):
+        result.pop("allow", None)
+    return result
+
+
+def _levels_for(
+    old: JsonDict, old_creators: set[str], upgrader: str, version: RoomVersion
+) -> JsonDict:
+    """The old room's power levels as the new version needs them: integers, and creators
+    (infinite in v12, absent from ``users``) given 100 in older versions and the reverse."""
+    levels = json.loads(json.dumps(old))
+    for key in ("users_default", "events_default", "state_default", "ban", "kick", "redact",
+                "invite"):  # fmt: skip
+        if key in levels:
+            levels[key] = _int(levels[key], 0)
+    users = {u: _int(v, 0) for u, v in (levels.get("users") or {}).items()}
+    for creator in old_creators:
+        users[creator] = max(users.get(creator, 0), 100)
+    if version.creators_infinite_power:
+        users.pop(upgrader, None)  # the upgrader creates the new room: infinite there
+    levels["users"] = users
+    for key in ("events", "notifications"):
+        if isinstance(levels.get(key), dict):
+            levels[key] = {k: _int(v, 0) for k, v in levels[key].items()}
+    return levels

@@ -296,7 +296,14 @@ def register(hs: HomeServer, router: Router) -> None:
         event = await access.check_event_visible(requester.user_id, room_id, event_id)
         return 200, {"event_id": event.event_id, "origin_server_ts": event.data["origin_server_ts"]}
 
+    async def upgrade(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.get_user_by_req(request)
+        body = parse_json_object(request)
+        new_version = require(body, "new_version", str)
+        return 200, {"replacement_room": await rooms.upgrade_room(requester, room_id, new_version)}
+
     add = router.add
+    add("POST", client_paths("/rooms/{room_id}/upgrade"), upgrade, "room_upgrade")
     add("POST", client_paths("/createRoom"), create_room, "create_room")
     add("POST", client_paths("/join/{room}"), join, "join")
     add("POST", client_paths("/rooms/{room}/join"), join, "join")
