@@ -229,7 +229,7 @@ def test_versions_flags_cross_signing_and_served_features(client: Client) -> Non
     # Nothing is flagged that is not served.
     assert all(value is True for value in flags.values())
     assert "org.matrix.simplified_msc3575" not in flags
-    assert "org.matrix.msc3814" not in flags
+    assert flags["org.matrix.msc3814"] is True  # dehydrated devices are served
 
 
 def test_public_rooms_room_types_filter(alice: Client, server: ServerProcess) -> None:

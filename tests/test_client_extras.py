@@ -184,3 +184,34 @@ def test_unused_media_reservations_expire(server_factory: Callable[..., ServerPr
     late = user.request("PUT", f"/_matrix/media/v3/upload/{q(server.server_name)}/{q(media_id)}",
                         raw=b"late bytes", headers={"Content-Type": "text/plain"})  # fmt: skip
     assert late.status == 404, late
+
+
+def test_dehydrated_device_receives_to_device_messages(alice: Client, bob: Client) -> None:
+    prefix = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"
+    assert alice.get(prefix).status == 404
+    data = {"algorithm": "org.matrix.msc3814.v2", "device_pickle": "opaque-ciphertext"}
+    put = alice.put(prefix, {"device_id": "DEHYDRATED1", "device_data": data,
+                             "initial_device_display_name": "offline keys"})  # fmt: skip
+    assert put.status == 200 and put.body == {"device_id": "DEHYDRATED1"}
+    got = alice.get(prefix).body
+    assert got == {"device_id": "DEHYDRATED1", "device_data": data}
+    devices = {d["device_id"] for d in alice.get("devices").body["devices"]}
+    assert "DEHYDRATED1" in devices
+    messages = {alice.user_id: {"DEHYDRATED1": {"ciphertext": "k1"}}}
+    sent = bob.put("sendToDevice/m.room_key/txn1", {"messages": messages})
+    assert sent.status == 200, sent
+    events = alice.post(f"{prefix}/DEHYDRATED1/events", {})
+    assert events.status == 200, events
+    assert [e["content"] for e in events.body["events"]] == [{"ciphertext": "k1"}]
+    after = alice.post(f"{prefix}/DEHYDRATED1/events",
+                       {"next_batch": events.body["next_batch"]})  # fmt: skip
+    assert after.body["events"] == []
+    # A new dehydrated device replaces the old one, which is gone with its messages.
+    alice.put(prefix, {"device_id": "DEHYDRATED2", "device_data": data})
+    devices = {d["device_id"] for d in alice.get("devices").body["devices"]}
+    assert "DEHYDRATED1" not in devices and "DEHYDRATED2" in devices
+    assert alice.post(f"{prefix}/DEHYDRATED1/events", {}).status == 404
+    assert bob.get(prefix).status == 404  # one's own only
+    deleted = alice.request("DELETE", prefix)
+    assert deleted.status == 200 and deleted.body == {"device_id": "DEHYDRATED2"}
+    assert alice.get(prefix).status == 404

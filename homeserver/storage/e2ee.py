@@ -344,3 +344,43 @@ class E2eeStore:
                     )
 
         await self.db.run("delete_device_e2ee_data", txn_fn)
+
+    # Dehydrated devices
+
+    async def get_dehydrated_device(self, user_id: str) -> tuple[str, JsonDict] | None:
+        row = await self.db.run(
+            "get_dehydrated_device",
+            lambda txn: txn.select_one(
+                "SELECT device_id, device_data FROM dehydrated_devices WHERE user_id = ?",
+                (user_id,),
+            ),
+        )
+        return (row[0], json.loads(row[1])) if row else None
+
+    async def set_dehydrated_device(
+        self, user_id: str, device_id: str, device_data: JsonDict
+    ) -> str | None:
+        """Store the user's dehydrated device; returns the one it replaces, if any."""
+
+        def txn_fn(txn: Txn) -> str | None:
+            row = txn.select_one(
+                "SELECT device_id FROM dehydrated_devices WHERE user_id = ?", (user_id,)
+            )
+            txn.execute("DELETE FROM dehydrated_devices WHERE user_id = ?", (user_id,))
+            txn.execute(
+                "INSERT INTO dehydrated_devices (user_id, device_id, device_data) VALUES (?, ?, ?)",
+                (user_id, device_id, json.dumps(device_data)),
+            )
+            return str(row[0]) if row else None
+
+        return await self.db.run("set_dehydrated_device", txn_fn)
+
+    async def delete_dehydrated_device(self, user_id: str) -> str | None:
+        def txn_fn(txn: Txn) -> str | None:
+            row = txn.select_one(
+                "SELECT device_id FROM dehydrated_devices WHERE user_id = ?", (user_id,)
+            )
+            txn.execute("DELETE FROM dehydrated_devices WHERE user_id = ?", (user_id,))
+            return str(row[0]) if row else None
+
+        return await self.db.run("delete_dehydrated_device", txn_fn)

@@ -14,6 +14,7 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
     from homeserver.api.client import (
         account,
         account_data,
+        dehydrated_devices,
         devices,
         discovery,
         discovery_extras,
@@ -34,6 +35,7 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
         login,
         account,
         devices,
+        dehydrated_devices,
         profile,
         push,
         account_data,

@@ -35,6 +35,9 @@ UNSTABLE_FEATURES = {
     "org.matrix.msc3827.stable": True,  # room_types filter on /publicRooms
     "org.matrix.msc3916.stable": True,  # authenticated media
     "uk.tcpip.msc4133.stable": True,  # extended profile fields
+    "org.matrix.msc3814": True,  # dehydrated devices
+    "org.matrix.msc3266": True,  # room summaries
+    "uk.half-shot.msc2666.query_mutual_rooms": True,  # mutual rooms
 }
 
 
