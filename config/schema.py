@@ -367,6 +367,31 @@ class FederationConfig(_Section):
         return self.domain_whitelist is None or server_name in self.domain_whitelist
 
 
+class EmailConfig(_Section):
+    # Outgoing mail for e-mail addresses on accounts (validation, password reset). Unset
+    # smtp_host: no e-mail features.
+    smtp_host: str | None = None
+    smtp_port: Port = 25
+    smtp_user: str | None = None
+    smtp_pass: str | None = None
+    # STARTTLS is required when the server offers it (and refused when it does not)
+    # unless this is false; force_tls speaks TLS from the first byte (port 465).
+    require_transport_security: bool = True
+    force_tls: bool = False
+    notif_from: str = "Homeserver <noreply@localhost>"
+    # How long a validation link or code stays good.
+    validation_token_lifetime: Duration = "1h"
+    # Offer an e-mail address as a registration step.
+    registration_email: bool = True
+
+    def __post_init__(self) -> None:
+        _normalise(self, "validation_token_lifetime", parse_duration_ms)
+
+    @property
+    def enabled(self) -> bool:
+        return self.smtp_host is not None
+
+
 class PresenceConfig(_Section):
     enabled: bool = True
 
@@ -426,6 +451,7 @@ class HomeserverConfig(_Section):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     well_known: WellKnownConfig = msgspec.field(default_factory=WellKnownConfig)
     federation: FederationConfig = msgspec.field(default_factory=FederationConfig)
+    email: EmailConfig = msgspec.field(default_factory=EmailConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)

@@ -44,6 +44,7 @@ from homeserver.services.room_access import RelationReads, RoomAccessService, Ro
 from homeserver.services.room_events import RoomEventService
 from homeserver.services.rooms import RoomService
 from homeserver.services.sync import SyncService
+from homeserver.services.threepids import ThreepidService
 from homeserver.services.uia import InteractiveAuthService
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.devices import DeviceStore
@@ -140,6 +141,7 @@ class HomeServer:
         self.federation_reads = FederationReads(self)
         self.federation_e2ee = FederationE2ee(self)
         self.federation_media = FederationMedia(self)
+        self.threepids = ThreepidService(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,

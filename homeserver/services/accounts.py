@@ -233,7 +233,16 @@ class AccountService:
 
     async def login_with_password(self, body: dict[str, Any]) -> str:
         """Check a m.login.password body; returns the user ID it proves."""
-        user_id = self.user_id_from_identifier(body)
+        identifier = body.get("identifier")
+        if isinstance(identifier, dict) and identifier.get("type") == "m.id.thirdparty":
+            address = identifier.get("address")
+            if identifier.get("medium") != "email" or not isinstance(address, str):
+                raise MatrixError(400, Codes.UNKNOWN, "Only e-mail addresses can identify users")
+            user_id = await self.hs.threepids.user_for_email(address)
+            if user_id is None:
+                raise forbidden("Invalid username or password")
+        else:
+            user_id = self.user_id_from_identifier(body)
         if user_id is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing 'identifier'")
         password = body.get("password")
@@ -274,6 +283,7 @@ class AccountService:
         await self.hs.devices.delete_all_devices(user_id)
         await self._leave_all_rooms(user_id)
         await self.hs.stores.profiles.delete_profile(user_id)
+        await self.hs.threepids.store.remove_all(user_id)
         if erase:
             await self.hs.stores.account_data.delete_all_for_user(user_id)
             await self.hs.media.delete_user_media(user_id)

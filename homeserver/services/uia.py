@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REGISTRATION_TOKEN = "m.login.registration_token"
+EMAIL_IDENTITY = "m.login.email.identity"
 
 _SESSION_TTL_MS = 30 * 60 * 1000
 
@@ -53,6 +54,7 @@ class InteractiveAuthService:
             DUMMY: self._check_dummy,
             PASSWORD: self._check_password,
             REGISTRATION_TOKEN: self._check_registration_token,
+            EMAIL_IDENTITY: self._check_email,
         }
 
     def _expire_sessions(self) -> None:
@@ -148,3 +150,11 @@ class InteractiveAuthService:
         if not await self.hs.accounts.registration_token_is_valid(token):
             raise StageFailed(Codes.FORBIDDEN, "Invalid registration token")
         return token
+
+    async def _check_email(self, auth: dict[str, Any], session: UiaSession) -> Any:
+        """A validated e-mail session of the kind this operation needs."""
+        purpose = "register" if session.operation == "register" else "password"
+        try:
+            return await self.hs.threepids.validated(auth.get("threepid_creds"), purpose)
+        except MatrixError as e:
+            raise StageFailed(e.errcode, e.msg) from None

@@ -90,7 +90,7 @@ def register(hs: HomeServer, router: Router) -> None:
                 "m.change_password": {"enabled": True},
                 "m.set_displayname": {"enabled": True},
                 "m.set_avatar_url": {"enabled": True},
-                "m.3pid_changes": {"enabled": False},
+                "m.3pid_changes": {"enabled": config.email.enabled},
                 "m.get_login_token": {"enabled": config.sessions.login_token_enabled},
                 "m.profile_fields": {"enabled": True},
                 "m.room_versions": {

@@ -15,7 +15,7 @@ from homeserver.http.servlet import (
     query_string,
     require,
 )
-from homeserver.services.uia import DUMMY, REGISTRATION_TOKEN
+from homeserver.services.uia import DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -25,7 +25,15 @@ def register(hs: HomeServer, router: Router) -> None:
     config = hs.config.registration
 
     def flows() -> list[list[str]]:
-        return [[REGISTRATION_TOKEN]] if config.requires_token else [[DUMMY]]
+        first = REGISTRATION_TOKEN if config.requires_token else DUMMY
+        if hs.config.email.enabled and hs.config.email.registration_email:
+            # The address is optional: a flow without it, and one with it.
+            return (
+                [[first], [first, EMAIL_IDENTITY]]
+                if config.requires_token
+                else [[first], [EMAIL_IDENTITY]]
+            )
+        return [[first]]
 
     async def get_flows(request: MatrixRequest) -> tuple[int, Any]:
         return 200, {"flows": [{"stages": s} for s in flows()], "params": {}}
@@ -63,6 +71,9 @@ def register(hs: HomeServer, router: Router) -> None:
         if token is not None:
             await hs.accounts.consume_registration_token(token)
         user_id = await hs.accounts.create_account(localpart, password)
+        email_session = results.get(EMAIL_IDENTITY)
+        if email_session is not None:
+            await hs.threepids.add_to_account(user_id, email_session)
         hs.ratelimiter.take("registration", address)
 
         response: dict[str, Any] = {"user_id": user_id, "home_server": hs.config.server_name}
