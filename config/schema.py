@@ -225,6 +225,19 @@ class PrivacyConfig(_Section):
         return int(self.client_ip_purge_interval)
 
 
+PRIVATE_RANGES = (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "255.255.255.255/32",
+    "::1/128", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8", "fec0::/10", "::/128",
+)  # fmt: skip
+
+
+class OEmbedProvider(_Section):
+    url_patterns: list[str]
+    endpoint: str
+
+
 class MediaConfig(_Section):
     store_path: str = "media_store"
     max_upload_size: Size = "50M"
@@ -235,6 +248,16 @@ class MediaConfig(_Section):
     legacy_unauthenticated: bool = False
     legacy_unauthenticated_before: int | None = None
     url_preview_enabled: bool = False
+    # Previews never fetch from these addresses (checked after DNS, on every redirect).
+    url_preview_ip_range_blacklist: list[str] = msgspec.field(
+        default_factory=lambda: list(PRIVATE_RANGES)
+    )
+    url_preview_ip_range_whitelist: list[str] = msgspec.field(default_factory=list)
+    url_preview_max_size: Size = "10M"
+    url_preview_timeout: Duration = "10s"
+    url_preview_cache_time: Duration = "1h"
+    # Sites asked through their oEmbed endpoint: {url_patterns: [globs], endpoint: URL}.
+    url_preview_oembed: list[OEmbedProvider] = msgspec.field(default_factory=list)
     # How long a media ID reserved with /create waits for its upload.
     unused_expires_after: Duration = "24h"
     thumbnail_sizes: list[list[int]] = msgspec.field(
@@ -245,6 +268,16 @@ class MediaConfig(_Section):
         _normalise(self, "max_upload_size", parse_size_bytes)
         _normalise(self, "max_user_quota", parse_size_bytes)
         _normalise(self, "unused_expires_after", parse_duration_ms)
+        _normalise(self, "url_preview_max_size", parse_size_bytes)
+        _normalise(self, "url_preview_timeout", parse_duration_ms)
+        _normalise(self, "url_preview_cache_time", parse_duration_ms)
+        for network in self.url_preview_ip_range_blacklist + self.url_preview_ip_range_whitelist:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError:
+                raise ValueError(
+                    f"url_preview_ip_range_*: {network!r} is not an IP range"
+                ) from None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -305,14 +338,6 @@ class TrustedKeyServer(_Section):
 class OldVerifyKey(_Section):
     key: str
     expired_ts: int
-
-
-PRIVATE_RANGES = (
-    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-    "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "255.255.255.255/32",
-    "::1/128", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8", "fec0::/10", "::/128",
-)  # fmt: skip
 
 
 class FederationConfig(_Section):

@@ -46,6 +46,7 @@ from homeserver.services.rooms import RoomService
 from homeserver.services.sync import SyncService
 from homeserver.services.threepids import ThreepidService
 from homeserver.services.uia import InteractiveAuthService
+from homeserver.services.url_preview import UrlPreviewer
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.e2ee import E2eeStore
@@ -142,6 +143,7 @@ class HomeServer:
         self.federation_e2ee = FederationE2ee(self)
         self.federation_media = FederationMedia(self)
         self.threepids = ThreepidService(self)
+        self.url_previews = UrlPreviewer(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,

@@ -88,9 +88,10 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def preview_url(request: MatrixRequest) -> tuple[int, Any]:
         await hs.auth.get_user_by_req(request)
-        if not hs.config.media.url_preview_enabled:
-            raise MatrixError(403, Codes.FORBIDDEN, "URL previews are disabled on this server")
-        raise MatrixError(403, Codes.FORBIDDEN, "URL previews are not implemented yet")
+        url = query_string(request, "url")
+        if not url:
+            raise MatrixError(400, Codes.MISSING_PARAM, "url is required")
+        return 200, await hs.url_previews.preview(url)
 
     add = router.add
     add("POST", LEGACY + "/upload", upload, "media_upload")

@@ -6,16 +6,14 @@ Nothing here waits longer than ``federation.request_timeout`` (or the caller's t
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import treq
 from OpenSSL import SSL
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -34,6 +32,7 @@ from homeserver.federation.discovery import (
     make_well_known_fetcher,
     twisted_srv_lookup,
 )
+from homeserver.http.outbound import AddressFilter, FilteredWebEndpoints
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -88,49 +87,32 @@ class _UnverifiedTLS:
         return connection
 
 
-class BlockedAddress(Exception):
-    """Every address of the host is in the outbound IP blacklist."""
-
-
 @implementer(IStreamClientEndpoint)
-class _CheckedEndpoint:
-    """TLS to ``host:port`` (a destination resolved first, for federation), connecting
-    only to addresses outside the configured blacklist."""
+class _FederationEndpoint:
+    """TLS to a destination as the spec's discovery resolves it, to allowed addresses only."""
 
-    def __init__(
-        self, client: FederationClient, destination: str | None, host: str = "", port: int = 0
-    ) -> None:
+    def __init__(self, client: FederationClient, destination: str) -> None:
         self.client = client
         self.destination = destination
-        self.host = host
-        self.port = port
 
     def connect(self, protocol_factory: Any) -> defer.Deferred[Any]:
         return defer.ensureDeferred(self._connect(protocol_factory))
 
     async def _connect(self, protocol_factory: Any) -> Any:
-        host, port, tls_name = self.host, self.port, self.host
-        if self.destination is not None:
-            resolved = await self.client.resolver.resolve(self.destination)
-            host, port, tls_name = resolved.host, resolved.port, resolved.tls_server_name
-        address = await self.client.allowed_address(host, port)
-        endpoint: Any = HostnameEndpoint(self.client.reactor, address, port)
-        tls: Any = wrapClientTLS(self.client.tls_creator(tls_name), endpoint)
+        resolved = await self.client.resolver.resolve(self.destination)
+        address = await self.client.address_filter.allowed_address(resolved.host, resolved.port)
+        endpoint: Any = HostnameEndpoint(self.client.reactor, address, resolved.port)
+        tls: Any = wrapClientTLS(self.client.tls_creator(resolved.tls_server_name), endpoint)
         return await tls.connect(protocol_factory)
 
 
 @implementer(IAgentEndpointFactory)
 class _EndpointFactory:
-    def __init__(self, client: FederationClient, federation: bool) -> None:
+    def __init__(self, client: FederationClient) -> None:
         self.client = client
-        self.federation = federation
 
-    def endpointForURI(self, uri: Any) -> _CheckedEndpoint:
-        if self.federation:
-            return _CheckedEndpoint(self.client, uri.netloc.decode("ascii"))
-        if uri.scheme != b"https":
-            raise BlockedAddress("only https is fetched")
-        return _CheckedEndpoint(self.client, None, uri.host.decode("ascii"), uri.port)
+    def endpointForURI(self, uri: Any) -> _FederationEndpoint:
+        return _FederationEndpoint(self.client, uri.netloc.decode("ascii"))
 
 
 class FederationClient:
@@ -146,33 +128,23 @@ class FederationClient:
         pool = HTTPConnectionPool(hs.reactor, persistent=True)
         pool.maxPersistentPerHost = 5
         pool.cachedConnectionTimeout = 120
-        self._blacklist = [ipaddress.ip_network(n) for n in self.config.ip_range_blacklist]
-        self._whitelist = [ipaddress.ip_network(n) for n in self.config.ip_range_whitelist]
-        agent = Agent.usingEndpointFactory(hs.reactor, _EndpointFactory(self, True), pool=pool)
+        self.address_filter = AddressFilter(
+            self.config.ip_range_blacklist, self.config.ip_range_whitelist
+        )
+        agent = Agent.usingEndpointFactory(hs.reactor, _EndpointFactory(self), pool=pool)
         self._http = treq.client.HTTPClient(agent)
         self._pool = pool
         # Its own pool: a connection to https://host/ (port 443, for a .well-known) must
         # never carry a federation request for the server named ``host``.
         self._plain_pool = HTTPConnectionPool(hs.reactor, persistent=True)
         self._plain_agent: Any = Agent.usingEndpointFactory(
-            hs.reactor, _EndpointFactory(self, False), pool=self._plain_pool
+            hs.reactor,
+            FilteredWebEndpoints(hs.reactor, self.address_filter, self.tls_creator, True),
+            pool=self._plain_pool,
         )
 
-    def blocked(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address)
-        if any(ip in network for network in self._whitelist):
-            return False
-        return any(ip in network for network in self._blacklist)
-
     async def allowed_address(self, host: str, port: int) -> str:
-        """An address of ``host`` we may connect to; BlockedAddress if it has none (a
-        server naming a private or loopback address cannot make us reach inside)."""
-        infos = await threads.deferToThread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
-        addresses = [str(info[4][0]) for info in infos]
-        for address in addresses:
-            if not self.blocked(address.split("%", 1)[0]):
-                return address
-        raise BlockedAddress(f"{host} resolves only to blocked addresses {addresses}")
+        return await self.address_filter.allowed_address(host, port)
 
     def tls_creator(self, server_name: str) -> Any:
         if not self.config.verify_certificates:

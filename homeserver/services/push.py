@@ -12,7 +12,7 @@ from cachetools import LRUCache
 from twisted.internet import defer
 
 from homeserver.errors import Codes, MatrixError, not_found
-from homeserver.federation.client import BlockedAddress
+from homeserver.http.outbound import BlockedAddress
 from homeserver.storage.events import StoredEvent
 from rooms import push_rules
 from rooms.power_levels import power_levels_from_state

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from homeserver.storage.engine import Database, Txn
 
@@ -172,3 +174,25 @@ class MediaStore:
                 (server_name, media_id, local_id, content_type, upload_name, size, now_ms),
             ),
         )
+
+    # URL previews
+
+    async def get_url_preview(self, url: str, fetched_after: int) -> dict[str, Any] | None:
+        row = await self.db.run(
+            "get_url_preview",
+            lambda txn: txn.select_one(
+                "SELECT preview_json FROM url_previews WHERE url = ? AND fetched_ts > ?",
+                (url, fetched_after),
+            ),
+        )
+        return json.loads(row[0]) if row else None
+
+    async def store_url_preview(self, url: str, preview: dict[str, Any], now_ms: int) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM url_previews WHERE url = ?", (url,))
+            txn.execute(
+                "INSERT INTO url_previews (url, preview_json, fetched_ts) VALUES (?, ?, ?)",
+                (url, json.dumps(preview), now_ms),
+            )
+
+        await self.db.run("store_url_preview", txn_fn)
