@@ -30,6 +30,7 @@ from homeserver.http.server import Router
 from homeserver.notifier import Notifier
 from homeserver.services.account_data import AccountDataService
 from homeserver.services.accounts import AccountService
+from homeserver.services.admin import AdminService
 from homeserver.services.auth import AuthService
 from homeserver.services.client_ips import ClientIpService
 from homeserver.services.devices import DeviceService
@@ -144,6 +145,7 @@ class HomeServer:
         self.federation_media = FederationMedia(self)
         self.threepids = ThreepidService(self)
         self.url_previews = UrlPreviewer(self)
+        self.admin = AdminService(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,

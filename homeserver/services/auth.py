@@ -21,6 +21,9 @@ class Requester:
     user_id: str
     device_id: str
     token_hash: str
+    # Set by an admin: may read but not act / acts only for themselves.
+    suspended: bool = False
+    shadow_banned: bool = False
 
 
 class AuthService:
@@ -67,6 +70,9 @@ class AuthService:
         if requester is _EXPIRED:
             # The client refreshes and carries on: its session is not over.
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token expired", soft_logout=True)
+        if requester is _LOCKED:
+            raise MatrixError(401, "M_USER_LOCKED", "This account has been locked",
+                              soft_logout=True)  # fmt: skip
         request.requester_id = requester.user_id
         self.client_ips.record(
             requester.user_id,
@@ -96,7 +102,16 @@ class AuthService:
             await self.devices.retire_refresh_token(owner.minted_by)
             owner = replace(owner, minted_by=None)
             self._token_cache[token_hash] = owner
-        return Requester(owner.user_id, owner.device_id, token_hash)
+        if owner.locked:
+            return _LOCKED
+        return Requester(
+            owner.user_id, owner.device_id, token_hash, owner.suspended, owner.shadow_banned
+        )
+
+    def account_state_changed(self) -> None:
+        """An admin locked, suspended or shadow-banned someone: forget every cached owner
+        (rare enough that precision is not worth a per-user index)."""
+        self._token_cache.clear()
 
     async def issue_token(self, user_id: str, device_id: str) -> str:
         token = mint_access_token()
@@ -149,3 +164,4 @@ class AuthService:
 
 # What _requester_for_token answers for an access token past its lifetime.
 _EXPIRED = Requester("", "", "expired")
+_LOCKED = Requester("", "", "locked")

@@ -334,6 +334,8 @@ class RoomService:
         txn: TxnKey | None = None,
         servers: list[str] | None = None,
     ) -> StoredEvent:
+        if membership != "leave":
+            self.require_active(requester)
         federation = self.hs.federation_membership
         remote = (
             target == requester.user_id
@@ -434,6 +436,7 @@ class RoomService:
     async def send_state(
         self, requester: Requester, room_id: str, event_type: str, state_key: str, content: JsonDict
     ) -> StoredEvent:
+        self.require_active(requester)
         await self.require_room(room_id)
         if event_type == "m.room.canonical_alias":
             await self._check_canonical_alias(room_id, content)
@@ -470,9 +473,21 @@ class RoomService:
                 if found is None or found[0] != room_id:
                     raise MatrixError(400, "M_BAD_ALIAS", f"{alias} does not point to this room")
 
+    @staticmethod
+    def require_active(requester: Requester) -> None:
+        """A suspended account reads but does not act in rooms."""
+        if requester.suspended:
+            raise MatrixError(403, "M_USER_SUSPENDED", "This account is suspended")
+
+    @staticmethod
+    def shadow_event_id(requester: Requester) -> str | None:
+        """For a shadow-banned user: an event ID to answer with, nothing being sent."""
+        return "$" + secrets.token_urlsafe(32) if requester.shadow_banned else None
+
     async def send_message(
         self, requester: Requester, room_id: str, event_type: str, content: JsonDict, txn_id: str
     ) -> StoredEvent:
+        self.require_active(requester)
         await self.require_room(room_id)
         self.hs.ratelimiter.check("message", requester.user_id)
         txn = TxnKey(requester.user_id, requester.device_id, f"send {room_id} {event_type}", txn_id)
@@ -482,6 +497,7 @@ class RoomService:
     async def redact(
         self, requester: Requester, room_id: str, event_id: str, reason: str | None, txn_id: str
     ) -> StoredEvent:
+        self.require_active(requester)
         version = await self.require_room(room_id)
         txn = TxnKey(requester.user_id, requester.device_id, f"redact {room_id} {event_id}", txn_id)
         existing = await self.events.event_for_txn(txn)

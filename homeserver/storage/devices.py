@@ -46,6 +46,9 @@ class TokenOwner:
     expires_ts: int | None
     # The refresh token that minted this access token, until it is first used.
     minted_by: str | None
+    locked: bool = False
+    suspended: bool = False
+    shadow_banned: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,13 +100,16 @@ class DeviceStore:
         row = await self.db.run(
             "get_token_owner",
             lambda txn: txn.select_one(
-                "SELECT t.user_id, t.device_id, t.expires_ts, t.minted_by FROM access_tokens t "
+                "SELECT t.user_id, t.device_id, t.expires_ts, t.minted_by, u.locked, "
+                "u.suspended, u.shadow_banned FROM access_tokens t "
                 "JOIN users u ON u.user_id = t.user_id "
                 "WHERE t.token_hash = ? AND u.deactivated = 0",
                 (token_hash,),
             ),
         )
-        return TokenOwner(row[0], row[1], row[2], row[3]) if row else None
+        if not row:
+            return None
+        return TokenOwner(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), bool(row[6]))
 
     # Refresh tokens
 

@@ -195,6 +195,12 @@ class DiscoveryStore:
 
         return await self.db.run("add_report", txn_fn)
 
+    async def delete_report(self, report_id: int) -> None:
+        await self.db.run(
+            "delete_report",
+            lambda txn: txn.execute("DELETE FROM reports WHERE id = ?", (report_id,)),
+        )
+
     async def get_reports(self, limit: int, offset: int) -> list[tuple[Any, ...]]:
         return await self.db.run(
             "get_reports",

@@ -252,6 +252,17 @@ class FederationStore:
 
         await self.db.run("set_destination", txn_fn)
 
+    async def list_destinations(self) -> list[tuple[Any, ...]]:
+        """(destination, failure_ts, retry interval, last success) of every server we sent to."""
+        rows = await self.db.run(
+            "list_destinations",
+            lambda txn: txn.select(
+                "SELECT destination, failure_ts, retry_interval_ms, last_success_ts "
+                "FROM federation_destinations ORDER BY destination"
+            ),
+        )
+        return [tuple(r) for r in rows]
+
     # Outliers
 
     async def store_outliers(self, events: Sequence[tuple[str, str, str, bool]]) -> None:

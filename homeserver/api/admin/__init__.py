@@ -11,8 +11,11 @@ if TYPE_CHECKING:
 
 
 def register_admin_servlets(hs: HomeServer, router: Router) -> None:
-    from homeserver.api.admin import media, register, registration_tokens
+    from homeserver.api.admin import media, register, registration_tokens, rooms, server, users
 
     register.register(hs, router)
+    users.register(hs, router)
+    rooms.register(hs, router)
+    server.register(hs, router)
     registration_tokens.register(hs, router)
     media.register(hs, router)

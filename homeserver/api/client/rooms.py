@@ -102,6 +102,9 @@ def register(hs: HomeServer, router: Router) -> None:
         requester = await hs.auth.get_user_by_req(request)
         _check_type_and_key(event_type)
         content = parse_json_object(request)
+        shadow = rooms.shadow_event_id(requester)
+        if shadow is not None:
+            return 200, {"event_id": shadow}
         event = await rooms.send_message(requester, room_id, event_type, content, txn_id)
         return 200, {"event_id": event.event_id}
 
@@ -111,6 +114,9 @@ def register(hs: HomeServer, router: Router) -> None:
         requester = await hs.auth.get_user_by_req(request)
         _check_type_and_key(event_type, state_key)
         content = parse_json_object(request)
+        shadow = rooms.shadow_event_id(requester)
+        if shadow is not None:
+            return 200, {"event_id": shadow}
         event = await rooms.send_state(requester, room_id, event_type, state_key, content)
         return 200, {"event_id": event.event_id}
 

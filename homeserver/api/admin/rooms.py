@@ -1,0 +1,238 @@
+"""Admin API for rooms and reports, on Synapse's paths and in its shapes. Reading a
+room's state or messages is audited."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from homeserver.api.admin.users import ADMIN, page, query_flag
+from homeserver.errors import Codes, MatrixError, bad_json, not_found
+from homeserver.http.server import MatrixRequest, Router
+from homeserver.http.servlet import parse_json_object, query_int, query_string
+from homeserver.services.room_access import parse_stream_token
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+ROOM_ORDERS = (
+    "name", "canonical_alias", "joined_members", "joined_local_members", "version", "creator",
+    "encryption", "federatable", "public", "join_rules", "guest_access", "history_visibility",
+    "state_events", "room_id",
+)  # fmt: skip
+
+
+def register(hs: HomeServer, router: Router) -> None:
+    admin = hs.admin
+    access = hs.room_access
+
+    async def list_rooms(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        offset, limit = page(request)
+        order_by = query_string(request, "order_by", "name")
+        if order_by not in ROOM_ORDERS:
+            raise MatrixError(400, Codes.INVALID_PARAM, "Unknown order_by")
+        direction = query_string(request, "dir", "f", ("f", "b"))
+        term = (query_string(request, "search_term") or "").lower()
+        public = query_flag(request, "public_rooms")
+        empty = query_flag(request, "empty_rooms")
+        rooms = [await admin.room_json(r) for r in await admin.store.all_room_ids()]
+        if term:
+            rooms = [
+                r for r in rooms
+                if term in r["room_id"].lower() or term in (r["name"] or "").lower()
+                or term in (r["canonical_alias"] or "").lower()
+            ]  # fmt: skip
+        if public is not None:
+            rooms = [r for r in rooms if r["public"] == public]
+        if empty is not None:
+            rooms = [r for r in rooms if (r["joined_members"] == 0) == empty]
+        key = "joined_members" if order_by == "joined_members" else order_by
+        rooms.sort(key=lambda r: (r[key] is None, r[key] if r[key] is not None else "",
+                                  r["room_id"]), reverse=direction == "b")  # fmt: skip
+        if order_by in ("joined_members", "joined_local_members", "state_events") and (
+            request.query_arg("dir") is None
+        ):
+            rooms.reverse()  # Synapse lists the biggest first unless asked otherwise
+        chunk = rooms[offset : offset + limit]
+        body: dict[str, Any] = {"rooms": chunk, "offset": offset, "total_rooms": len(rooms)}
+        if offset + limit < len(rooms):
+            body["next_batch"] = offset + limit
+        if offset > 0:
+            body["prev_batch"] = max(0, offset - limit)
+        return 200, body
+
+    async def room_details(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        return 200, await admin.room_json(room_id, full=True)
+
+    async def room_members(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.room_json(room_id)
+        joined = sorted(await hs.room_events.joined_users(room_id))
+        await admin.audit(request, requester, "room.members", room_id=room_id)
+        return 200, {"members": joined, "total": len(joined)}
+
+    async def room_state(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.room_json(room_id)
+        state = await hs.room_events.current_state_events(room_id)
+        await admin.audit(request, requester, "room.state", room_id=room_id)
+        return 200, {"state": await access.serialize_many(list(state.values()))}
+
+    async def room_messages(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.room_json(room_id)
+        backwards = query_string(request, "dir", "f", ("f", "b")) == "b"
+        limit = query_int(request, "limit", 10, minimum=1, maximum=1000)
+        start = parse_stream_token(query_string(request, "from"))
+        after, before = (
+            (None, start + 1 if start is not None else None) if backwards else (start, None)
+        )
+        rows = await hs.stores.events.get_room_event_ids(room_id, after, before, backwards,
+                                                          limit)  # fmt: skip
+        events = await hs.room_events.get_events(e for e, _ in rows)
+        chunk = await access.serialize_many([events[e] for e, _ in rows if e in events])
+        await admin.audit(request, requester, "room.messages", room_id=room_id)
+        body: dict[str, Any] = {"chunk": chunk, "start": f"s{start or 0}"}
+        if len(rows) == limit:
+            body["end"] = f"s{rows[-1][1] - 1}" if backwards else f"s{rows[-1][1]}"
+        return 200, body
+
+    async def forward_extremities(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        await admin.room_json(room_id)
+        events = await hs.room_events.get_events(await hs.room_events.forward_extremities(room_id))
+        result = [
+            {"event_id": e.event_id, "state_group": e.state_after,
+             "depth": e.data.get("depth"), "received_ts": e.data.get("origin_server_ts")}
+            for e in events.values()
+        ]  # fmt: skip
+        return 200, {"count": len(result), "results": result}
+
+    async def get_block(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        by = await admin.store.blocked_by(room_id)
+        return 200, {"block": by is not None, **({"user_id": by} if by else {})}
+
+    async def put_block(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request)
+        block = body.get("block")
+        if not isinstance(block, bool):
+            raise bad_json("block must be a boolean")
+        await admin.store.set_blocked(room_id, requester.user_id if block else None,
+                                      hs.clock.time_msec())  # fmt: skip
+        await admin.audit(request, requester, "room.block", room_id=room_id,
+                          details={"block": block})  # fmt: skip
+        return 200, {"block": block}
+
+    async def room_media(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.room_json(room_id)
+        local: set[str] = set()
+        remote: set[str] = set()
+        rows = await hs.stores.events.get_room_event_ids(room_id, None, None, True, 10_000)
+        events = await hs.room_events.get_events(e for e, _ in rows)
+        for event in events.values():
+            text = json.dumps(event.data.get("content") or {})
+            for server, media_id in _mxc_uris(text):
+                (local if server == hs.config.server_name else remote).add(
+                    f"mxc://{server}/{media_id}"
+                )
+        await admin.audit(request, requester, "room.media", room_id=room_id)
+        return 200, {"local": sorted(local), "remote": sorted(remote)}
+
+    # Reports
+
+    async def event_reports(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        offset, limit = page(request)
+        rows = await hs.discovery.store.get_reports(10_000, 0)
+        reports = [await _report(hs, r, full=False) for r in rows if r[3]]
+        room = query_string(request, "room_id")
+        user = query_string(request, "user_id")
+        reports = [r for r in reports if (room is None or r["room_id"] == room)
+                   and (user is None or r["user_id"] == user)]  # fmt: skip
+        if query_string(request, "dir", "b", ("f", "b")) == "f":
+            reports.reverse()
+        chunk = reports[offset : offset + limit]
+        body: dict[str, Any] = {"event_reports": chunk, "total": len(reports)}
+        if offset + limit < len(reports):
+            body["next_token"] = offset + limit
+        return 200, body
+
+    async def event_report(request: MatrixRequest, report_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        row = await _find_report(hs, report_id)
+        report = await _report(hs, row, full=True)
+        await admin.audit(request, requester, "report.read", report.get("sender"),
+                          report.get("room_id"))  # fmt: skip
+        return 200, report
+
+    async def delete_report(request: MatrixRequest, report_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await _find_report(hs, report_id)
+        await hs.discovery.store.delete_report(int(report_id))
+        await admin.audit(request, requester, "report.delete", details={"id": int(report_id)})
+        return 200, {}
+
+    async def fetch_event(request: MatrixRequest, event_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        event = await hs.room_events.get_event(event_id)
+        if event is None or event.is_outlier:
+            raise not_found("Event not found")
+        await admin.audit(request, requester, "event.read", event.data.get("sender"),
+                          event.room_id)  # fmt: skip
+        return 200, {"event": (await access.serialize_many([event]))[0]}
+
+    add = router.add
+    add("GET", f"{ADMIN}/v1/rooms", list_rooms, "admin_rooms")
+    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}", room_details, "admin_room")
+    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/members", room_members, "admin_room_members")
+    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/state", room_state, "admin_room_state")
+    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/messages", room_messages, "admin_room_messages")
+    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/forward_extremities", forward_extremities,
+        "admin_forward_extremities")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/block", get_block, "admin_room_block")
+    add("PUT", f"{ADMIN}/v1/rooms/{{room_id}}/block", put_block, "admin_room_block")
+    add("GET", f"{ADMIN}/v1/room/{{room_id}}/media", room_media, "admin_room_media")
+    add("GET", f"{ADMIN}/v1/event_reports", event_reports, "admin_event_reports")
+    add("GET", f"{ADMIN}/v1/event_reports/{{report_id}}", event_report, "admin_event_report")
+    add("DELETE", f"{ADMIN}/v1/event_reports/{{report_id}}", delete_report, "admin_event_report")
+    add("GET", f"{ADMIN}/v1/fetch_event/{{event_id}}", fetch_event, "admin_fetch_event")
+
+
+def _mxc_uris(text: str) -> list[tuple[str, str]]:
+    import re
+
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"mxc://([^/\"\s]+)/([A-Za-z0-9_-]+)",
+                                                          text)]  # fmt: skip
+
+
+async def _find_report(hs: HomeServer, report_id: str) -> tuple[Any, ...]:
+    if not report_id.isdigit():
+        raise MatrixError(400, Codes.INVALID_PARAM, "The report ID must be an integer")
+    for row in await hs.discovery.store.get_reports(10_000, 0):
+        if int(row[0]) == int(report_id):
+            return row
+    raise not_found("Report not found")
+
+
+async def _report(hs: HomeServer, row: tuple[Any, ...], full: bool) -> dict[str, Any]:
+    report_id, reporter, room_id, event_id, _, reason, score, received = row
+    event = await hs.room_events.get_event(event_id) if event_id else None
+    name = None
+    alias = None
+    if room_id and await hs.stores.events.get_room(room_id) is not None:
+        details = await hs.admin.room_json(room_id)
+        name, alias = details["name"], details["canonical_alias"]
+    report: dict[str, Any] = {
+        "id": int(report_id), "received_ts": int(received), "room_id": room_id,
+        "name": name, "event_id": event_id, "user_id": reporter, "reason": reason,
+        "score": score, "sender": event.data.get("sender") if event else None,
+        "canonical_alias": alias,
+    }  # fmt: skip
+    if full and event is not None:
+        report["event_json"] = json.loads(event.json_text)
+    return report

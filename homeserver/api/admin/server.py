@@ -1,0 +1,135 @@
+"""Admin API for the server itself: version, statistics, background work, federation
+destinations, media information, and the audit log (read-only: no API changes it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from homeserver.api.admin.users import ADMIN, page
+from homeserver.errors import not_found
+from homeserver.http.server import MatrixRequest, Router
+from homeserver.http.servlet import query_string
+from homeserver.streams import parse_position
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+SERVER_VERSION = "homeserver 0.1.0"
+
+
+def register(hs: HomeServer, router: Router) -> None:
+    admin = hs.admin
+
+    async def server_version(request: MatrixRequest) -> tuple[int, Any]:
+        return 200, {"server_version": SERVER_VERSION}
+
+    async def media_statistics(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        offset, limit = page(request)
+        rows, total = await admin.store.media_statistics(offset, limit)
+        users = []
+        for user_id, count, length in rows:
+            profile = await hs.stores.profiles.get_profile(user_id)
+            users.append({"user_id": user_id, "displayname": profile.get("displayname"),
+                          "media_count": int(count), "media_length": int(length)})  # fmt: skip
+        body: dict[str, Any] = {"users": users, "total": total}
+        if offset + len(rows) < total:
+            body["next_token"] = offset + len(rows)
+        return 200, body
+
+    async def room_sizes(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        sizes = await admin.store.room_event_counts()
+        return 200, {"rooms": [{"room_id": r, "estimated_size": s} for r, s in sizes]}
+
+    async def background_updates(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        # Schema changes run as migrations at start-up: nothing runs in the background.
+        return 200, {"enabled": True, "current_updates": {}}
+
+    async def scheduled_tasks(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        return 200, {"scheduled_tasks": []}
+
+    async def audit_log(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        offset, limit = page(request)
+
+        def when(name: str) -> int | None:
+            value = request.query_arg(name)
+            return parse_position(value) if value is not None else None
+
+        entries, total = await admin.store.audit_entries(
+            query_string(request, "admin"), query_string(request, "target_user"),
+            query_string(request, "action"), when("since"), when("until"), offset, limit,
+        )  # fmt: skip
+        body: dict[str, Any] = {"entries": entries, "total": total}
+        if offset + len(entries) < total:
+            body["next_token"] = offset + len(entries)
+        return 200, body
+
+    async def destinations(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        offset, limit = page(request)
+        rows = await hs.stores.federation.list_destinations()
+        found = [_destination(r) for r in rows]
+        return 200, {"destinations": found[offset : offset + limit], "total": len(found)}
+
+    async def destination(request: MatrixRequest, name: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        for row in await hs.stores.federation.list_destinations():
+            if row[0] == name:
+                return 200, _destination(row)
+        raise not_found("Unknown destination")
+
+    async def reset_connection(request: MatrixRequest, name: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        await hs.stores.federation.set_destination(name, None, 0, hs.clock.time_msec())
+        hs.federation_sender.wake(name)
+        return 200, {}
+
+    async def media_info(
+        request: MatrixRequest, server_name: str, media_id: str
+    ) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        info = (
+            await hs.media.get_info(media_id)
+            if server_name == hs.config.server_name
+            else await hs.media.store.get_remote(server_name, media_id)
+        )
+        if info is None:
+            raise not_found("Unknown media")
+        return 200, {"media_info": {
+            "media_origin": server_name, "user_id": info.user_id or None,
+            "media_id": media_id, "media_type": info.content_type,
+            "media_length": info.size, "upload_name": info.upload_name,
+            "created_ts": info.created_ts, "last_access_ts": info.created_ts,
+            "quarantined_by": None, "safe_from_quarantine": False,
+        }}  # fmt: skip
+
+    add = router.add
+    add("GET", f"{ADMIN}/v1/server_version", server_version, "admin_server_version")
+    add("GET", f"{ADMIN}/v1/statistics/users/media", media_statistics, "admin_statistics")
+    add("GET", f"{ADMIN}/v1/statistics/database/rooms", room_sizes, "admin_statistics")
+    add("GET", f"{ADMIN}/v1/background_updates/status", background_updates,
+        "admin_background_updates")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/background_updates/enabled", background_updates,
+        "admin_background_updates")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/scheduled_tasks", scheduled_tasks, "admin_scheduled_tasks")
+    add("GET", f"{ADMIN}/v1/audit_log", audit_log, "admin_audit_log")
+    add("GET", f"{ADMIN}/v1/federation/destinations", destinations, "admin_destinations")
+    add("GET", f"{ADMIN}/v1/federation/destinations/{{name}}", destination, "admin_destination")
+    add("POST", f"{ADMIN}/v1/federation/destinations/{{name}}/reset_connection",
+        reset_connection, "admin_destination")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/media/{{server_name}}/{{media_id}}", media_info, "admin_media_info")
+
+
+def _destination(row: tuple[Any, ...]) -> dict[str, Any]:
+    name, failure_ts, interval, last_success = row
+    return {
+        "destination": name,
+        "retry_last_ts": failure_ts or 0,
+        "retry_interval": int(interval or 0),
+        "failure_ts": failure_ts,
+        "last_successful_stream_ordering": last_success,
+    }

@@ -1,0 +1,339 @@
+"""Admin API for users, on Synapse's paths and in its shapes (synapse-admin reads these
+fields). Every look at or change to a user's data is audited."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from homeserver.errors import Codes, MatrixError, bad_json, invalid_param, not_found
+from homeserver.http.server import MatrixRequest, Router
+from homeserver.http.servlet import optional, parse_json_object, query_int, query_string
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+ADMIN = "/_synapse/admin"
+_BOOL = {"true": True, "false": False}
+
+
+def query_flag(request: MatrixRequest, name: str) -> bool | None:
+    value = request.query_arg(name)
+    if value is None:
+        return None
+    if value not in _BOOL:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"{name} must be true or false")
+    return _BOOL[value]
+
+
+def page(request: MatrixRequest) -> tuple[int, int]:
+    start = request.query_arg("from") or "0"
+    if not re.fullmatch(r"\d{1,9}", start):
+        raise MatrixError(400, Codes.INVALID_PARAM, "from must be a non-negative integer")
+    return int(start), query_int(request, "limit", 100, minimum=0, maximum=1000)
+
+
+def register(hs: HomeServer, router: Router) -> None:
+    admin = hs.admin
+    store = admin.store
+
+    def list_users(v3: bool) -> Any:
+        async def handler(request: MatrixRequest) -> tuple[int, Any]:
+            await hs.auth.require_admin(request)
+            offset, limit = page(request)
+            order_by = query_string(request, "order_by", "name")
+            if order_by not in (
+                "name", "is_guest", "admin", "user_type", "deactivated", "shadow_banned",
+                "displayname", "avatar_url", "creation_ts", "last_seen_ts", "locked",
+                "suspended", "approved",
+            ):  # fmt: skip
+                raise MatrixError(400, Codes.INVALID_PARAM, "Unknown order_by")
+            direction = query_string(request, "dir", "f", ("f", "b"))
+            deactivated = query_flag(request, "deactivated")
+            locked = query_flag(request, "locked")
+            if not v3:  # v2: deactivated and locked users only when asked to include them
+                deactivated = None if deactivated else False
+                locked = None if locked else False
+            query_flag(request, "guests")  # checked; there are no guest accounts here
+            user_types = request.query_args("user_types") or None
+            users, total = await store.list_users(
+                offset, limit, str(order_by), direction == "f",
+                query_string(request, "name"), query_string(request, "user_id"),
+                deactivated, query_flag(request, "admins"), locked,
+                query_flag(request, "suspended"), user_types,
+                request.query_args("not_user_types") or None,
+            )  # fmt: skip
+            body: dict[str, Any] = {"users": [admin.user_json(u) for u in users], "total": total}
+            if offset + len(users) < total:
+                body["next_token"] = str(offset + len(users))
+            return 200, body
+
+        return handler
+
+    async def get_user(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        user = await admin.require_user(user_id)
+        await admin.audit(request, requester, "user.read", user_id)
+        return 200, await admin.user_details(user)
+
+    async def put_user(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request)
+        if not hs.accounts.is_local(user_id):
+            raise invalid_param("Only users of this server can be managed here")
+        existing = await store.get_user(user_id)
+        password = optional(body, "password", str)
+        created = existing is None
+        if created:
+            localpart = user_id[1:].split(":", 1)[0]
+            await hs.accounts.create_account(
+                localpart, password, admin=optional(body, "admin", bool, False),
+                displayname=optional(body, "displayname", str),
+            )  # fmt: skip
+        elif password is not None:
+            await hs.accounts.change_password(user_id, hs.accounts.validate_new_password(password))
+            if optional(body, "logout_devices", bool, True):
+                await hs.devices.delete_all_devices(user_id)
+        if not created and "displayname" in body:
+            await hs.profiles.set_field(user_id, user_id, "displayname",
+                                        optional(body, "displayname", str))  # fmt: skip
+        if "avatar_url" in body:
+            await hs.profiles.set_field(user_id, user_id, "avatar_url",
+                                        optional(body, "avatar_url", str))  # fmt: skip
+        if "admin" in body and not created:
+            await store.set_flag(user_id, "is_admin", optional(body, "admin", bool, False))
+        for flag in ("locked", "suspended"):
+            if flag in body:
+                await store.set_flag(user_id, flag, optional(body, flag, bool, False))
+                hs.auth.account_state_changed()
+        if "user_type" in body:
+            await store.set_flag(user_id, "user_type", optional(body, "user_type", str))
+        if optional(body, "deactivated", bool, False) and not created:
+            await hs.accounts.deactivate(user_id, erase=optional(body, "erase", bool, False))
+        await admin.audit(request, requester, "user.create" if created else "user.modify",
+                          user_id, details={k: True for k in body if k != "password"})  # fmt: skip
+        user = await admin.require_user(user_id)
+        return (201 if created else 200), await admin.user_details(user)
+
+    async def username_available(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        username = query_string(request, "username")
+        if not username:
+            raise MatrixError(400, Codes.MISSING_PARAM, "username is required")
+        if not await hs.accounts.is_available(username.lower()):
+            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken.")
+        return 200, {"available": True}
+
+    async def deactivate(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request, allow_empty=True)
+        await admin.require_user(user_id)
+        erase = optional(body, "erase", bool, False)
+        await hs.accounts.deactivate(user_id, erase=erase)
+        await admin.audit(request, requester, "user.deactivate", user_id, details={"erase": erase})
+        return 200, {"id_server_unbind_result": "success"}
+
+    async def reset_password(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request)
+        await admin.require_user(user_id)
+        new_password = body.get("new_password")
+        if not isinstance(new_password, str):
+            raise bad_json("new_password must be a string")
+        await hs.accounts.change_password(user_id, hs.accounts.validate_new_password(new_password))
+        if optional(body, "logout_devices", bool, True):
+            await hs.devices.delete_all_devices(user_id)
+        await admin.audit(request, requester, "user.reset_password", user_id)
+        return 200, {}
+
+    async def get_admin(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        return 200, {"admin": (await admin.require_user(user_id)).is_admin}
+
+    async def put_admin(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request)
+        value = body.get("admin")
+        if not isinstance(value, bool):
+            raise bad_json("admin must be a boolean")
+        await admin.require_user(user_id)
+        if user_id == requester.user_id and not value:
+            raise MatrixError(400, Codes.UNKNOWN, "You may not demote yourself")
+        await store.set_flag(user_id, "is_admin", value)
+        await admin.audit(request, requester, "user.admin", user_id, details={"admin": value})
+        return 200, {}
+
+    async def whois(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        sessions: dict[str, Any] = {}
+        for device in await hs.devices.get_devices(user_id):
+            sessions[device.device_id] = {"sessions": [{"connections": [{
+                "ip": device.last_seen_ip, "last_seen": device.last_seen_ts,
+                "user_agent": device.last_seen_user_agent,
+            }]}]}  # fmt: skip
+        await admin.audit(request, requester, "user.whois", user_id)
+        return 200, {"user_id": user_id, "devices": sessions}
+
+    def device_json(device: Any) -> dict[str, Any]:
+        return {"device_id": device.device_id, "display_name": device.display_name,
+                "last_seen_ip": device.last_seen_ip, "last_seen_ts": device.last_seen_ts,
+                "last_seen_user_agent": device.last_seen_user_agent,
+                "user_id": device.user_id}  # fmt: skip
+
+    async def list_devices(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        devices = [device_json(d) for d in await hs.devices.get_devices(user_id)]
+        await admin.audit(request, requester, "user.devices", user_id)
+        return 200, {"devices": devices, "total": len(devices)}
+
+    async def get_device(request: MatrixRequest, user_id: str, device_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        device = await hs.devices.get_device(user_id, device_id)
+        await admin.audit(request, requester, "user.devices", user_id)
+        return 200, device_json(device)
+
+    async def put_device(request: MatrixRequest, user_id: str, device_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        body = parse_json_object(request)
+        name = hs.devices.check_display_name(body.get("display_name"))
+        await hs.devices.rename(user_id, device_id, name)
+        await admin.audit(request, requester, "user.device_rename", user_id)
+        return 200, {}
+
+    async def delete_device(
+        request: MatrixRequest, user_id: str, device_id: str
+    ) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        await hs.devices.delete_devices(user_id, [device_id])
+        await admin.audit(request, requester, "user.device_delete", user_id)
+        return 200, {}
+
+    async def delete_devices(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        body = parse_json_object(request)
+        devices = body.get("devices")
+        if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+            raise bad_json("devices must be a list of device IDs")
+        await hs.devices.delete_devices(user_id, devices)
+        await admin.audit(request, requester, "user.device_delete", user_id)
+        return 200, {}
+
+    async def joined_rooms(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        rooms = await hs.stores.events.get_rooms_for_user(user_id, ["join"])
+        await admin.audit(request, requester, "user.joined_rooms", user_id)
+        return 200, {"joined_rooms": sorted(rooms), "total": len(rooms)}
+
+    async def memberships(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        result: dict[str, str] = {}
+        for membership in ("join", "invite", "knock", "leave", "ban"):
+            for room_id in await hs.stores.events.get_rooms_for_user(user_id, [membership]):
+                result[room_id] = membership
+        await admin.audit(request, requester, "user.memberships", user_id)
+        return 200, {"memberships": result}
+
+    async def pushers(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        found = [p for _, p in await hs.stores.push.get_pushers(user_id)]
+        await admin.audit(request, requester, "user.pushers", user_id)
+        return 200, {"pushers": found, "total": len(found)}
+
+    async def account_data(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        global_data: dict[str, Any] = {}
+        rooms: dict[str, Any] = {}
+        for room_id, data_type, content in await hs.stores.account_data.get_all_for_user(user_id):
+            if room_id:
+                rooms.setdefault(room_id, {})[data_type] = content
+            else:
+                global_data[data_type] = content
+        await admin.audit(request, requester, "user.account_data", user_id)
+        return 200, {"account_data": {"global": global_data, "rooms": rooms}}
+
+    async def user_media(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        offset, limit = page(request)
+        direction = query_string(request, "dir", "f", ("f", "b"))
+        rows, total = await store.user_media(user_id, offset, limit, direction == "f")
+        media = [
+            {"media_id": r[0], "media_type": r[1], "upload_name": r[2], "media_length": r[3],
+             "created_ts": r[4], "last_access_ts": r[4], "quarantined_by": None,
+             "safe_from_quarantine": False}
+            for r in rows
+        ]  # fmt: skip
+        await admin.audit(request, requester, "user.media", user_id)
+        body: dict[str, Any] = {"media": media, "total": total}
+        if offset + len(rows) < total:
+            body["next_token"] = offset + len(rows)
+        return 200, body
+
+    async def set_suspended(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        body = parse_json_object(request)
+        value = body.get("suspend")
+        if not isinstance(value, bool):
+            raise bad_json("suspend must be a boolean")
+        await store.set_flag(user_id, "suspended", value)
+        hs.auth.account_state_changed()
+        await admin.audit(request, requester, "user.suspend", user_id, details={"on": value})
+        return 200, {f"user_{user_id}_suspended": value}
+
+    async def shadow_ban(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        value = request.method == b"POST"
+        await store.set_flag(user_id, "shadow_banned", value)
+        hs.auth.account_state_changed()
+        await admin.audit(request, requester, "user.shadow_ban", user_id, details={"on": value})
+        return 200, {}
+
+    async def user_by_threepid(
+        request: MatrixRequest, medium: str, address: str
+    ) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        owner = await hs.threepids.store.owner(medium, address.lower())
+        if owner is None:
+            raise not_found("No user has this address")
+        await admin.audit(request, requester, "user.by_threepid", owner)
+        return 200, await admin.user_details(await admin.require_user(owner))
+
+    add = router.add
+    add("GET", f"{ADMIN}/v2/users", list_users(False), "admin_users")
+    add("GET", f"{ADMIN}/v3/users", list_users(True), "admin_users")
+    add("GET", f"{ADMIN}/v2/users/{{user_id}}", get_user, "admin_user")
+    add("PUT", f"{ADMIN}/v2/users/{{user_id}}", put_user, "admin_user")
+    add("GET", f"{ADMIN}/v1/username_available", username_available, "admin_username_available")
+    add("POST", f"{ADMIN}/v1/deactivate/{{user_id}}", deactivate, "admin_deactivate")
+    add("POST", f"{ADMIN}/v1/reset_password/{{user_id}}", reset_password, "admin_reset_password")
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/admin", get_admin, "admin_user_admin")
+    add("PUT", f"{ADMIN}/v1/users/{{user_id}}/admin", put_admin, "admin_user_admin")
+    add("GET", f"{ADMIN}/v1/whois/{{user_id}}", whois, "admin_whois")
+    add("GET", f"{ADMIN}/v2/users/{{user_id}}/devices", list_devices, "admin_devices")
+    add("POST", f"{ADMIN}/v2/users/{{user_id}}/delete_devices", delete_devices, "admin_devices")
+    add("GET", f"{ADMIN}/v2/users/{{user_id}}/devices/{{device_id}}", get_device, "admin_device")
+    add("PUT", f"{ADMIN}/v2/users/{{user_id}}/devices/{{device_id}}", put_device, "admin_device")
+    add("DELETE", f"{ADMIN}/v2/users/{{user_id}}/devices/{{device_id}}", delete_device,
+        "admin_device")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/joined_rooms", joined_rooms, "admin_joined_rooms")
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/memberships", memberships, "admin_memberships")
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/pushers", pushers, "admin_pushers")
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/accountdata", account_data, "admin_account_data")
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/media", user_media, "admin_user_media")
+    add("PUT", f"{ADMIN}/v1/suspend/{{user_id}}", set_suspended, "admin_suspend")
+    add("POST", f"{ADMIN}/v1/users/{{user_id}}/shadow_ban", shadow_ban, "admin_shadow_ban")
+    add("DELETE", f"{ADMIN}/v1/users/{{user_id}}/shadow_ban", shadow_ban, "admin_shadow_ban")
+    add("GET", f"{ADMIN}/v1/threepid/{{medium}}/users/{{address}}", user_by_threepid,
+        "admin_user_by_threepid")  # fmt: skip

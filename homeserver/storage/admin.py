@@ -1,0 +1,285 @@
+"""SQL for the admin API: listing users and rooms the way Synapse's admin API pages and
+orders them, account states, statistics, and the audit log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from homeserver.storage.engine import Database, Txn
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AdminUser:
+    user_id: str
+    created_ts: int
+    is_admin: bool
+    deactivated: bool
+    erased: bool
+    locked: bool
+    suspended: bool
+    shadow_banned: bool
+    user_type: str | None
+    displayname: str | None
+    avatar_url: str | None
+    last_seen_ts: int | None
+
+
+_USER_SELECT = (
+    "SELECT u.user_id, u.created_ts, u.is_admin, u.deactivated, u.erased, u.locked, "
+    "u.suspended, u.shadow_banned, u.user_type, dn.value, av.value, "
+    "(SELECT MAX(c.last_seen_ts) FROM client_ips c WHERE c.user_id = u.user_id) "
+    "FROM users u "
+    "LEFT JOIN profiles dn ON dn.user_id = u.user_id AND dn.field = 'displayname' "
+    "LEFT JOIN profiles av ON av.user_id = u.user_id AND av.field = 'avatar_url' "
+)
+USER_ORDERS = {
+    "name": "u.user_id", "admin": "u.is_admin", "deactivated": "u.deactivated",
+    "creation_ts": "u.created_ts", "displayname": "dn.value", "avatar_url": "av.value",
+    "user_type": "u.user_type", "locked": "u.locked", "suspended": "u.suspended",
+    "shadow_banned": "u.shadow_banned", "is_guest": "u.user_id", "approved": "u.user_id",
+    "last_seen_ts": "12",
+}  # fmt: skip
+
+
+def _user(row: Sequence[Any]) -> AdminUser:
+    def text(value: Any) -> str | None:
+        decoded = json.loads(value) if value else None
+        return decoded if isinstance(decoded, str) else None
+
+    return AdminUser(
+        row[0], int(row[1]), bool(row[2]), bool(row[3]), bool(row[4]), bool(row[5]),
+        bool(row[6]), bool(row[7]), row[8], text(row[9]), text(row[10]),
+        int(row[11]) if row[11] is not None else None,
+    )  # fmt: skip
+
+
+class AdminStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # Users
+
+    async def list_users(
+        self,
+        offset: int,
+        limit: int,
+        order_by: str,
+        ascending: bool,
+        name: str | None,
+        user_id: str | None,
+        deactivated: bool | None,
+        admins: bool | None,
+        locked: bool | None,
+        suspended: bool | None,
+        user_types: list[str] | None,
+        not_user_types: list[str] | None,
+    ) -> tuple[list[AdminUser], int]:
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
+        if name:
+            where.append("(lower(u.user_id) LIKE ? OR lower(dn.value) LIKE ?)")
+            args += [f"%{name.lower()}%"] * 2
+        if user_id:
+            where.append("lower(u.user_id) LIKE ?")
+            args.append(f"%{user_id.lower()}%")
+        for column, value in (("u.deactivated", deactivated), ("u.is_admin", admins),
+                              ("u.locked", locked), ("u.suspended", suspended)):  # fmt: skip
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(1 if value else 0)
+        if user_types is not None:
+            parts = []
+            real = [t for t in user_types if t]
+            if real:
+                parts.append(f"u.user_type IN ({','.join('?' * len(real))})")
+                args += real
+            if "" in user_types:
+                parts.append("u.user_type IS NULL")
+            where.append("(" + (" OR ".join(parts) or "1 = 0") + ")")
+        if not_user_types:
+            real = [t for t in not_user_types if t]
+            if real:
+                where.append(f"(u.user_type IS NULL OR u.user_type NOT IN "
+                             f"({','.join('?' * len(real))}))")  # fmt: skip
+                args += real
+            if "" in not_user_types:
+                where.append("u.user_type IS NOT NULL")
+        order = USER_ORDERS.get(order_by, "u.user_id")
+        direction = "ASC" if ascending else "DESC"
+        clause = " WHERE " + " AND ".join(where)
+
+        def txn_fn(txn: Txn) -> tuple[list[AdminUser], int]:
+            total = txn.select_one(
+                "SELECT COUNT(*) FROM users u LEFT JOIN profiles dn ON dn.user_id = u.user_id "
+                "AND dn.field = 'displayname'" + clause,
+                args,
+            )
+            rows = txn.select(
+                _USER_SELECT + clause + f" ORDER BY {order} {direction}, u.user_id {direction} "
+                "LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            )
+            return [_user(r) for r in rows], int(total[0]) if total else 0
+
+        return await self.db.run("admin_list_users", txn_fn)
+
+    async def get_user(self, user_id: str) -> AdminUser | None:
+        row = await self.db.run(
+            "admin_get_user",
+            lambda txn: txn.select_one(_USER_SELECT + "WHERE u.user_id = ?", (user_id,)),
+        )
+        return _user(row) if row else None
+
+    async def set_flag(self, user_id: str, flag: str, value: bool | str | None) -> None:
+        assert flag in ("locked", "suspended", "shadow_banned", "is_admin", "user_type")
+        stored = (1 if value else 0) if isinstance(value, bool) else value
+        await self.db.run(
+            "admin_set_flag",
+            lambda txn: txn.execute(
+                f"UPDATE users SET {flag} = ? WHERE user_id = ?", (stored, user_id)
+            ),
+        )
+
+    async def user_media(
+        self, user_id: str, offset: int, limit: int, ascending: bool
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        direction = "ASC" if ascending else "DESC"
+
+        def txn_fn(txn: Txn) -> tuple[list[tuple[Any, ...]], int]:
+            total = txn.select_one("SELECT COUNT(*) FROM media WHERE user_id = ?", (user_id,))
+            rows = txn.select(
+                "SELECT media_id, content_type, upload_name, size, created_ts FROM media "
+                f"WHERE user_id = ? ORDER BY created_ts {direction}, media_id LIMIT ? OFFSET ?",
+                (user_id, limit, offset),
+            )
+            return [tuple(r) for r in rows], int(total[0]) if total else 0
+
+        return await self.db.run("admin_user_media", txn_fn)
+
+    async def media_statistics(self, offset: int, limit: int) -> tuple[list[tuple[Any, ...]], int]:
+        def txn_fn(txn: Txn) -> tuple[list[tuple[Any, ...]], int]:
+            total = txn.select_one("SELECT COUNT(DISTINCT user_id) FROM media")
+            rows = txn.select(
+                "SELECT user_id, COUNT(*), COALESCE(SUM(size), 0) FROM media GROUP BY user_id "
+                "ORDER BY COALESCE(SUM(size), 0) DESC, user_id LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+            return [tuple(r) for r in rows], int(total[0]) if total else 0
+
+        return await self.db.run("admin_media_statistics", txn_fn)
+
+    async def room_event_counts(self) -> list[tuple[str, int]]:
+        rows = await self.db.run(
+            "admin_room_sizes",
+            lambda txn: txn.select(
+                "SELECT room_id, SUM(LENGTH(json)) FROM events GROUP BY room_id "
+                "ORDER BY SUM(LENGTH(json)) DESC"
+            ),
+        )
+        return [(r[0], int(r[1] or 0)) for r in rows]
+
+    async def all_room_ids(self) -> list[str]:
+        rows = await self.db.run(
+            "admin_room_ids", lambda txn: txn.select("SELECT room_id FROM rooms ORDER BY room_id")
+        )
+        return [r[0] for r in rows]
+
+    # Room blocking
+
+    async def set_blocked(self, room_id: str, admin: str | None, now_ms: int) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM blocked_rooms WHERE room_id = ?", (room_id,))
+            if admin is not None:
+                txn.execute(
+                    "INSERT INTO blocked_rooms (room_id, blocked_by, blocked_ts) VALUES (?, ?, ?)",
+                    (room_id, admin, now_ms),
+                )
+
+        await self.db.run("admin_block_room", txn_fn)
+
+    async def blocked_by(self, room_id: str) -> str | None:
+        row = await self.db.run(
+            "admin_room_blocked",
+            lambda txn: txn.select_one(
+                "SELECT blocked_by FROM blocked_rooms WHERE room_id = ?", (room_id,)
+            ),
+        )
+        return str(row[0]) if row else None
+
+    # Audit log
+
+    async def audit(
+        self, now_ms: int, admin: str, action: str, target_user: str | None,
+        target_room: str | None, ip: str | None, details: JsonDict | None,
+    ) -> None:  # fmt: skip
+        def txn_fn(txn: Txn) -> None:
+            if txn.engine.name == "postgres":
+                txn.execute("LOCK TABLE admin_audit_log IN EXCLUSIVE MODE")
+            row = txn.select_one("SELECT MAX(id) FROM admin_audit_log")
+            next_id = (int(row[0]) if row and row[0] is not None else 0) + 1
+            txn.execute(
+                "INSERT INTO admin_audit_log (id, ts, admin, action, target_user, target_room, "
+                "ip, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (next_id, now_ms, admin, action, target_user, target_room, ip,
+                 json.dumps(details) if details else None),
+            )  # fmt: skip
+
+        await self.db.run("admin_audit", txn_fn)
+
+    async def audit_entries(
+        self, admin: str | None, target_user: str | None, action: str | None,
+        since: int | None, until: int | None, offset: int, limit: int,
+    ) -> tuple[list[JsonDict], int]:  # fmt: skip
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
+        for column, value in (("admin", admin), ("target_user", target_user),
+                              ("action", action)):  # fmt: skip
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("ts <= ?")
+            args.append(until)
+        clause = " WHERE " + " AND ".join(where)
+
+        def txn_fn(txn: Txn) -> tuple[list[JsonDict], int]:
+            total = txn.select_one("SELECT COUNT(*) FROM admin_audit_log" + clause, args)
+            rows = txn.select(
+                "SELECT id, ts, admin, action, target_user, target_room, ip, details FROM "
+                f"admin_audit_log{clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            )
+            entries = [
+                {
+                    k: v
+                    for k, v in (
+                        ("id", r[0]),
+                        ("ts", r[1]),
+                        ("admin", r[2]),
+                        ("action", r[3]),
+                        ("target_user", r[4]),
+                        ("target_room", r[5]),
+                        ("ip", r[6]),
+                        ("details", json.loads(r[7]) if r[7] else None),
+                    )
+                    if v is not None
+                }
+                for r in rows
+            ]
+            return entries, int(total[0]) if total else 0
+
+        return await self.db.run("admin_audit_entries", txn_fn)
+
+    async def purge_audit(self, before_ms: int) -> None:
+        await self.db.run(
+            "admin_purge_audit",
+            lambda txn: txn.execute("DELETE FROM admin_audit_log WHERE ts < ?", (before_ms,)),
+        )
