@@ -43,8 +43,10 @@ from homeserver.services.profile import ProfileService
 from homeserver.services.push import PushService
 from homeserver.services.room_access import RelationReads, RoomAccessService, RoomReads
 from homeserver.services.room_events import RoomEventService
+from homeserver.services.room_shutdown import RoomShutdown
 from homeserver.services.rooms import RoomService
 from homeserver.services.sync import SyncService
+from homeserver.services.tasks import TaskScheduler
 from homeserver.services.threepids import ThreepidService
 from homeserver.services.uia import InteractiveAuthService
 from homeserver.services.url_preview import UrlPreviewer
@@ -146,6 +148,8 @@ class HomeServer:
         self.threepids = ThreepidService(self)
         self.url_previews = UrlPreviewer(self)
         self.admin = AdminService(self)
+        self.tasks = TaskScheduler(self)
+        self.room_shutdown = RoomShutdown(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,
@@ -197,6 +201,7 @@ class HomeServer:
         self.client_ips.start()
         if self.config.federation.enabled:
             defer.ensureDeferred(self.federation_sender.start())
+        defer.ensureDeferred(self.tasks.resume())
 
     def build_router(self, resources: Sequence[str]) -> Router:
         from homeserver.api import register_servlets

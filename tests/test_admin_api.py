@@ -227,3 +227,91 @@ def test_every_sensitive_look_is_audited_and_nothing_secret_leaks(
     text = json.dumps(answers)
     assert "$2b$" not in text and "password_hash" not in text
     assert (alice.token or "") not in text and "access_token" not in text
+
+
+def wait_for_status(admin: Client, delete_id: str, wanted: str = "complete") -> Any:
+    import time
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status = admin.get(f"{A}/v2/rooms/delete_status/{delete_id}")
+        assert status.status == 200, status
+        if status.body["status"] == wanted:
+            return status.body
+        time.sleep(0.1)
+    raise AssertionError(f"delete {delete_id} never became {wanted}")
+
+
+def test_room_delete_moves_members_out_blocks_and_purges(
+    admin: Client, alice: Client, bob: Client, server: ServerProcess
+) -> None:
+    from tests.harness import db_rows
+
+    localpart = "doomed" + secrets.token_hex(3)
+    room_id = create_room(alice, room_alias_name=localpart, preset="public_chat")
+    join(bob, room_id)
+    alice.put(f"rooms/{q(room_id)}/send/m.room.message/d1", {"msgtype": "m.text",
+              "body": "to be purged"})  # fmt: skip
+    resp = admin.request("DELETE", f"{A}/v2/rooms/{q(room_id)}", {
+        "new_room_user_id": admin.user_id, "room_name": "Moved here", "block": True,
+        "purge": True})  # fmt: skip
+    assert resp.status == 200, resp
+    done = wait_for_status(admin, resp.body["delete_id"])
+    shutdown = done["shutdown_room"]
+    assert set(shutdown["kicked_users"]) == {alice.user_id, bob.user_id}
+    assert shutdown["local_aliases"] == [f"#{localpart}:{server.server_name}"]
+    new_room = shutdown["new_room_id"]
+    assert new_room in alice.get("joined_rooms").body["joined_rooms"]
+    by_room = admin.get(f"{A}/v2/rooms/{q(room_id)}/delete_status").body
+    assert by_room["results"][0]["delete_id"] == resp.body["delete_id"]
+    assert db_rows(server, "SELECT COUNT(*) FROM events WHERE room_id = ?", (room_id,))[0][0] == 0
+    assert admin.get(f"{A}/v1/rooms/{q(room_id)}").status == 404
+    assert admin.get(f"{A}/v1/rooms/{q(room_id)}/block").body["block"] is True
+    assert alice.post(f"join/{q(room_id)}", {}).status in (403, 404)
+    assert admin.get(f"{A}/v2/rooms/delete_status/nope").status == 404
+
+
+def test_force_join_and_make_room_admin(admin: Client, alice: Client, bob: Client) -> None:
+    room_id = create_room(alice, preset="public_chat")
+    joined = admin.post(f"{A}/v1/join/{q(room_id)}", {"user_id": bob.user_id})
+    assert joined.status == 200, joined
+    assert bob.user_id in admin.get(f"{A}/v1/rooms/{q(room_id)}/members").body["members"]
+    made = admin.post(f"{A}/v1/rooms/{q(room_id)}/make_room_admin", {"user_id": bob.user_id})
+    assert made.status == 200, made
+    levels = alice.get(f"rooms/{q(room_id)}/state/m.room.power_levels").body
+    assert levels["users"][bob.user_id] == 100
+
+
+def test_interrupted_jobs_resume_after_a_restart(server_factory: Any, tmp_path: Any) -> None:
+    """A job persisted as scheduled when the server stopped runs when it starts again."""
+    import sqlite3
+    import time
+
+    import psycopg2
+
+    from tests.harness import PG_ARGS
+
+    server = server_factory()
+    owner = new_user(server)
+    admin_user = shared_secret_register(server, admin=True)
+    room_id = create_room(owner)
+    server.stop(cleanup=False)
+    now = int(time.time() * 1000)
+    params = json.dumps({"admin": admin_user.user_id, "purge": True})
+    row = ("resumed1", "shutdown_and_purge_room", room_id, params, "active", now, now)
+    sql = ("INSERT INTO scheduled_tasks (id, action, resource_id, params, status, created_ts, "
+           "updated_ts) VALUES (?, ?, ?, ?, ?, ?, ?)")  # fmt: skip
+    if server.db_kind == "sqlite":
+        conn = sqlite3.connect(server.sqlite_path)
+        conn.execute(sql, row)
+        conn.commit()
+        conn.close()
+    else:
+        pg = psycopg2.connect(**{**PG_ARGS, "dbname": server.pg_database})
+        pg.cursor().execute(sql.replace("?", "%s"), row)
+        pg.commit()
+        pg.close()
+    server.start()
+    admin_user.token = admin_user.login(admin_user.user_id or "").body["access_token"]
+    done = wait_for_status(admin_user, "resumed1")
+    assert owner.user_id in done["shutdown_room"]["kicked_users"]

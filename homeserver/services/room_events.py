@@ -175,6 +175,14 @@ class RoomEventService:
         events = await self.get_events(ids.values())
         return {key: events[e] for key, e in ids.items() if e in events}
 
+    def forget_room(self, room_id: str) -> None:
+        """A purged room: nothing of it stays cached (events age out of their LRU)."""
+        self._room_versions.pop(room_id, None)
+        self._extremities.pop(room_id, None)
+        self._joined.pop(room_id, None)
+        for event_id in [e for e, v in self._event_cache.items() if v.room_id == room_id]:
+            self._event_cache.pop(event_id, None)
+
     def invalidate_event(self, event_id: str) -> None:
         self._event_cache.pop(event_id, None)
 

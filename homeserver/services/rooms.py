@@ -365,6 +365,10 @@ class RoomService:
                 return await federation.knock_remote(target, room_id, servers, content)
             return await federation.leave_remote(target, room_id, servers)
         assert version is not None
+        if membership in ("join", "invite", "knock") and await self.hs.admin.store.blocked_by(
+            room_id
+        ):
+            raise forbidden("This room has been blocked on this server")
         if membership == "join":
             await self.authorise_restricted_join(room_id, version, target, content)
         cosign = None
@@ -554,6 +558,35 @@ class RoomService:
             ):
                 raise forbidden("You may not delete this alias")
         await self.store.delete_alias(alias)
+
+    async def grant_top_power(self, room_id: str, target: str) -> None:
+        """Give ``target`` the highest power a local member holds, sent by that member (the
+        admin API's make_room_admin)."""
+        version = await self.require_room(room_id)
+        state = await self.events.current_state_events(room_id)
+        levels_event = state.get(("m.room.power_levels", ""))
+        power = power_levels_from_state({k: v.data for k, v in state.items()}, version)
+        candidates = [
+            (power.user_level(k), k) for (t, k), e in state.items()
+            if t == "m.room.member" and self.hs.accounts.is_local(k)
+            and (e.data.get("content") or {}).get("membership") == "join"
+        ]  # fmt: skip
+        if not candidates:
+            raise forbidden("No member of this server can grant power in this room")
+        level, granter = max(candidates, key=lambda c: (c[0], c[1]))
+        content = dict(levels_event.data.get("content") or {}) if levels_event else {}
+        users = dict(content.get("users") or {})
+        top = 100 if level == float("inf") else int(level)
+        if version.creators_infinite_power and target in creators(
+            state[("m.room.create", "")].data, version
+        ):
+            return  # a creator already holds all power
+        users[target] = top
+        content["users"] = users
+        if target not in (await self.events.joined_users(room_id)):
+            await self.events.send(room_id, granter, "m.room.member", {"membership": "invite"},
+                                   state_key=target)  # fmt: skip
+        await self.events.send(room_id, granter, "m.room.power_levels", content, state_key="")
 
     async def _has_state_power(self, user_id: str, room_id: str, event_type: str) -> bool:
         version = await self.require_room(room_id)

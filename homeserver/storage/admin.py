@@ -283,3 +283,49 @@ class AdminStore:
             "admin_purge_audit",
             lambda txn: txn.execute("DELETE FROM admin_audit_log WHERE ts < ?", (before_ms,)),
         )
+
+    # Scheduled tasks
+
+    async def save_task(self, task: JsonDict) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM scheduled_tasks WHERE id = ?", (task["id"],))
+            txn.execute(
+                "INSERT INTO scheduled_tasks (id, action, resource_id, params, status, result, "
+                "error, created_ts, updated_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (task["id"], task["action"], task.get("resource_id"), json.dumps(task["params"]),
+                 task["status"], json.dumps(task.get("result")) if task.get("result") else None,
+                 task.get("error"), task["created_ts"], task["updated_ts"]),
+            )  # fmt: skip
+
+        await self.db.run("save_task", txn_fn)
+
+    async def tasks(
+        self, task_id: str | None = None, resource_id: str | None = None,
+        statuses: Sequence[str] | None = None,
+    ) -> list[JsonDict]:  # fmt: skip
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
+        if task_id is not None:
+            where.append("id = ?")
+            args.append(task_id)
+        if resource_id is not None:
+            where.append("resource_id = ?")
+            args.append(resource_id)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args += list(statuses)
+        rows = await self.db.run(
+            "get_tasks",
+            lambda txn: txn.select(
+                "SELECT id, action, resource_id, params, status, result, error, created_ts, "
+                f"updated_ts FROM scheduled_tasks WHERE {' AND '.join(where)} "
+                "ORDER BY created_ts",
+                args,
+            ),
+        )
+        return [
+            {"id": r[0], "action": r[1], "resource_id": r[2], "params": json.loads(r[3]),
+             "status": r[4], "result": json.loads(r[5]) if r[5] else None, "error": r[6],
+             "created_ts": int(r[7]), "updated_ts": int(r[8])}
+            for r in rows
+        ]  # fmt: skip

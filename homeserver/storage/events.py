@@ -361,6 +361,33 @@ class EventStore:
         rows = await self.db.run("get_room_event_ids", lambda txn: txn.select(sql, args))
         return [(r[0], int(r[1])) for r in rows]
 
+    async def purge_room(self, room_id: str) -> int:
+        """Delete everything the server holds of a room (users' key backups excepted: they
+        are theirs); returns the number of events removed."""
+
+        def txn_fn(txn: Txn) -> int:
+            row = txn.select_one("SELECT COUNT(*) FROM events WHERE room_id = ?", (room_id,))
+            in_room = "(SELECT event_id FROM events WHERE room_id = ?)"
+            for sql in (
+                f"DELETE FROM event_edges WHERE event_id IN {in_room}",
+                f"DELETE FROM event_auth WHERE event_id IN {in_room}",
+                f"DELETE FROM redactions WHERE event_id IN {in_room}",
+                f"DELETE FROM event_transactions WHERE event_id IN {in_room}",
+                "DELETE FROM state_group_entries WHERE group_id IN "
+                "(SELECT id FROM state_groups WHERE room_id = ?)",
+            ):
+                txn.execute(sql, (room_id,))
+            for table in (
+                "event_search", "event_relations", "event_push_actions", "receipts",
+                "state_groups", "current_state", "room_memberships", "forward_extremities",
+                "room_aliases", "event_outliers", "invite_room_state", "federation_outbox",
+                "account_data", "events", "rooms",
+            ):  # fmt: skip
+                txn.execute(f"DELETE FROM {table} WHERE room_id = ?", (room_id,))
+            return int(row[0]) if row else 0
+
+        return await self.db.run("purge_room", txn_fn)
+
     async def get_min_stream_ordering(self) -> int:
         row = await self.db.run(
             "get_min_stream_ordering",

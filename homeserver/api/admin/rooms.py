@@ -10,7 +10,9 @@ from homeserver.api.admin.users import ADMIN, page, query_flag
 from homeserver.errors import Codes, MatrixError, bad_json, not_found
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import parse_json_object, query_int, query_string
+from homeserver.services.auth import Requester
 from homeserver.services.room_access import parse_stream_token
+from homeserver.services.room_shutdown import DELETE_ROOM
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -186,7 +188,84 @@ def register(hs: HomeServer, router: Router) -> None:
                           event.room_id)  # fmt: skip
         return 200, {"event": (await access.serialize_many([event]))[0]}
 
+    async def delete_room(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request, allow_empty=True)
+        params: dict[str, Any] = {"admin": requester.user_id}
+        for key, kind in (("new_room_user_id", str), ("room_name", str), ("message", str),
+                          ("block", bool), ("purge", bool), ("force_purge", bool)):  # fmt: skip
+            if key in body:
+                if not isinstance(body[key], kind):
+                    raise bad_json(f"{key} must be a {kind.__name__}")
+                params[key] = body[key]
+        new_owner = params.get("new_room_user_id")
+        if new_owner is not None and not hs.accounts.is_local(new_owner):
+            raise bad_json("new_room_user_id must be a user of this server")
+        if await hs.stores.events.get_room(room_id) is None and not params.get("block"):
+            raise not_found("Room not found")
+        task_id = await hs.tasks.schedule(DELETE_ROOM, room_id, params)
+        await admin.audit(request, requester, "room.delete", room_id=room_id,
+                          details={k: v for k, v in params.items() if k != "admin"})  # fmt: skip
+        return 200, {"delete_id": task_id}
+
+    def delete_status(task: dict[str, Any]) -> dict[str, Any]:
+        status = {"scheduled": "shutting_down", "active": "purging"}.get(
+            task["status"], task["status"]
+        )
+        result = (task.get("result") or {}).get("shutdown_room") or {
+            "kicked_users": [], "failed_to_kick_users": [], "local_aliases": [],
+            "new_room_id": None,
+        }  # fmt: skip
+        body = {"delete_id": task["id"], "status": status, "shutdown_room": result}
+        if task.get("error"):
+            body["error"] = task["error"]
+        return body
+
+    async def room_delete_status(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        tasks = await hs.tasks.for_resource(room_id, DELETE_ROOM)
+        if not tasks:
+            raise not_found("No delete task for this room")
+        return 200, {"results": [delete_status(t) for t in tasks]}
+
+    async def delete_status_by_id(request: MatrixRequest, delete_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        return 200, delete_status(await hs.tasks.get(delete_id))
+
+    async def force_join(request: MatrixRequest, room: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request)
+        user_id = body.get("user_id")
+        if not isinstance(user_id, str) or not hs.accounts.is_local(user_id):
+            raise bad_json("user_id must be a user of this server")
+        await admin.require_user(user_id)
+        room_id, servers = await hs.rooms.resolve_room_and_servers(room)
+        await hs.rooms.change_membership(Requester(user_id, "", ""), room_id, user_id, "join",
+                                         servers=servers)  # fmt: skip
+        await admin.audit(request, requester, "room.force_join", user_id, room_id)
+        return 200, {"room_id": room_id}
+
+    async def make_room_admin(request: MatrixRequest, room: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request, allow_empty=True)
+        target = body.get("user_id", requester.user_id)
+        if not isinstance(target, str):
+            raise bad_json("user_id must be a string")
+        room_id = await hs.rooms.resolve_room(room)
+        await hs.rooms.grant_top_power(room_id, target)
+        await admin.audit(request, requester, "room.make_admin", target, room_id)
+        return 200, {}
+
     add = router.add
+    add("DELETE", f"{ADMIN}/v2/rooms/{{room_id}}", delete_room, "admin_room_delete")
+    add("DELETE", f"{ADMIN}/v1/rooms/{{room_id}}", delete_room, "admin_room_delete")
+    add("GET", f"{ADMIN}/v2/rooms/{{room_id}}/delete_status", room_delete_status,
+        "admin_room_delete_status")  # fmt: skip
+    add("GET", f"{ADMIN}/v2/rooms/delete_status/{{delete_id}}", delete_status_by_id,
+        "admin_room_delete_status")  # fmt: skip
+    add("POST", f"{ADMIN}/v1/join/{{room}}", force_join, "admin_join")
+    add("POST", f"{ADMIN}/v1/rooms/{{room}}/make_room_admin", make_room_admin,
+        "admin_make_room_admin")  # fmt: skip
     add("GET", f"{ADMIN}/v1/rooms", list_rooms, "admin_rooms")
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}", room_details, "admin_room")
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/members", room_members, "admin_room_members")
