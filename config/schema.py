@@ -417,6 +417,16 @@ class EmailConfig(_Section):
         return self.smtp_host is not None
 
 
+class AdminConfig(_Section):
+    # "Log in as" a user through the admin API (always audited). Off unless switched on.
+    allow_login_as: bool = False
+    # How long the audit log of admin looks at users' data is kept.
+    audit_log_retention: Duration = "730d"
+
+    def __post_init__(self) -> None:
+        _normalise(self, "audit_log_retention", parse_duration_ms)
+
+
 class PresenceConfig(_Section):
     enabled: bool = True
 
@@ -477,6 +487,7 @@ class HomeserverConfig(_Section):
     well_known: WellKnownConfig = msgspec.field(default_factory=WellKnownConfig)
     federation: FederationConfig = msgspec.field(default_factory=FederationConfig)
     email: EmailConfig = msgspec.field(default_factory=EmailConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)

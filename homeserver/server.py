@@ -202,6 +202,7 @@ class HomeServer:
         if self.config.federation.enabled:
             defer.ensureDeferred(self.federation_sender.start())
         defer.ensureDeferred(self.tasks.resume())
+        defer.ensureDeferred(self.admin.start())
 
     def build_router(self, resources: Sequence[str]) -> Router:
         from homeserver.api import register_servlets

@@ -315,3 +315,74 @@ def test_interrupted_jobs_resume_after_a_restart(server_factory: Any, tmp_path: 
     admin_user.token = admin_user.login(admin_user.user_id or "").body["access_token"]
     done = wait_for_status(admin_user, "resumed1")
     assert owner.user_id in done["shutdown_room"]["kicked_users"]
+
+
+def test_ratelimit_override_login_as_counts_and_client_admin_calls(
+    server_factory: Any,
+) -> None:
+    server = server_factory({
+        "rate_limiting": {"enabled": True, "message": {"per_second": 0.1, "burst_count": 2},
+                          "registration": {"per_second": 100, "burst_count": 100}},
+        "admin": {"allow_login_as": True},
+    })  # fmt: skip
+    admin = shared_secret_register(server, admin=True)
+    alice, bob = new_user(server), new_user(server)
+    room_id = create_room(alice)
+    sends = [alice.put(f"rooms/{q(room_id)}/send/m.room.message/r{i}",
+                       {"msgtype": "m.text", "body": str(i)}).status for i in range(4)]  # fmt: skip
+    assert 429 in sends
+    target = q(alice.user_id or "")
+    assert admin.get(f"{A}/v1/users/{target}/override_ratelimit").body == {}
+    set_to = admin.post(f"{A}/v1/users/{target}/override_ratelimit", {})
+    assert set_to.body == {"messages_per_second": 0, "burst_count": 0}
+    sends = [alice.put(f"rooms/{q(room_id)}/send/m.room.message/u{i}",
+                       {"msgtype": "m.text", "body": str(i)}).status for i in range(6)]  # fmt: skip
+    assert sends == [200] * 6
+    assert admin.request("DELETE", f"{A}/v1/users/{target}/override_ratelimit").status == 200
+
+    assert alice.post(f"rooms/{q(room_id)}/invite", {"user_id": bob.user_id}).status == 200
+    assert admin.get(f"{A}/v1/users/{target}/sent_invite_count").body == {"invite_count": 1}
+    joined = admin.get(f"{A}/v1/users/{target}/cumulative_joined_room_count").body
+    assert joined == {"cumulative_joined_room_count": 1}
+
+    login = admin.post(f"{A}/v1/users/{q(bob.user_id or '')}/login", {})
+    assert login.status == 200, login
+    assert (
+        Client(server, login.body["access_token"]).get("account/whoami").body["user_id"]
+        == bob.user_id
+    )
+    log = admin.get(f"{A}/v1/audit_log", params={"action": "user.login_as"}).body["entries"]
+    assert [e["target_user"] for e in log] == [bob.user_id]
+    refused = admin.post(f"{A}/v1/users/{q(admin.user_id or '')}/login", {})
+    assert refused.status == 403  # never another admin
+
+    lock = admin.put(f"/_matrix/client/v1/admin/lock/{q(bob.user_id or '')}", {"locked": True})
+    assert lock.body == {"locked": True}
+    assert bob.get("account/whoami").body["errcode"] == "M_USER_LOCKED"
+    assert admin.get(f"/_matrix/client/v1/admin/lock/{q(bob.user_id or '')}").body == {
+        "locked": True
+    }
+    admin.put(f"/_matrix/client/v1/admin/lock/{q(bob.user_id or '')}", {"locked": False})
+    suspend = admin.put(f"/_matrix/client/v1/admin/suspend/{q(bob.user_id or '')}",
+                        {"suspended": True})  # fmt: skip
+    assert suspend.body == {"suspended": True}
+    assert alice.get(f"/_matrix/client/v1/admin/suspend/{q(bob.user_id or '')}").status == 403
+
+
+def test_login_as_is_off_by_default(admin: Client, alice: Client) -> None:
+    resp = admin.post(f"{A}/v1/users/{q(alice.user_id or '')}/login", {})
+    assert resp.status == 403
+
+
+def test_admin_allows_cross_signing_replacement_without_uia(admin: Client, alice: Client) -> None:
+    from tests.test_e2ee_keys import cross_signing
+
+    first, _ = cross_signing(alice.user_id or "")
+    assert alice.post("keys/device_signing/upload", first).status == 200
+    second, _ = cross_signing(alice.user_id or "")
+    assert alice.post("keys/device_signing/upload", second).status == 401
+    allowed = admin.post(
+        f"{A}/v1/users/{q(alice.user_id or '')}/_allow_cross_signing_replacement_without_uia", {}
+    )
+    assert allowed.status == 200 and allowed.body["updatable_without_uia_before_ms"] > 0
+    assert alice.post("keys/device_signing/upload", second).status == 200

@@ -16,6 +16,9 @@ class Ratelimiter:
         # (action, key) -> (tokens left, time of last refill in seconds)
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._updates = 0
+        # Per-user exceptions to the message limit an admin set: user -> (rate, burst);
+        # a rate of 0 means no limit.
+        self.overrides: dict[str, tuple[float, int]] = {}
 
     def _limit(self, action: str) -> RateLimit:
         limit = getattr(self.config, action)
@@ -25,6 +28,9 @@ class Ratelimiter:
     def _refilled(self, action: str, key: str) -> tuple[float, float, RateLimit]:
         """The bucket's tokens now, the time now, and the action's limit."""
         limit = self._limit(action)
+        override = self.overrides.get(key) if action == "message" else None
+        if override is not None:
+            limit = RateLimit(per_second=override[0] or 1e9, burst_count=override[1] or 10**9)
         now = self.clock.time_msec() / 1000
         tokens, last = self._buckets.get((action, key), (float(limit.burst_count), now))
         return min(float(limit.burst_count), tokens + (now - last) * limit.per_second), now, limit

@@ -329,3 +329,68 @@ class AdminStore:
              "created_ts": int(r[7]), "updated_ts": int(r[8])}
             for r in rows
         ]  # fmt: skip
+
+    # Rate-limit overrides and cross-signing replacement
+
+    async def get_overrides(self) -> dict[str, tuple[float, int]]:
+        rows = await self.db.run(
+            "get_ratelimit_overrides",
+            lambda txn: txn.select(
+                "SELECT user_id, messages_per_second, burst_count FROM ratelimit_overrides"
+            ),
+        )
+        return {r[0]: (float(r[1]), int(r[2])) for r in rows}
+
+    async def set_override(self, user_id: str, value: tuple[float, int] | None) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM ratelimit_overrides WHERE user_id = ?", (user_id,))
+            if value is not None:
+                txn.execute(
+                    "INSERT INTO ratelimit_overrides (user_id, messages_per_second, burst_count) "
+                    "VALUES (?, ?, ?)",
+                    (user_id, value[0], value[1]),
+                )
+
+        await self.db.run("set_ratelimit_override", txn_fn)
+
+    async def allow_cross_signing_replacement(self, user_id: str, until_ts: int) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM cross_signing_replacement WHERE user_id = ?", (user_id,))
+            txn.execute(
+                "INSERT INTO cross_signing_replacement (user_id, until_ts) VALUES (?, ?)",
+                (user_id, until_ts),
+            )
+
+        await self.db.run("allow_cross_signing_replacement", txn_fn)
+
+    async def cross_signing_replacement_until(self, user_id: str) -> int | None:
+        row = await self.db.run(
+            "cross_signing_replacement_until",
+            lambda txn: txn.select_one(
+                "SELECT until_ts FROM cross_signing_replacement WHERE user_id = ?", (user_id,)
+            ),
+        )
+        return int(row[0]) if row else None
+
+    async def count_sent_invites(self, user_id: str, since_ms: int) -> int:
+        row = await self.db.run(
+            "count_sent_invites",
+            lambda txn: txn.select_one(
+                "SELECT COUNT(*) FROM room_memberships m JOIN events e ON e.event_id = m.event_id "
+                "WHERE m.sender = ? AND m.membership = 'invite' AND m.user_id != m.sender "
+                "AND e.origin_server_ts >= ?",
+                (user_id, since_ms),
+            ),
+        )
+        return int(row[0]) if row else 0
+
+    async def count_joined_rooms_ever(self, user_id: str) -> int:
+        row = await self.db.run(
+            "count_joined_rooms_ever",
+            lambda txn: txn.select_one(
+                "SELECT COUNT(DISTINCT room_id) FROM room_memberships "
+                "WHERE user_id = ? AND membership = 'join'",
+                (user_id,),
+            ),
+        )
+        return int(row[0]) if row else 0

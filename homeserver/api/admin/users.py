@@ -310,7 +310,115 @@ def register(hs: HomeServer, router: Router) -> None:
         await admin.audit(request, requester, "user.by_threepid", owner)
         return 200, await admin.user_details(await admin.require_user(owner))
 
+    async def get_override(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        found = hs.ratelimiter.overrides.get(user_id)
+        if found is None:
+            return 200, {}
+        return 200, {"messages_per_second": found[0], "burst_count": found[1]}
+
+    async def set_override(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        if request.method == b"DELETE":
+            await store.set_override(user_id, None)
+            hs.ratelimiter.overrides.pop(user_id, None)
+            return 200, {}
+        body = parse_json_object(request, allow_empty=True)
+        rate = body.get("messages_per_second", 0)
+        burst = body.get("burst_count", 0)
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
+            raise bad_json("messages_per_second must be a non-negative number")
+        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 0:
+            raise bad_json("burst_count must be a non-negative integer")
+        await store.set_override(user_id, (float(rate), burst))
+        hs.ratelimiter.overrides[user_id] = (float(rate), burst)
+        await admin.audit(request, requester, "user.override_ratelimit", user_id)
+        return 200, {"messages_per_second": rate, "burst_count": burst}
+
+    async def login_as(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        user = await admin.require_user(user_id)
+        if not hs.config.admin.allow_login_as:
+            raise MatrixError(403, Codes.FORBIDDEN, "Logging in as a user is switched off here")
+        if user.is_admin:
+            raise MatrixError(403, Codes.FORBIDDEN, "Logging in as another admin is refused")
+        session = await hs.devices.start_session(user_id, None, "Admin login")
+        await admin.audit(request, requester, "user.login_as", user_id,
+                          details={"device_id": session.device_id})  # fmt: skip
+        return 200, {"access_token": session.access_token}
+
+    async def sent_invite_count(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        since = query_int(request, "from_ts", 0, minimum=0)
+        return 200, {"invite_count": await store.count_sent_invites(user_id, since)}
+
+    async def joined_room_count(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        count = await store.count_joined_rooms_ever(user_id)
+        return 200, {"cumulative_joined_room_count": count}
+
+    async def experimental_features(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        if request.method == b"PUT":
+            parse_json_object(request)
+        return 200, {"features": {}}  # no per-user experiments exist here
+
+    async def allow_key_replacement(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        until = hs.clock.time_msec() + 10 * 60 * 1000
+        await store.allow_cross_signing_replacement(user_id, until)
+        await admin.audit(request, requester, "user.allow_cross_signing_replacement", user_id)
+        return 200, {"updatable_without_uia_before_ms": until}
+
+    async def auth_provider(
+        request: MatrixRequest, provider: str, external: str
+    ) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        raise not_found("This server has no external authentication providers")
+
+    async def client_admin_state(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        """The spec's client-API admin calls: /admin/suspend and /admin/lock."""
+        requester = await hs.auth.require_admin(request)
+        user = await admin.require_user(user_id)
+        flag = "suspended" if b"/admin/suspend/" in request.path else "locked"
+        if request.method == b"GET":
+            return 200, {flag: getattr(user, flag)}
+        body = parse_json_object(request)
+        value = body.get(flag)
+        if not isinstance(value, bool):
+            raise bad_json(f"{flag} must be a boolean")
+        await store.set_flag(user_id, flag, value)
+        hs.auth.account_state_changed()
+        await admin.audit(request, requester, f"user.{flag}", user_id, details={"on": value})
+        return 200, {flag: value}
+
     add = router.add
+    override_path = f"{ADMIN}/v1/users/{{user_id}}/override_ratelimit"
+    add("GET", override_path, get_override, "admin_override_ratelimit")
+    add("POST", override_path, set_override, "admin_override_ratelimit")
+    add("DELETE", override_path, set_override, "admin_override_ratelimit")
+    add("POST", f"{ADMIN}/v1/users/{{user_id}}/login", login_as, "admin_login_as")
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/sent_invite_count", sent_invite_count,
+        "admin_sent_invite_count")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/cumulative_joined_room_count", joined_room_count,
+        "admin_joined_room_count")  # fmt: skip
+    for method in ("GET", "PUT"):
+        add(method, f"{ADMIN}/v1/experimental_features/{{user_id}}", experimental_features,
+            "admin_experimental_features")  # fmt: skip
+    add("POST", f"{ADMIN}/v1/users/{{user_id}}/_allow_cross_signing_replacement_without_uia",
+        allow_key_replacement, "admin_cross_signing_replacement")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/auth_providers/{{provider}}/users/{{external}}", auth_provider,
+        "admin_auth_provider")  # fmt: skip
+    for kind in ("suspend", "lock"):
+        for method in ("GET", "PUT"):
+            add(method, f"/_matrix/client/v1/admin/{kind}/{{user_id}}", client_admin_state,
+                f"client_admin_{kind}")  # fmt: skip
     add("GET", f"{ADMIN}/v2/users", list_users(False), "admin_users")
     add("GET", f"{ADMIN}/v3/users", list_users(True), "admin_users")
     add("GET", f"{ADMIN}/v2/users/{{user_id}}", get_user, "admin_user")
