@@ -417,6 +417,13 @@ class EmailConfig(_Section):
         return self.smtp_host is not None
 
 
+class ServerNoticesConfig(_Section):
+    # The system user that sends server notices; unset: no server notices.
+    system_mxid_localpart: str | None = None
+    system_mxid_display_name: str = "Server Notices"
+    room_name: str = "Server Notices"
+
+
 class AdminConfig(_Section):
     # "Log in as" a user through the admin API (always audited). Off unless switched on.
     allow_login_as: bool = False
@@ -488,6 +495,7 @@ class HomeserverConfig(_Section):
     federation: FederationConfig = msgspec.field(default_factory=FederationConfig)
     email: EmailConfig = msgspec.field(default_factory=EmailConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    server_notices: ServerNoticesConfig = msgspec.field(default_factory=ServerNoticesConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)

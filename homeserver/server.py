@@ -45,6 +45,7 @@ from homeserver.services.room_access import RelationReads, RoomAccessService, Ro
 from homeserver.services.room_events import RoomEventService
 from homeserver.services.room_shutdown import RoomShutdown
 from homeserver.services.rooms import RoomService
+from homeserver.services.server_notices import ServerNotices
 from homeserver.services.sync import SyncService
 from homeserver.services.tasks import TaskScheduler
 from homeserver.services.threepids import ThreepidService
@@ -150,6 +151,7 @@ class HomeServer:
         self.admin = AdminService(self)
         self.tasks = TaskScheduler(self)
         self.room_shutdown = RoomShutdown(self)
+        self.server_notices = ServerNotices(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,

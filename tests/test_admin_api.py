@@ -386,3 +386,31 @@ def test_admin_allows_cross_signing_replacement_without_uia(admin: Client, alice
     )
     assert allowed.status == 200 and allowed.body["updatable_without_uia_before_ms"] > 0
     assert alice.post("keys/device_signing/upload", second).status == 200
+
+
+def test_server_notices(server_factory: Any) -> None:
+    server = server_factory({"server_notices": {"system_mxid_localpart": "notices"}})
+    admin = shared_secret_register(server, admin=True)
+    alice = new_user(server)
+    body = {"user_id": alice.user_id, "content": {"msgtype": "m.text", "body": "Maintenance"}}
+    sent = admin.post(f"{A}/v1/send_server_notice", body)
+    assert sent.status == 200, sent
+    again = admin.put(f"{A}/v1/send_server_notice/txn1", body)
+    repeat = admin.put(f"{A}/v1/send_server_notice/txn1", body)
+    assert again.body["event_id"] == repeat.body["event_id"]  # idempotent per txn
+    sync = alice.get("sync", params={"timeout": "0"}).body
+    ((room_id, invite),) = sync["rooms"]["invite"].items()
+    assert any(e["type"] == "m.room.name" and e["content"]["name"] == "Server Notices"
+               for e in invite["invite_state"]["events"])  # fmt: skip
+    tags = alice.get(f"user/{q(alice.user_id or '')}/rooms/{q(room_id)}/tags").body["tags"]
+    assert "m.server_notice" in tags
+    assert alice.post(f"join/{q(room_id)}", {}).status == 200
+    messages = alice.get(f"rooms/{q(room_id)}/messages", params={"dir": "b"}).body["chunk"]
+    assert "Maintenance" in [e["content"].get("body") for e in messages]
+    written = alice.put(f"rooms/{q(room_id)}/send/m.room.message/x", {"msgtype": "m.text",
+                        "body": "reply"})  # fmt: skip
+    assert written.status == 403  # notices rooms are read-only for the user
+    assert alice.post(f"rooms/{q(room_id)}/leave", {}).status == 200
+    admin.post(f"{A}/v1/send_server_notice", body)  # a new room once they left
+    invites = alice.get("sync", params={"timeout": "0"}).body["rooms"]["invite"]
+    assert invites and room_id not in invites

@@ -394,3 +394,43 @@ class AdminStore:
             ),
         )
         return int(row[0]) if row else 0
+
+    # Server notices
+
+    async def notice_room(self, user_id: str) -> str | None:
+        row = await self.db.run(
+            "get_notice_room",
+            lambda txn: txn.select_one(
+                "SELECT room_id FROM server_notice_rooms WHERE user_id = ?", (user_id,)
+            ),
+        )
+        return str(row[0]) if row else None
+
+    async def set_notice_room(self, user_id: str, room_id: str) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM server_notice_rooms WHERE user_id = ?", (user_id,))
+            txn.execute(
+                "INSERT INTO server_notice_rooms (user_id, room_id) VALUES (?, ?)",
+                (user_id, room_id),
+            )
+
+        await self.db.run("set_notice_room", txn_fn)
+
+    async def notice_txn(self, txn_id: str) -> str | None:
+        row = await self.db.run(
+            "get_notice_txn",
+            lambda txn: txn.select_one(
+                "SELECT event_id FROM server_notice_txns WHERE txn_id = ?", (txn_id,)
+            ),
+        )
+        return str(row[0]) if row else None
+
+    async def record_notice_txn(self, txn_id: str, event_id: str) -> None:
+        await self.db.run(
+            "record_notice_txn",
+            lambda txn: txn.execute(
+                "INSERT INTO server_notice_txns (txn_id, event_id) VALUES (?, ?) "
+                "ON CONFLICT (txn_id) DO NOTHING",
+                (txn_id, event_id),
+            ),
+        )

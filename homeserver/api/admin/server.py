@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from homeserver.api.admin.users import ADMIN, page
-from homeserver.errors import not_found
+from homeserver.errors import bad_json, not_found
 from homeserver.http.server import MatrixRequest, Router
-from homeserver.http.servlet import query_string
+from homeserver.http.servlet import parse_json_object, query_string
 from homeserver.streams import parse_position
 
 if TYPE_CHECKING:
@@ -107,7 +107,26 @@ def register(hs: HomeServer, router: Router) -> None:
             "quarantined_by": None, "safe_from_quarantine": False,
         }}  # fmt: skip
 
+    async def send_notice(request: MatrixRequest, txn_id: str | None = None) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request)
+        user_id = body.get("user_id")
+        content = body.get("content")
+        if not isinstance(user_id, str) or not isinstance(content, dict):
+            raise bad_json("user_id (a string) and content (an object) are required")
+        event_type = body.get("type", "m.room.message")
+        state_key = body.get("state_key")
+        if not isinstance(event_type, str):
+            raise bad_json("type must be a string")
+        if state_key is not None and not isinstance(state_key, str):
+            raise bad_json("state_key must be a string")
+        event_id = await hs.server_notices.send(user_id, content, event_type, state_key, txn_id)
+        await admin.audit(request, requester, "user.server_notice", user_id)
+        return 200, {"event_id": event_id}
+
     add = router.add
+    add("POST", f"{ADMIN}/v1/send_server_notice", send_notice, "admin_server_notice")
+    add("PUT", f"{ADMIN}/v1/send_server_notice/{{txn_id}}", send_notice, "admin_server_notice")
     add("GET", f"{ADMIN}/v1/server_version", server_version, "admin_server_version")
     add("GET", f"{ADMIN}/v1/statistics/users/media", media_statistics, "admin_statistics")
     add("GET", f"{ADMIN}/v1/statistics/database/rooms", room_sizes, "admin_statistics")
