@@ -414,3 +414,43 @@ def test_server_notices(server_factory: Any) -> None:
     admin.post(f"{A}/v1/send_server_notice", body)  # a new room once they left
     invites = alice.get("sync", params={"timeout": "0"}).body["rooms"]["invite"]
     assert invites and room_id not in invites
+
+
+def test_media_quarantine_protection_and_cleanup(admin: Client, alice: Client, bob: Client) -> None:
+    def upload(client: Client, data: bytes) -> str:
+        resp = client.request("POST", "/_matrix/media/v3/upload", raw=data,
+                              headers={"Content-Type": "text/plain"})  # fmt: skip
+        return str(resp.body["content_uri"].rsplit("/", 1)[1])
+
+    name = alice.server.server_name
+
+    def download(media_id: str) -> int:
+        return bob.get(f"/_matrix/client/v1/media/download/{name}/{media_id}").status
+
+    bad = upload(alice, b"bad content")
+    assert download(bad) == 200
+    assert admin.post(f"{A}/v1/media/quarantine/{name}/{bad}", {}).status == 200
+    assert download(bad) == 404
+    assert admin.post(f"{A}/v1/media/unquarantine/{name}/{bad}", {}).status == 200
+    assert download(bad) == 200
+    keep = upload(alice, b"precious")
+    assert admin.post(f"{A}/v1/media/protect/{keep}", {}).status == 200
+    quarantined = admin.post(f"{A}/v1/user/{q(alice.user_id or '')}/media/quarantine", {})
+    assert quarantined.body["num_quarantined"] == 1  # the protected one is spared
+    assert download(keep) == 200 and download(bad) == 404
+    room_id = create_room(alice)
+    in_room = upload(alice, b"posted in a room")
+    alice.put(f"rooms/{q(room_id)}/send/m.room.message/img", {"msgtype": "m.file",
+              "body": "f", "url": f"mxc://{name}/{in_room}"})  # fmt: skip
+    listed = admin.get(f"{A}/v1/room/{q(room_id)}/media").body
+    assert listed["local"] == [f"mxc://{name}/{in_room}"]
+    room_q = admin.post(f"{A}/v1/room/{q(room_id)}/media/quarantine", {}).body
+    assert room_q["num_quarantined"] == 1 and download(in_room) == 404
+    import time
+
+    old = upload(bob, b"old upload")
+    deleted = admin.post(f"{A}/v1/media/delete", params={"before_ts": str(int(time.time() *
+                         1000) + 1000)})  # fmt: skip
+    assert old in deleted.body["deleted_media"] and keep not in deleted.body["deleted_media"]
+    assert admin.post(f"{A}/v1/purge_media_cache", params={"before_ts": "1"}).status == 200
+    assert admin.post(f"{A}/v1/media/delete").status == 400

@@ -5,6 +5,8 @@ to-device contents, one-time keys."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import not_found
@@ -138,3 +140,20 @@ class AdminService:
                     )
             result["blocked"] = await self.store.blocked_by(room_id) is not None
         return result
+
+    async def room_media(self, room_id: str) -> JsonDict:
+        """The mxc:// URIs a room's events mention, ours and other servers'."""
+        await self.room_json(room_id)
+        local: set[str] = set()
+        remote: set[str] = set()
+        rows = await self.hs.stores.events.get_room_event_ids(room_id, None, None, True, 10_000)
+        events = await self.hs.room_events.get_events(e for e, _ in rows)
+        for event in events.values():
+            text = json.dumps(event.data.get("content") or {})
+            for match in _MXC.finditer(text):
+                uri = f"mxc://{match.group(1)}/{match.group(2)}"
+                (local if match.group(1) == self.hs.config.server_name else remote).add(uri)
+        return {"local": sorted(local), "remote": sorted(remote)}
+
+
+_MXC = re.compile(r"mxc://([^/\"\s]+)/([A-Za-z0-9_-]+)")

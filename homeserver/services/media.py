@@ -158,6 +158,8 @@ class MediaService:
 
     async def _remote(self, server_name: str, media_id: str) -> MediaInfo:
         """Another server's media, fetched once over federation and then kept here."""
+        if await self.store.remote_quarantined(server_name, media_id):
+            raise not_found("Media not found")
         info = await self.store.get_remote(server_name, media_id)
         if info is not None:
             return info
@@ -191,7 +193,7 @@ class MediaService:
                 raise not_found("Use the authenticated media endpoints")
             return await self._remote(server_name, media_id)
         info = await self.get_info(media_id)
-        if info is None:
+        if info is None or (await self.store.quarantined_by(media_id))[0] is not None:
             raise not_found("Media not found")
         if not allow_legacy:
             before = self.config.legacy_unauthenticated_before
@@ -247,6 +249,19 @@ class MediaService:
         return sizes[-1] if sizes else (width, height)
 
     # Deletion
+
+    async def purge_remote_cache(self, before_ts: int) -> int:
+        """Forget other servers' media fetched before ``before_ts`` (fetched again if asked)."""
+        old = await self.store.old_remote_media(before_ts)
+        for server_name, media_id, local_id in old:
+            thumbnails = await self.store.thumbnails_of(local_id)
+            paths = [self._file(local_id)] + [
+                self._thumbnail_file(local_id, w, h, m) for w, h, m in thumbnails
+            ]
+            await threads.deferToThread(_remove_files, paths)
+            await self.store.delete(local_id)
+            await self.store.delete_remote(server_name, media_id)
+        return len(old)
 
     async def delete_user_media(self, user_id: str) -> int:
         media_ids = await self.store.user_media_ids(user_id)

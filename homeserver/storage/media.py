@@ -196,3 +196,98 @@ class MediaStore:
             )
 
         await self.db.run("store_url_preview", txn_fn)
+
+    # Moderation
+
+    async def quarantine(self, media_ids: list[str], by: str | None) -> int:
+        """Quarantine (or, with ``by`` None, release) local media; protected media is left
+        alone. Returns how many changed."""
+
+        def txn_fn(txn: Txn) -> int:
+            changed = 0
+            for media_id in media_ids:
+                txn.execute(
+                    "UPDATE media SET quarantined_by = ? WHERE media_id = ? "
+                    "AND safe_from_quarantine = 0",
+                    (by, media_id),
+                )
+                changed += max(txn.rowcount, 0)
+            return changed
+
+        return await self.db.run("quarantine_media", txn_fn)
+
+    async def quarantine_remote(self, server_name: str, media_id: str, by: str | None) -> int:
+        def txn_fn(txn: Txn) -> int:
+            txn.execute(
+                "UPDATE remote_media SET quarantined_by = ? WHERE server_name = ? AND media_id = ?",
+                (by, server_name, media_id),
+            )
+            return max(txn.rowcount, 0)
+
+        return await self.db.run("quarantine_remote_media", txn_fn)
+
+    async def set_protected(self, media_id: str, protected: bool) -> None:
+        await self.db.run(
+            "protect_media",
+            lambda txn: txn.execute(
+                "UPDATE media SET safe_from_quarantine = ? WHERE media_id = ?",
+                (1 if protected else 0, media_id),
+            ),
+        )
+
+    async def quarantined_by(self, media_id: str) -> tuple[str | None, bool]:
+        row = await self.db.run(
+            "media_quarantine_state",
+            lambda txn: txn.select_one(
+                "SELECT quarantined_by, safe_from_quarantine FROM media WHERE media_id = ?",
+                (media_id,),
+            ),
+        )
+        return (row[0], bool(row[1])) if row else (None, False)
+
+    async def remote_quarantined(self, server_name: str, media_id: str) -> bool:
+        row = await self.db.run(
+            "remote_media_quarantined",
+            lambda txn: txn.select_one(
+                "SELECT quarantined_by FROM remote_media WHERE server_name = ? AND media_id = ?",
+                (server_name, media_id),
+            ),
+        )
+        return bool(row and row[0])
+
+    async def user_media_ids_all(self, user_id: str) -> list[str]:
+        rows = await self.db.run(
+            "user_media_ids_all",
+            lambda txn: txn.select("SELECT media_id FROM media WHERE user_id = ?", (user_id,)),
+        )
+        return [r[0] for r in rows]
+
+    async def old_media(self, before_ts: int, size_gt: int) -> list[str]:
+        rows = await self.db.run(
+            "old_media",
+            lambda txn: txn.select(
+                "SELECT media_id FROM media WHERE created_ts < ? AND COALESCE(size, 0) > ? "
+                "AND safe_from_quarantine = 0",
+                (before_ts, size_gt),
+            ),
+        )
+        return [r[0] for r in rows]
+
+    async def old_remote_media(self, before_ts: int) -> list[tuple[str, str, str]]:
+        rows = await self.db.run(
+            "old_remote_media",
+            lambda txn: txn.select(
+                "SELECT server_name, media_id, local_id FROM remote_media WHERE fetched_ts < ?",
+                (before_ts,),
+            ),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def delete_remote(self, server_name: str, media_id: str) -> None:
+        await self.db.run(
+            "delete_remote_media",
+            lambda txn: txn.execute(
+                "DELETE FROM remote_media WHERE server_name = ? AND media_id = ?",
+                (server_name, media_id),
+            ),
+        )

@@ -46,3 +46,17 @@ class ProfileStore:
             "delete_profile",
             lambda txn: txn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,)),
         )
+
+    async def avatar_media_ids(self, server_name: str) -> set[str]:
+        """Media IDs of our own server's media that are somebody's avatar."""
+        rows = await self.db.run(
+            "avatar_media_ids",
+            lambda txn: txn.select("SELECT value FROM profiles WHERE field = 'avatar_url'"),
+        )
+        prefix = f"mxc://{server_name}/"
+        found = set()
+        for (value,) in rows:
+            uri = json.loads(value)
+            if isinstance(uri, str) and uri.startswith(prefix):
+                found.add(uri[len(prefix) :])
+        return found

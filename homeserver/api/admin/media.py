@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from homeserver.errors import not_found
+from homeserver.errors import Codes, MatrixError, not_found
 from homeserver.http.server import MatrixRequest, Router
+from homeserver.streams import parse_position
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -25,6 +26,80 @@ def register(hs: HomeServer, router: Router) -> None:
         count = await hs.media.delete_user_media(user_id)
         return 200, {"total": count}
 
+    async def quarantine(
+        request: MatrixRequest, server_name: str, media_id: str
+    ) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        by = None if b"/unquarantine/" in request.path else requester.user_id
+        if server_name == hs.config.server_name:
+            await hs.media.store.quarantine([media_id], by)
+        else:
+            await hs.media.store.quarantine_remote(server_name, media_id, by)
+        details = {"media": f"{server_name}/{media_id}", "on": bool(by)}
+        await hs.admin.audit(request, requester, "media.quarantine", details=details)
+        return 200, {}
+
+    async def quarantine_room(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        listing = await hs.admin.room_media(room_id)
+        local = [uri.rsplit("/", 1)[1] for uri in listing["local"]]
+        count = await hs.media.store.quarantine(local, requester.user_id)
+        for uri in listing["remote"]:
+            server_name, media_id = uri[len("mxc://") :].split("/", 1)
+            count += await hs.media.store.quarantine_remote(server_name, media_id,
+                                                            requester.user_id)  # fmt: skip
+        await hs.admin.audit(request, requester, "media.quarantine_room", room_id=room_id)
+        return 200, {"num_quarantined": count}
+
+    async def quarantine_user(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        media = await hs.media.store.user_media_ids_all(user_id)
+        count = await hs.media.store.quarantine(media, requester.user_id)
+        await hs.admin.audit(request, requester, "media.quarantine_user", user_id)
+        return 200, {"num_quarantined": count}
+
+    async def protect(request: MatrixRequest, media_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        await hs.media.store.set_protected(media_id, b"/unprotect/" not in request.path)
+        return 200, {}
+
+    async def delete_old(request: MatrixRequest) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        before = parse_position(request.query_arg("before_ts") or "")
+        if before is None:
+            raise MatrixError(400, Codes.MISSING_PARAM, "before_ts is required")
+        size_gt = parse_position(request.query_arg("size_gt") or "0") or 0
+        keep_profiles = request.query_arg("keep_profiles") != "false"
+        candidates = await hs.media.store.old_media(before, size_gt)
+        if keep_profiles:
+            avatars = await hs.stores.profiles.avatar_media_ids(hs.config.server_name)
+            candidates = [m for m in candidates if m not in avatars]
+        deleted = [m for m in candidates if await hs.media.delete(m)]
+        await hs.admin.audit(request, requester, "media.delete_old",
+                             details={"before_ts": before, "count": len(deleted)})  # fmt: skip
+        return 200, {"deleted_media": deleted, "total": len(deleted)}
+
+    async def purge_cache(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        before = parse_position(request.query_arg("before_ts") or "")
+        if before is None:
+            raise MatrixError(400, Codes.MISSING_PARAM, "before_ts is required")
+        return 200, {"deleted": await hs.media.purge_remote_cache(before)}
+
+    a = "/_synapse/admin/v1"
+    router.add("POST", f"{a}/media/quarantine/{{server_name}}/{{media_id}}", quarantine,
+               "admin_media_quarantine")  # fmt: skip
+    router.add("POST", f"{a}/media/unquarantine/{{server_name}}/{{media_id}}", quarantine,
+               "admin_media_quarantine")  # fmt: skip
+    router.add("POST", f"{a}/room/{{room_id}}/media/quarantine", quarantine_room,
+               "admin_media_quarantine")  # fmt: skip
+    router.add("POST", f"{a}/user/{{user_id}}/media/quarantine", quarantine_user,
+               "admin_media_quarantine")  # fmt: skip
+    router.add("POST", f"{a}/media/protect/{{media_id}}", protect, "admin_media_protect")
+    router.add("POST", f"{a}/media/unprotect/{{media_id}}", protect, "admin_media_protect")
+    router.add("POST", f"{a}/media/delete", delete_old, "admin_media_delete")
+    router.add("POST", f"{a}/media/{{server_name}}/delete", delete_old, "admin_media_delete")
+    router.add("POST", f"{a}/purge_media_cache", purge_cache, "admin_purge_media_cache")
     router.add(
         "DELETE", "/_synapse/admin/v1/media/{server_name}/{media_id}", delete_media, "admin_media"
     )

@@ -131,19 +131,9 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def room_media(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
-        await admin.room_json(room_id)
-        local: set[str] = set()
-        remote: set[str] = set()
-        rows = await hs.stores.events.get_room_event_ids(room_id, None, None, True, 10_000)
-        events = await hs.room_events.get_events(e for e, _ in rows)
-        for event in events.values():
-            text = json.dumps(event.data.get("content") or {})
-            for server, media_id in _mxc_uris(text):
-                (local if server == hs.config.server_name else remote).add(
-                    f"mxc://{server}/{media_id}"
-                )
+        listing = await admin.room_media(room_id)
         await admin.audit(request, requester, "room.media", room_id=room_id)
-        return 200, {"local": sorted(local), "remote": sorted(remote)}
+        return 200, listing
 
     # Reports
 
@@ -280,13 +270,6 @@ def register(hs: HomeServer, router: Router) -> None:
     add("GET", f"{ADMIN}/v1/event_reports/{{report_id}}", event_report, "admin_event_report")
     add("DELETE", f"{ADMIN}/v1/event_reports/{{report_id}}", delete_report, "admin_event_report")
     add("GET", f"{ADMIN}/v1/fetch_event/{{event_id}}", fetch_event, "admin_fetch_event")
-
-
-def _mxc_uris(text: str) -> list[tuple[str, str]]:
-    import re
-
-    return [(m.group(1), m.group(2)) for m in re.finditer(r"mxc://([^/\"\s]+)/([A-Za-z0-9_-]+)",
-                                                          text)]  # fmt: skip
 
 
 async def _find_report(hs: HomeServer, report_id: str) -> tuple[Any, ...]:
