@@ -454,3 +454,29 @@ def test_media_quarantine_protection_and_cleanup(admin: Client, alice: Client, b
     assert old in deleted.body["deleted_media"] and keep not in deleted.body["deleted_media"]
     assert admin.post(f"{A}/v1/purge_media_cache", params={"before_ts": "1"}).status == 200
     assert admin.post(f"{A}/v1/media/delete").status == 400
+
+
+def test_redact_everything_a_user_sent(admin: Client, alice: Client, bob: Client) -> None:
+    rooms = [create_room(alice) for _ in range(2)]
+    for room_id in rooms:
+        join(bob, room_id)
+        for i in range(3):
+            bob.put(f"rooms/{q(room_id)}/send/m.room.message/sp{i}", {"msgtype": "m.text",
+                    "body": f"spam {i}"})  # fmt: skip
+    bob.post(f"rooms/{q(rooms[1])}/leave", {})  # redacted by alice (the room admin) there
+    resp = admin.post(f"{A}/v1/user/{q(bob.user_id or '')}/redact", {"rooms": [],
+                      "reason": "spam"})  # fmt: skip
+    assert resp.status == 200, resp
+    import time
+
+    deadline = time.monotonic() + 15
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = admin.get(f"{A}/v1/user/redact_status/{resp.body['redact_id']}").body
+        if status["status"] == "complete":
+            break
+        time.sleep(0.1)
+    assert status == {"status": "complete", "failed_redactions": {}}
+    for room_id in rooms:
+        chunk = alice.get(f"rooms/{q(room_id)}/messages", params={"dir": "b"}).body["chunk"]
+        assert not any(e["content"].get("body", "").startswith("spam") for e in chunk)

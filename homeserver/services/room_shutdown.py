@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import MatrixError
 from homeserver.services.auth import Requester
+from rooms.power_levels import power_levels_from_state
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -17,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
 DELETE_ROOM = "shutdown_and_purge_room"
+REDACT_USER = "redact_all_events"
 DEFAULT_NAME = "Content Violation Notification"
 DEFAULT_MESSAGE = "The room you were in has been shut down by the server's administrators."
 
@@ -25,6 +27,7 @@ class RoomShutdown:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         hs.tasks.register(DELETE_ROOM, self._run)
+        hs.tasks.register(REDACT_USER, self._redact_user)
 
     async def _run(self, task: JsonDict) -> JsonDict:
         hs = self.hs
@@ -74,3 +77,58 @@ class RoomShutdown:
         await self.hs.room_events.send(
             room_id, user_id, "m.room.member", {"membership": membership}, state_key=user_id
         )
+
+    async def _redact_user(self, task: JsonDict) -> JsonDict:
+        """Redact what a user sent, room by room (for moderation tools): each redaction
+        sent by the user if still joined, else by a local member allowed to redact."""
+        hs = self.hs
+        user_id = str(task["resource_id"])
+        params = task["params"]
+        rooms = params.get("rooms") or []
+        if not rooms:
+            for membership in ("join", "leave", "ban", "invite"):
+                rooms += await hs.stores.events.get_rooms_for_user(user_id, [membership])
+        limit = int(params.get("limit") or 1000)
+        failed: JsonDict = {}
+        redacted = 0
+        for room_id in dict.fromkeys(rooms):
+            if await hs.stores.events.get_room(room_id) is None:
+                continue
+            rows = await hs.stores.events.get_room_event_ids(
+                room_id, None, None, True, limit, None, [user_id]
+            )
+            events = await hs.room_events.get_events(e for e, _ in rows)
+            redactor = await self._redactor(room_id, user_id)
+            for event_id, _ in rows:
+                event = events.get(event_id)
+                if event is None or event.redacted_by or event.data.get("type") in (
+                    "m.room.member", "m.room.create", "m.room.redaction",
+                ):  # fmt: skip
+                    continue
+                if redactor is None:
+                    failed[event_id] = "nobody on this server may redact in this room"
+                    continue
+                content: JsonDict = {}
+                if isinstance(params.get("reason"), str):
+                    content["reason"] = params["reason"]
+                try:
+                    await hs.room_events.send(room_id, redactor, "m.room.redaction", content,
+                                              redacts=event_id)  # fmt: skip
+                    redacted += 1
+                except MatrixError as e:
+                    failed[event_id] = e.msg
+            await hs.tasks.progress(task, {"failed_redactions": failed, "redacted": redacted})
+        return {"failed_redactions": failed, "redacted": redacted}
+
+    async def _redactor(self, room_id: str, user_id: str) -> str | None:
+        hs = self.hs
+        joined = await hs.room_events.joined_users(room_id)
+        if user_id in joined:
+            return user_id
+        version = await hs.room_events.room_version(room_id)
+        state = await hs.room_events.current_state_events(room_id)
+        power = power_levels_from_state({k: v.data for k, v in state.items()}, version)
+        local = [
+            u for u in joined if hs.accounts.is_local(u) and power.user_level(u) >= power.redact
+        ]
+        return sorted(local)[0] if local else None

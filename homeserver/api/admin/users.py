@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import Codes, MatrixError, bad_json, invalid_param, not_found
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import optional, parse_json_object, query_int, query_string
+from homeserver.services.room_shutdown import REDACT_USER
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -398,7 +399,33 @@ def register(hs: HomeServer, router: Router) -> None:
         await admin.audit(request, requester, f"user.{flag}", user_id, details={"on": value})
         return 200, {flag: value}
 
+    async def redact_user(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        # Other servers' users too: moderation tools redact spammers from anywhere.
+        body = parse_json_object(request, allow_empty=True)
+        rooms = body.get("rooms", [])
+        if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
+            raise bad_json("rooms must be a list of room IDs")
+        params: dict[str, Any] = {"rooms": rooms, "admin": requester.user_id}
+        if isinstance(body.get("reason"), str):
+            params["reason"] = body["reason"]
+        if isinstance(body.get("limit"), int):
+            params["limit"] = body["limit"]
+        task_id = await hs.tasks.schedule(REDACT_USER, user_id, params)
+        await admin.audit(request, requester, "user.redact", user_id, details={"rooms": rooms})
+        return 200, {"redact_id": task_id}
+
+    async def redact_status(request: MatrixRequest, redact_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        task = await hs.tasks.get(redact_id)
+        result = task.get("result") or {}
+        failed = result.get("failed_redactions", {})
+        return 200, {"status": task["status"], "failed_redactions": failed}
+
     add = router.add
+    add("POST", f"{ADMIN}/v1/user/{{user_id}}/redact", redact_user, "admin_user_redact")
+    add("GET", f"{ADMIN}/v1/user/redact_status/{{redact_id}}", redact_status,
+        "admin_user_redact_status")  # fmt: skip
     override_path = f"{ADMIN}/v1/users/{{user_id}}/override_ratelimit"
     add("GET", override_path, get_override, "admin_override_ratelimit")
     add("POST", override_path, set_override, "admin_override_ratelimit")
