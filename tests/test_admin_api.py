@@ -198,6 +198,34 @@ def test_moderation_flow_and_account_states(
     assert admin.get(f"{A}/v1/event_reports/{report['id']}").status == 404
 
 
+def test_room_and_user_reports_are_listed_shown_and_deleted_apart_from_event_reports(
+    admin: Client, alice: Client, bob: Client
+) -> None:
+    room_id = create_room(alice)
+    join(bob, room_id)
+    assert bob.post(f"rooms/{q(room_id)}/report", {"reason": "spam room"}).status == 200
+    assert alice.post(f"users/{q(bob.user_id or '')}/report", {"reason": "rude"}).status == 200
+    rooms = admin.get(f"{A}/v1/room_reports", params={"room_id": room_id}).body
+    assert rooms["total"] == 1, rooms
+    room_report = rooms["room_reports"][0]
+    assert room_report["user_id"] == bob.user_id and room_report["reason"] == "spam room"
+    assert "event_id" not in room_report
+    users = admin.get(f"{A}/v1/user_reports", params={"target_user_id": bob.user_id}).body
+    assert users["total"] == 1, users
+    user_report = users["user_reports"][0]
+    assert user_report["user_id"] == alice.user_id and user_report["target_user_id"] == bob.user_id
+    # Each kind is only reachable under its own path, and neither shows up as an event report.
+    events = admin.get(f"{A}/v1/event_reports", params={"room_id": room_id}).body
+    assert events["total"] == 0
+    assert admin.get(f"{A}/v1/event_reports/{room_report['id']}").status == 404
+    assert admin.get(f"{A}/v1/user_reports/{room_report['id']}").status == 404
+    assert admin.get(f"{A}/v1/room_reports/{room_report['id']}").body["reason"] == "spam room"
+    assert admin.get(f"{A}/v1/room_reports/x").body["errcode"] == "M_INVALID_PARAM"
+    assert alice.get(f"{A}/v1/user_reports").status == 403
+    assert admin.request("DELETE", f"{A}/v1/user_reports/{user_report['id']}").status == 200
+    assert admin.get(f"{A}/v1/user_reports/{user_report['id']}").status == 404
+
+
 def test_every_sensitive_look_is_audited_and_nothing_secret_leaks(
     admin: Client, alice: Client, server: ServerProcess
 ) -> None:

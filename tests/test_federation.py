@@ -27,6 +27,7 @@ from tests.federation_harness import (
     wait_until,
 )
 from tests.harness import Client, ServerProcess, create_room, new_user, q
+from tests.test_shared_secret_registration import shared_secret_register
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +173,15 @@ def test_remote_user_joins_and_both_sides_talk(
     # Same event IDs on both sides, in the same order.
     assert bodies_in(alice, room_id)[-2:] == ["hi bob", "hi alice"]
     assert bodies_in(bob, room_id)[-2:] == ["hi bob", "hi alice"]
+    # hs1's operator sees hs2 as a destination sharing this room.
+    admin = shared_secret_register(hs1, admin=True)
+    path = f"/_synapse/admin/v1/federation/destinations/{q(hs2.server_name)}"
+    destination = admin.get(path)
+    assert destination.status == 200, destination
+    assert destination.body["destination"] == hs2.server_name
+    rooms = admin.get(f"{path}/rooms").body
+    assert room_id in [r["room_id"] for r in rooms["rooms"]] and rooms["total"] >= 1
+    assert admin.get("/_synapse/admin/v1/federation/destinations/nowhere.test/rooms").status == 404
 
 
 def test_local_user_joins_remote_room_by_alias(

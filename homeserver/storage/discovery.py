@@ -201,12 +201,50 @@ class DiscoveryStore:
             lambda txn: txn.execute("DELETE FROM reports WHERE id = ?", (report_id,)),
         )
 
-    async def get_reports(self, limit: int, offset: int) -> list[tuple[Any, ...]]:
+    async def list_reports(
+        self,
+        kind: str,
+        filters: dict[str, str],
+        forwards: bool,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """One page of reports of one kind ('event', 'room' or 'user'), and how many match.
+
+        `filters` maps a column (room_id, reporter, target_user_id) to the value it must have.
+        """
+        kind_clause = {
+            "event": "event_id IS NOT NULL",
+            "room": "event_id IS NULL AND target_user_id IS NULL",
+            "user": "target_user_id IS NOT NULL",
+        }[kind]
+        clauses = [kind_clause]
+        args: list[Any] = []
+        for column in ("room_id", "reporter", "target_user_id"):
+            if column in filters:
+                clauses.append(f"{column} = ?")
+                args.append(filters[column])
+        where = " AND ".join(clauses)
+        order = "ASC" if forwards else "DESC"
+
+        def txn_fn(txn: Txn) -> tuple[list[tuple[Any, ...]], int]:
+            rows = txn.select(
+                f"SELECT {_REPORT_COLUMNS} FROM reports WHERE {where} "
+                f"ORDER BY id {order} LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            )
+            total = txn.select_one(f"SELECT COUNT(*) FROM reports WHERE {where}", tuple(args))
+            return rows, int(total[0]) if total else 0
+
+        return await self.db.run("list_reports", txn_fn)
+
+    async def get_report(self, report_id: int) -> tuple[Any, ...] | None:
         return await self.db.run(
-            "get_reports",
-            lambda txn: txn.select(
-                "SELECT id, reporter, room_id, event_id, target_user_id, reason, score, "
-                "received_ts FROM reports ORDER BY id DESC LIMIT ? OFFSET ?",
-                (limit, offset),
+            "get_report",
+            lambda txn: txn.select_one(
+                f"SELECT {_REPORT_COLUMNS} FROM reports WHERE id = ?", (report_id,)
             ),
         )
+
+
+_REPORT_COLUMNS = "id, reporter, room_id, event_id, target_user_id, reason, score, received_ts"

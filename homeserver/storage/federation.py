@@ -263,6 +263,22 @@ class FederationStore:
         )
         return [tuple(r) for r in rows]
 
+    async def rooms_shared_with(self, destination: str) -> list[tuple[str, int]]:
+        """(room ID, latest stream position) of each room where a user of `destination` is
+        joined: the rooms whose events go to it."""
+        escaped = destination.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self.db.run(
+            "rooms_shared_with",
+            lambda txn: txn.select(
+                "SELECT c.room_id, (SELECT MAX(e.stream_ordering) FROM events e "
+                "WHERE e.room_id = c.room_id) FROM current_state c "
+                "WHERE c.type = 'm.room.member' AND c.membership = 'join' "
+                "AND c.state_key LIKE ? ESCAPE '\\' GROUP BY c.room_id ORDER BY c.room_id",
+                (f"%:{escaped}",),
+            ),
+        )
+        return [(str(r[0]), int(r[1] or 0)) for r in rows]
+
     # Outliers
 
     async def store_outliers(self, events: Sequence[tuple[str, str, str, bool]]) -> None:

@@ -137,37 +137,46 @@ def register(hs: HomeServer, router: Router) -> None:
 
     # Reports
 
-    async def event_reports(request: MatrixRequest) -> tuple[int, Any]:
-        await hs.auth.require_admin(request)
-        offset, limit = page(request)
-        rows = await hs.discovery.store.get_reports(10_000, 0)
-        reports = [await _report(hs, r, full=False) for r in rows if r[3]]
-        room = query_string(request, "room_id")
-        user = query_string(request, "user_id")
-        reports = [r for r in reports if (room is None or r["room_id"] == room)
-                   and (user is None or r["user_id"] == user)]  # fmt: skip
-        if query_string(request, "dir", "b", ("f", "b")) == "f":
-            reports.reverse()
-        chunk = reports[offset : offset + limit]
-        body: dict[str, Any] = {"event_reports": chunk, "total": len(reports)}
-        if offset + limit < len(reports):
-            body["next_token"] = offset + limit
-        return 200, body
+    def report_handlers(kind: str) -> None:
+        """List, show and delete one kind of report, each under v1/{kind}_reports."""
 
-    async def event_report(request: MatrixRequest, report_id: str) -> tuple[int, Any]:
-        requester = await hs.auth.require_admin(request)
-        row = await _find_report(hs, report_id)
-        report = await _report(hs, row, full=True)
-        await admin.audit(request, requester, "report.read", report.get("sender"),
-                          report.get("room_id"))  # fmt: skip
-        return 200, report
+        async def list_reports(request: MatrixRequest) -> tuple[int, Any]:
+            await hs.auth.require_admin(request)
+            offset, limit = page(request)
+            filters = {column: value for column, value in (
+                ("room_id", query_string(request, "room_id")),
+                ("reporter", query_string(request, "user_id")),
+                ("target_user_id", query_string(request, "target_user_id")),
+            ) if value is not None}  # fmt: skip
+            forwards = query_string(request, "dir", "b", ("f", "b")) == "f"
+            rows, total = await hs.discovery.store.list_reports(
+                kind, filters, forwards, limit, offset
+            )
+            chunk = [await _report(hs, row, full=False) for row in rows]
+            body: dict[str, Any] = {f"{kind}_reports": chunk, "total": total}
+            if offset + limit < total:
+                body["next_token"] = offset + limit
+            return 200, body
 
-    async def delete_report(request: MatrixRequest, report_id: str) -> tuple[int, Any]:
-        requester = await hs.auth.require_admin(request)
-        await _find_report(hs, report_id)
-        await hs.discovery.store.delete_report(int(report_id))
-        await admin.audit(request, requester, "report.delete", details={"id": int(report_id)})
-        return 200, {}
+        async def show_report(request: MatrixRequest, report_id: str) -> tuple[int, Any]:
+            requester = await hs.auth.require_admin(request)
+            report = await _report(hs, await _find_report(hs, kind, report_id), full=True)
+            await admin.audit(request, requester, "report.read",
+                              report.get("sender") or report.get("target_user_id"),
+                              report.get("room_id"))  # fmt: skip
+            return 200, report
+
+        async def delete_report(request: MatrixRequest, report_id: str) -> tuple[int, Any]:
+            requester = await hs.auth.require_admin(request)
+            await _find_report(hs, kind, report_id)
+            await hs.discovery.store.delete_report(int(report_id))
+            await admin.audit(request, requester, "report.delete", details={"id": int(report_id)})
+            return 200, {}
+
+        base = f"{ADMIN}/v1/{kind}_reports"
+        add("GET", base, list_reports, f"admin_{kind}_reports")
+        add("GET", f"{base}/{{report_id}}", show_report, f"admin_{kind}_report")
+        add("DELETE", f"{base}/{{report_id}}", delete_report, f"admin_{kind}_report")
 
     async def fetch_event(request: MatrixRequest, event_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
@@ -266,23 +275,27 @@ def register(hs: HomeServer, router: Router) -> None:
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/block", get_block, "admin_room_block")
     add("PUT", f"{ADMIN}/v1/rooms/{{room_id}}/block", put_block, "admin_room_block")
     add("GET", f"{ADMIN}/v1/room/{{room_id}}/media", room_media, "admin_room_media")
-    add("GET", f"{ADMIN}/v1/event_reports", event_reports, "admin_event_reports")
-    add("GET", f"{ADMIN}/v1/event_reports/{{report_id}}", event_report, "admin_event_report")
-    add("DELETE", f"{ADMIN}/v1/event_reports/{{report_id}}", delete_report, "admin_event_report")
+    for kind in ("event", "room", "user"):
+        report_handlers(kind)
     add("GET", f"{ADMIN}/v1/fetch_event/{{event_id}}", fetch_event, "admin_fetch_event")
 
 
-async def _find_report(hs: HomeServer, report_id: str) -> tuple[Any, ...]:
+def _report_kind(row: tuple[Any, ...]) -> str:
+    event_id, target_user_id = row[3], row[4]
+    return "event" if event_id else "user" if target_user_id else "room"
+
+
+async def _find_report(hs: HomeServer, kind: str, report_id: str) -> tuple[Any, ...]:
     if not report_id.isdigit():
         raise MatrixError(400, Codes.INVALID_PARAM, "The report ID must be an integer")
-    for row in await hs.discovery.store.get_reports(10_000, 0):
-        if int(row[0]) == int(report_id):
-            return row
-    raise not_found("Report not found")
+    row = await hs.discovery.store.get_report(int(report_id))
+    if row is None or _report_kind(row) != kind:
+        raise not_found("Report not found")
+    return row
 
 
 async def _report(hs: HomeServer, row: tuple[Any, ...], full: bool) -> dict[str, Any]:
-    report_id, reporter, room_id, event_id, _, reason, score, received = row
+    report_id, reporter, room_id, event_id, target_user_id, reason, score, received = row
     event = await hs.room_events.get_event(event_id) if event_id else None
     name = None
     alias = None
@@ -292,9 +305,15 @@ async def _report(hs: HomeServer, row: tuple[Any, ...], full: bool) -> dict[str,
     report: dict[str, Any] = {
         "id": int(report_id), "received_ts": int(received), "room_id": room_id,
         "name": name, "event_id": event_id, "user_id": reporter, "reason": reason,
-        "score": score, "sender": event.data.get("sender") if event else None,
+        "score": score, "sender": None,
         "canonical_alias": alias,
     }  # fmt: skip
+    if _report_kind(row) == "event":
+        report["sender"] = event.data.get("sender") if event else None
+    else:
+        del report["event_id"], report["sender"], report["score"]
+    if target_user_id:
+        report["target_user_id"] = target_user_id
     if full and event is not None:
         report["event_json"] = json.loads(event.json_text)
     return report

@@ -82,6 +82,21 @@ def register(hs: HomeServer, router: Router) -> None:
                 return 200, _destination(row)
         raise not_found("Unknown destination")
 
+    async def destination_rooms(request: MatrixRequest, name: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        if name not in {row[0] for row in await hs.stores.federation.list_destinations()}:
+            raise not_found("Unknown destination")
+        offset, limit = page(request)
+        rooms = await hs.stores.federation.rooms_shared_with(name)
+        if query_string(request, "dir", "f", ("f", "b")) == "b":
+            rooms.reverse()
+        chunk = [{"room_id": room_id, "stream_ordering": position}
+                 for room_id, position in rooms[offset : offset + limit]]  # fmt: skip
+        body: dict[str, Any] = {"rooms": chunk, "total": len(rooms)}
+        if offset + limit < len(rooms):
+            body["next_token"] = str(offset + limit)
+        return 200, body
+
     async def reset_connection(request: MatrixRequest, name: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
         await hs.stores.federation.set_destination(name, None, 0, hs.clock.time_msec())
@@ -138,6 +153,8 @@ def register(hs: HomeServer, router: Router) -> None:
     add("GET", f"{ADMIN}/v1/audit_log", audit_log, "admin_audit_log")
     add("GET", f"{ADMIN}/v1/federation/destinations", destinations, "admin_destinations")
     add("GET", f"{ADMIN}/v1/federation/destinations/{{name}}", destination, "admin_destination")
+    add("GET", f"{ADMIN}/v1/federation/destinations/{{name}}/rooms", destination_rooms,
+        "admin_destination_rooms")  # fmt: skip
     add("POST", f"{ADMIN}/v1/federation/destinations/{{name}}/reset_connection",
         reset_connection, "admin_destination")  # fmt: skip
     add("GET", f"{ADMIN}/v1/media/{{server_name}}/{{media_id}}", media_info, "admin_media_info")
