@@ -257,17 +257,20 @@ def test_every_sensitive_look_is_audited_and_nothing_secret_leaks(
     assert (alice.token or "") not in text and "access_token" not in text
 
 
-def wait_for_status(admin: Client, delete_id: str, wanted: str = "complete") -> Any:
+def wait_for_status(
+    admin: Client, task_id: str, wanted: str = "complete", path: str = f"{A}/v2/rooms/delete_status"
+) -> Any:
     import time
 
     deadline = time.monotonic() + 15
+    status = None
     while time.monotonic() < deadline:
-        status = admin.get(f"{A}/v2/rooms/delete_status/{delete_id}")
+        status = admin.get(f"{path}/{task_id}")
         assert status.status == 200, status
         if status.body["status"] == wanted:
             return status.body
         time.sleep(0.1)
-    raise AssertionError(f"delete {delete_id} never became {wanted}")
+    raise AssertionError(f"task {task_id} never became {wanted}: {status}")
 
 
 def test_room_delete_moves_members_out_blocks_and_purges(
@@ -297,6 +300,55 @@ def test_room_delete_moves_members_out_blocks_and_purges(
     assert admin.get(f"{A}/v1/rooms/{q(room_id)}/block").body["block"] is True
     assert alice.post(f"join/{q(room_id)}", {}).status in (403, 404)
     assert admin.get(f"{A}/v2/rooms/delete_status/nope").status == 404
+
+
+def test_purge_history_removes_old_messages_and_keeps_state(
+    admin: Client, alice: Client, bob: Client, server: ServerProcess
+) -> None:
+    from tests.harness import db_rows
+
+    room_id = create_room(alice, name="Long history")
+    join(bob, room_id)
+    sent = [
+        alice.put(
+            f"rooms/{q(room_id)}/send/m.room.message/p{i}",
+            {"msgtype": "m.text", "body": f"old {i}"},
+        ).body["event_id"]
+        for i in range(5)
+    ]
+    status_path = f"{A}/v1/purge_history_status"
+    # By default our own users' events are kept: they may be the only copy anywhere.
+    kept = admin.post(f"{A}/v1/purge_history/{q(room_id)}", {"purge_up_to_event_id": sent[3]})
+    assert kept.status == 200, kept
+    assert wait_for_status(admin, kept.body["purge_id"], path=status_path)["purged_events"] == 0
+    assert alice.get(f"rooms/{q(room_id)}/event/{q(sent[0])}").status == 200
+    # Asked to, everything before the point goes; state and later messages stay.
+    purge = admin.post(f"{A}/v1/purge_history/{q(room_id)}/{q(sent[3])}",
+                       {"delete_local_events": True})  # fmt: skip
+    assert purge.status == 200, purge
+    done = wait_for_status(admin, purge.body["purge_id"], path=status_path)
+    assert done["purged_events"] == 3
+    for event_id in sent[:3]:
+        assert alice.get(f"rooms/{q(room_id)}/event/{q(event_id)}").status == 404
+    assert db_rows(server, "SELECT COUNT(*) FROM events WHERE event_id = ?", (sent[0],))[0][0] == 0
+    history = alice.get(f"rooms/{q(room_id)}/messages", params={"dir": "b", "limit": "50"}).body
+    bodies = [e["content"].get("body") for e in history["chunk"] if e["type"] == "m.room.message"]
+    assert bodies == ["old 4", "old 3"]
+    assert alice.get(f"rooms/{q(room_id)}/state/m.room.name").body == {"name": "Long history"}
+    members = alice.get(f"rooms/{q(room_id)}/joined_members").body["joined"]
+    assert set(members) == {alice.user_id, bob.user_id}
+    after = bob.put(f"rooms/{q(room_id)}/send/m.room.message/after", {"msgtype": "m.text",
+                    "body": "still works"})  # fmt: skip
+    assert after.status == 200
+    # Bad requests are refused with clear errors.
+    url = f"{A}/v1/purge_history/{q(room_id)}"
+    assert admin.post(url, {}).body["errcode"] == "M_MISSING_PARAM"
+    assert admin.post(url, {"purge_up_to_ts": "soon"}).body["errcode"] == "M_BAD_JSON"
+    assert admin.post(url, {"purge_up_to_ts": 1}).status == 404
+    assert admin.post(url, {"purge_up_to_event_id": "$nope"}).status == 404
+    assert admin.post(f"{A}/v1/purge_history/!nope:x", {"purge_up_to_ts": 1}).status == 404
+    assert alice.post(url, {"purge_up_to_event_id": sent[4]}).status == 403
+    assert admin.get(f"{status_path}/nope").status == 404
 
 
 def test_force_join_and_make_room_admin(admin: Client, alice: Client, bob: Client) -> None:

@@ -1,6 +1,7 @@
-"""Shutting a room down for the admin API: local members moved out (optionally into a new
-room with a message), aliases and directory entry removed, the room blocked, and its
-history purged from the database. Runs as a background task; safe to redo after a stop."""
+"""The admin API's long moderation jobs, each a background task safe to redo after a stop:
+shutting a room down (local members moved out, optionally into a new room with a message,
+aliases and directory entry removed, the room blocked, its history purged), purging a
+room's old history, and redacting what a user sent."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 DELETE_ROOM = "shutdown_and_purge_room"
 REDACT_USER = "redact_all_events"
+PURGE_HISTORY = "purge_history"
+PURGE_BATCH = 500
 DEFAULT_NAME = "Content Violation Notification"
 DEFAULT_MESSAGE = "The room you were in has been shut down by the server's administrators."
 
@@ -28,6 +31,7 @@ class RoomShutdown:
         self.hs = hs
         hs.tasks.register(DELETE_ROOM, self._run)
         hs.tasks.register(REDACT_USER, self._redact_user)
+        hs.tasks.register(PURGE_HISTORY, self._purge_history)
 
     async def _run(self, task: JsonDict) -> JsonDict:
         hs = self.hs
@@ -77,6 +81,25 @@ class RoomShutdown:
         await self.hs.room_events.send(
             room_id, user_id, "m.room.member", {"membership": membership}, state_key=user_id
         )
+
+    async def _purge_history(self, task: JsonDict) -> JsonDict:
+        """Delete the room's messages older than the purge point, in batches; state events,
+        forward extremities and (unless asked) our own users' events are kept."""
+        hs = self.hs
+        room_id = str(task["resource_id"])
+        params = task["params"]
+        keep = None if params.get("delete_local_events") else hs.config.server_name
+        purged = 0
+        while True:
+            ids = await hs.stores.events.purge_history_batch(
+                room_id, int(params["before"]), keep, PURGE_BATCH
+            )
+            for event_id in ids:
+                hs.room_events.invalidate_event(event_id)
+            purged += len(ids)
+            await hs.tasks.progress(task, {"purged_events": purged})
+            if len(ids) < PURGE_BATCH:
+                return {"purged_events": purged}
 
     async def _redact_user(self, task: JsonDict) -> JsonDict:
         """Redact what a user sent, room by room (for moderation tools): each redaction

@@ -229,3 +229,8 @@ class Database:
         for callback in after:
             callback()
         return result
+
+
+def escape_like(value: str) -> str:
+    """`value` as a literal inside a LIKE pattern written with ESCAPE '\\'."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

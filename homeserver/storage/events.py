@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from homeserver.storage.engine import Database, Row, Txn
+from homeserver.storage.engine import Database, Row, Txn, escape_like
 
 StateKey = tuple[str, str]
 StateIds = dict[StateKey, str]
@@ -387,6 +387,52 @@ class EventStore:
             return int(row[0]) if row else 0
 
         return await self.db.run("purge_room", txn_fn)
+
+    async def last_event_before_ts(self, room_id: str, ts: int) -> tuple[str, int] | None:
+        """(event ID, stream position) of the room's last event sent before `ts`."""
+        row = await self.db.run(
+            "last_event_before_ts",
+            lambda txn: txn.select_one(
+                "SELECT event_id, stream_ordering FROM events WHERE room_id = ? "
+                "AND origin_server_ts < ? ORDER BY stream_ordering DESC LIMIT 1",
+                (room_id, ts),
+            ),
+        )
+        return (str(row[0]), int(row[1])) if row else None
+
+    async def purge_history_batch(
+        self, room_id: str, before: int, keep_senders_of: str | None, limit: int
+    ) -> list[str]:
+        """Delete up to `limit` of the room's non-state events older than stream position
+        `before` (never a forward extremity; never one sent by a user of `keep_senders_of`,
+        when given); returns their IDs. State events stay: state and auth chains need them."""
+        where = (
+            "e.room_id = ? AND e.stream_ordering < ? AND e.state_key IS NULL AND NOT EXISTS "
+            "(SELECT 1 FROM forward_extremities f WHERE f.room_id = e.room_id "
+            "AND f.event_id = e.event_id)"
+        )
+        args: list[Any] = [room_id, before]
+        if keep_senders_of is not None:
+            where += " AND e.sender NOT LIKE ? ESCAPE '\\'"
+            args.append("%:" + escape_like(keep_senders_of))
+
+        def txn_fn(txn: Txn) -> list[str]:
+            rows = txn.select(
+                f"SELECT e.event_id FROM events e WHERE {where} ORDER BY e.stream_ordering LIMIT ?",
+                (*args, limit),
+            )
+            ids = [str(r[0]) for r in rows]
+            if ids:
+                marks = ", ".join("?" for _ in ids)
+                for table in (
+                    "event_edges", "event_auth", "redactions", "event_transactions",
+                    "event_search", "event_relations", "event_push_actions",
+                    "events",
+                ):  # fmt: skip
+                    txn.execute(f"DELETE FROM {table} WHERE event_id IN ({marks})", ids)
+            return ids
+
+        return await self.db.run("purge_history_batch", txn_fn)
 
     async def get_min_stream_ordering(self) -> int:
         row = await self.db.run(

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.storage.engine import Database, Txn
+from homeserver.storage.engine import Database, Txn, escape_like
 
 JsonDict = dict[str, Any]
 
@@ -266,7 +266,6 @@ class FederationStore:
     async def rooms_shared_with(self, destination: str) -> list[tuple[str, int]]:
         """(room ID, latest stream position) of each room where a user of `destination` is
         joined: the rooms whose events go to it."""
-        escaped = destination.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = await self.db.run(
             "rooms_shared_with",
             lambda txn: txn.select(
@@ -274,7 +273,7 @@ class FederationStore:
                 "WHERE e.room_id = c.room_id) FROM current_state c "
                 "WHERE c.type = 'm.room.member' AND c.membership = 'join' "
                 "AND c.state_key LIKE ? ESCAPE '\\' GROUP BY c.room_id ORDER BY c.room_id",
-                (f"%:{escaped}",),
+                ("%:" + escape_like(destination),),
             ),
         )
         return [(str(r[0]), int(r[1] or 0)) for r in rows]

@@ -12,7 +12,7 @@ from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import parse_json_object, query_int, query_string
 from homeserver.services.auth import Requester
 from homeserver.services.room_access import parse_stream_token
-from homeserver.services.room_shutdown import DELETE_ROOM
+from homeserver.services.room_shutdown import DELETE_ROOM, PURGE_HISTORY
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -231,6 +231,52 @@ def register(hs: HomeServer, router: Router) -> None:
         await hs.auth.require_admin(request)
         return 200, delete_status(await hs.tasks.get(delete_id))
 
+    async def purge_history(
+        request: MatrixRequest, room_id: str, event_id: str | None = None
+    ) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        body = parse_json_object(request, allow_empty=True)
+        if await hs.stores.events.get_room(room_id) is None:
+            raise not_found("Room not found")
+        delete_local = body.get("delete_local_events", False)
+        if not isinstance(delete_local, bool):
+            raise bad_json("delete_local_events must be a boolean")
+        event_id = event_id or body.get("purge_up_to_event_id")
+        if event_id is not None:
+            if not isinstance(event_id, str):
+                raise bad_json("purge_up_to_event_id must be a string")
+            event = await hs.room_events.get_event(event_id)
+            if event is None or event.is_outlier or event.room_id != room_id:
+                raise not_found("Event not found in this room")
+            before = event.stream_ordering
+        elif "purge_up_to_ts" in body:
+            ts = body["purge_up_to_ts"]
+            if not isinstance(ts, int) or isinstance(ts, bool):
+                raise bad_json("purge_up_to_ts must be an integer")
+            found = await hs.stores.events.last_event_before_ts(room_id, ts)
+            if found is None:
+                raise not_found("No event in this room before purge_up_to_ts")
+            event_id, before = found
+        else:
+            raise MatrixError(400, Codes.MISSING_PARAM,
+                              "Give purge_up_to_event_id or purge_up_to_ts")  # fmt: skip
+        params = {"before": before, "event_id": event_id, "delete_local_events": delete_local}
+        purge_id = await hs.tasks.schedule(PURGE_HISTORY, room_id, params)
+        await admin.audit(request, requester, "room.purge_history", room_id=room_id,
+                          details=params)  # fmt: skip
+        return 200, {"purge_id": purge_id}
+
+    async def purge_history_status(request: MatrixRequest, purge_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        task = await hs.tasks.get(purge_id)
+        if task["action"] != PURGE_HISTORY:
+            raise not_found("No such purge")
+        status = "active" if task["status"] == "scheduled" else task["status"]
+        answer: dict[str, Any] = {"status": status, **(task.get("result") or {})}
+        if task.get("error"):
+            answer["error"] = task["error"]
+        return 200, answer
+
     async def force_join(request: MatrixRequest, room: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
         body = parse_json_object(request)
@@ -275,6 +321,11 @@ def register(hs: HomeServer, router: Router) -> None:
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/block", get_block, "admin_room_block")
     add("PUT", f"{ADMIN}/v1/rooms/{{room_id}}/block", put_block, "admin_room_block")
     add("GET", f"{ADMIN}/v1/room/{{room_id}}/media", room_media, "admin_room_media")
+    add("POST", f"{ADMIN}/v1/purge_history/{{room_id}}", purge_history, "admin_purge_history")
+    add("POST", f"{ADMIN}/v1/purge_history/{{room_id}}/{{event_id}}", purge_history,
+        "admin_purge_history")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/purge_history_status/{{purge_id}}", purge_history_status,
+        "admin_purge_history_status")  # fmt: skip
     for kind in ("event", "room", "user"):
         report_handlers(kind)
     add("GET", f"{ADMIN}/v1/fetch_event/{{event_id}}", fetch_event, "admin_fetch_event")
