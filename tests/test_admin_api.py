@@ -125,7 +125,8 @@ def test_rooms_listing_details_and_reads(admin: Client, alice: Client, bob: Clie
     tag = secrets.token_hex(3)
     room_id = create_room(alice, name=f"Admin view {tag}", preset="public_chat")
     join(bob, room_id)
-    alice.put(f"rooms/{q(room_id)}/send/m.room.message/m1", {"msgtype": "m.text", "body": "hi"})
+    hi = alice.put(f"rooms/{q(room_id)}/send/m.room.message/m1", {"msgtype": "m.text",
+                   "body": "hi"}).body["event_id"]  # fmt: skip
     listing = admin.get(f"{A}/v1/rooms", params={"search_term": tag}).body
     assert listing["total_rooms"] == 1
     entry = listing["rooms"][0]
@@ -144,6 +145,19 @@ def test_rooms_listing_details_and_reads(admin: Client, alice: Client, bob: Clie
     assert "hi" in [e["content"].get("body") for e in messages["chunk"]]
     extremities = admin.get(f"{A}/v1/rooms/{q(room_id)}/forward_extremities").body
     assert extremities["count"] == 1
+    # The admin is not in the room, yet reads around an event and finds one by time.
+    context = admin.get(f"{A}/v1/rooms/{q(room_id)}/context/{q(hi)}", params={"limit": "4"})
+    assert context.status == 200, context
+    assert context.body["event"]["content"]["body"] == "hi"
+    assert any(e["type"] == "m.room.member" for e in context.body["events_before"])
+    assert admin.get(f"{A}/v1/rooms/{q(room_id)}/context/{q('$nope')}").status == 404
+    sent_ts = context.body["event"]["origin_server_ts"]
+    found = admin.get(f"{A}/v1/rooms/{q(room_id)}/timestamp_to_event",
+                      params={"ts": str(sent_ts), "dir": "f"})  # fmt: skip
+    assert found.body == {"event_id": hi, "origin_server_ts": sent_ts}, found
+    bad_ts = admin.get(f"{A}/v1/rooms/{q(room_id)}/timestamp_to_event", params={"ts": "x"})
+    assert bad_ts.status == 400
+    assert alice.get(f"{A}/v1/rooms/{q(room_id)}/context/{q(hi)}").status == 403
     assert admin.put(f"{A}/v1/rooms/{q(room_id)}/block", {"block": True}).body == {"block": True}
     assert admin.get(f"{A}/v1/rooms/{q(room_id)}/block").body["block"] is True
     assert admin.get(f"{A}/v1/rooms/{q('!nope:x')}").status == 404

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 from homeserver.api.admin.users import ADMIN, page, query_flag
 from homeserver.errors import Codes, MatrixError, bad_json, not_found
 from homeserver.http.server import MatrixRequest, Router
-from homeserver.http.servlet import parse_json_object, query_int, query_string
+from homeserver.http.servlet import parse_json_object, query_int, query_required, query_string
 from homeserver.services.auth import Requester
 from homeserver.services.room_access import parse_stream_token
 from homeserver.services.room_shutdown import DELETE_ROOM, PURGE_HISTORY
+from homeserver.streams import parse_position
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -100,6 +101,28 @@ def register(hs: HomeServer, router: Router) -> None:
         if len(rows) == limit:
             body["end"] = f"s{rows[-1][1] - 1}" if backwards else f"s{rows[-1][1]}"
         return 200, body
+
+    async def room_context(request: MatrixRequest, room_id: str, event_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.room_json(room_id)
+        limit = query_int(request, "limit", 10, minimum=0, maximum=100)
+        context = await hs.room_reads.context(requester, room_id, event_id, limit, as_admin=True)
+        await admin.audit(request, requester, "room.context", room_id=room_id)
+        return 200, context
+
+    async def timestamp_to_event(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        await admin.room_json(room_id)
+        ts = parse_position(query_required(request, "ts"))
+        if ts is None:
+            raise MatrixError(400, Codes.INVALID_PARAM,
+                              "ts must be a non-negative integer (milliseconds)")  # fmt: skip
+        forwards = query_string(request, "dir", "f", ("f", "b")) == "f"
+        event_id = await hs.stores.events.get_event_by_timestamp(room_id, ts, forwards)
+        event = await hs.room_events.get_event(event_id) if event_id else None
+        if event is None:
+            raise not_found("No event found")
+        return 200, {"event_id": event.event_id, "origin_server_ts": event.data["origin_server_ts"]}
 
     async def forward_extremities(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
@@ -316,6 +339,10 @@ def register(hs: HomeServer, router: Router) -> None:
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/members", room_members, "admin_room_members")
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/state", room_state, "admin_room_state")
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/messages", room_messages, "admin_room_messages")
+    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/context/{{event_id}}", room_context,
+        "admin_room_context")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/timestamp_to_event", timestamp_to_event,
+        "admin_timestamp_to_event")  # fmt: skip
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/forward_extremities", forward_extremities,
         "admin_forward_extremities")  # fmt: skip
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/block", get_block, "admin_room_block")
