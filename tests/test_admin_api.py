@@ -181,6 +181,12 @@ def test_moderation_flow_and_account_states(
     assert shown["event_json"]["content"]["body"] == "something awful"
     fetched = admin.get(f"{A}/v1/fetch_event/{q(bad)}").body
     assert fetched["event"]["event_id"] == bad
+    # Redact what bob sent in the room (the reported event included).
+    redact = admin.post(f"{A}/v1/user/{q(bob.user_id or '')}/redact", {"rooms": [room_id]})
+    assert redact.status == 200, redact
+    wait_for_status(admin, redact.body["redact_id"], path=f"{A}/v1/user/redact_status")
+    gone = alice.get(f"rooms/{q(room_id)}/event/{q(bad)}").body
+    assert gone["content"] == {} and "redacted_because" in gone["unsigned"]
     # Shadow-ban: bob's sends "succeed" but reach nobody.
     assert admin.post(f"{A}/v1/users/{q(bob.user_id or '')}/shadow_ban", {}).status == 200
     ghost = bob.put(f"rooms/{q(room_id)}/send/m.room.message/ghost", {"msgtype": "m.text",
