@@ -107,6 +107,7 @@ def test_user_rooms_data_and_media(admin: Client, alice: Client, bob: Client) ->
     assert room_id in joined["joined_rooms"] and joined["total"] >= 1
     memberships = admin.get(f"{A}/v1/users/{q(bob.user_id or '')}/memberships").body
     assert memberships["memberships"][room_id] == "join"
+    assert memberships["total"] == len(memberships["memberships"])
     data = admin.get(f"{A}/v1/users/{q(alice.user_id or '')}/accountdata").body
     assert data["account_data"]["global"]["org.example.secret"] == {"x": 1}
     assert admin.get(f"{A}/v1/users/{q(alice.user_id or '')}/pushers").body["total"] == 0
@@ -314,6 +315,10 @@ def test_room_delete_moves_members_out_blocks_and_purges(
     new_room = shutdown["new_room_id"]
     assert new_room in alice.get("joined_rooms").body["joined_rooms"]
     by_room = admin.get(f"{A}/v2/rooms/{q(room_id)}/delete_status").body
+    tasks = admin.get(f"{A}/v1/scheduled_tasks", params={"resource_id": room_id}).body
+    assert [(t["action"], t["status"]) for t in tasks["scheduled_tasks"]] == [
+        ("shutdown_and_purge_room", "complete")
+    ]
     assert by_room["results"][0]["delete_id"] == resp.body["delete_id"]
     assert db_rows(server, "SELECT COUNT(*) FROM events WHERE room_id = ?", (room_id,))[0][0] == 0
     assert admin.get(f"{A}/v1/rooms/{q(room_id)}").status == 404
@@ -538,6 +543,19 @@ def test_media_quarantine_protection_and_cleanup(admin: Client, alice: Client, b
     quarantined = admin.post(f"{A}/v1/user/{q(alice.user_id or '')}/media/quarantine", {})
     assert quarantined.body["num_quarantined"] == 1  # the protected one is spared
     assert download(keep) == 200 and download(bad) == 404
+    # The user's media listing and each file's info show who quarantined what.
+    shown = admin.get(f"{A}/v1/users/{q(alice.user_id or '')}/media",
+                      params={"order_by": "media_length", "dir": "b"}).body["media"]  # fmt: skip
+    by_id = {m["media_id"]: m for m in shown}
+    assert by_id[bad]["quarantined_by"] == admin.user_id
+    assert by_id[keep]["safe_from_quarantine"] is True and by_id[keep]["quarantined_by"] is None
+    assert [m["media_length"] for m in shown] == sorted((m["media_length"] for m in shown),
+                                                        reverse=True)  # fmt: skip
+    info = admin.get(f"{A}/v1/media/{name}/{bad}").body["media_info"]
+    assert info["quarantined_by"] == admin.user_id
+    bad_order = admin.get(f"{A}/v1/users/{q(alice.user_id or '')}/media",
+                          params={"order_by": "password"})  # fmt: skip
+    assert bad_order.status == 400
     room_id = create_room(alice)
     in_room = upload(alice, b"posted in a room")
     alice.put(f"rooms/{q(room_id)}/send/m.room.message/img", {"msgtype": "m.file",
@@ -552,7 +570,8 @@ def test_media_quarantine_protection_and_cleanup(admin: Client, alice: Client, b
     deleted = admin.post(f"{A}/v1/media/delete", params={"before_ts": str(int(time.time() *
                          1000) + 1000)})  # fmt: skip
     assert old in deleted.body["deleted_media"] and keep not in deleted.body["deleted_media"]
-    assert admin.post(f"{A}/v1/purge_media_cache", params={"before_ts": "1"}).status == 200
+    purged = admin.post(f"{A}/v1/purge_media_cache", params={"before_ts": "1"}).body
+    assert purged == {"deleted": 0, "total": 0}
     assert admin.post(f"{A}/v1/media/delete").status == 400
 
 

@@ -146,15 +146,19 @@ class AdminStore:
         )
 
     async def user_media(
-        self, user_id: str, offset: int, limit: int, ascending: bool
+        self, user_id: str, order_by: str, offset: int, limit: int, ascending: bool
     ) -> tuple[list[tuple[Any, ...]], int]:
+        """A page of the user's uploads: (media ID, type, name, size, created, quarantined
+        by, protected), ordered by one of USER_MEDIA_ORDERS."""
+        column = USER_MEDIA_ORDERS[order_by]
         direction = "ASC" if ascending else "DESC"
 
         def txn_fn(txn: Txn) -> tuple[list[tuple[Any, ...]], int]:
             total = txn.select_one("SELECT COUNT(*) FROM media WHERE user_id = ?", (user_id,))
             rows = txn.select(
-                "SELECT media_id, content_type, upload_name, size, created_ts FROM media "
-                f"WHERE user_id = ? ORDER BY created_ts {direction}, media_id LIMIT ? OFFSET ?",
+                "SELECT media_id, content_type, upload_name, size, created_ts, quarantined_by, "
+                f"safe_from_quarantine FROM media WHERE user_id = ? "
+                f"ORDER BY {column} {direction}, media_id {direction} LIMIT ? OFFSET ?",
                 (user_id, limit, offset),
             )
             return [tuple(r) for r in rows], int(total[0]) if total else 0
@@ -434,3 +438,12 @@ class AdminStore:
                 (txn_id, event_id),
             ),
         )
+
+
+# Synapse's order_by names for a user's media, and the column each sorts by (we do not
+# track reads, so last_access_ts sorts as created_ts).
+USER_MEDIA_ORDERS = {
+    "media_id": "media_id", "upload_name": "upload_name", "created_ts": "created_ts",
+    "last_access_ts": "created_ts", "media_length": "size", "media_type": "content_type",
+    "quarantined_by": "quarantined_by", "safe_from_quarantine": "safe_from_quarantine",
+}  # fmt: skip

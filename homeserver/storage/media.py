@@ -246,6 +246,9 @@ class MediaStore:
         return (row[0], bool(row[1])) if row else (None, False)
 
     async def remote_quarantined(self, server_name: str, media_id: str) -> bool:
+        return await self.remote_quarantined_by(server_name, media_id) is not None
+
+    async def remote_quarantined_by(self, server_name: str, media_id: str) -> str | None:
         row = await self.db.run(
             "remote_media_quarantined",
             lambda txn: txn.select_one(
@@ -253,7 +256,7 @@ class MediaStore:
                 (server_name, media_id),
             ),
         )
-        return bool(row and row[0])
+        return str(row[0]) if row and row[0] else None
 
     async def user_media_ids_all(self, user_id: str) -> list[str]:
         rows = await self.db.run(

@@ -84,7 +84,8 @@ def register(hs: HomeServer, router: Router) -> None:
         before = parse_position(request.query_arg("before_ts") or "")
         if before is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "before_ts is required")
-        return 200, {"deleted": await hs.media.purge_remote_cache(before)}
+        deleted = await hs.media.purge_remote_cache(before)
+        return 200, {"deleted": deleted, "total": deleted}
 
     a = "/_synapse/admin/v1"
     router.add("POST", f"{a}/media/quarantine/{{server_name}}/{{media_id}}", quarantine,

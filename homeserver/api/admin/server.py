@@ -49,7 +49,22 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def scheduled_tasks(request: MatrixRequest) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
-        return 200, {"scheduled_tasks": []}
+        status = query_string(request, "job_status") or query_string(request, "status")
+        tasks = await hs.tasks.store.tasks(
+            resource_id=query_string(request, "resource_id"),
+            statuses=(status,) if status else None,
+        )
+        action = query_string(request, "action_name")
+        latest = parse_position(query_string(request, "max_timestamp") or "")
+        found = [
+            {"id": t["id"], "action": t["action"], "status": t["status"],
+             "timestamp_ms": t["updated_ts"], "resource_id": t["resource_id"],
+             "result": t["result"], "error": t["error"]}
+            for t in tasks
+            if (action is None or t["action"] == action)
+            and (latest is None or t["updated_ts"] <= latest)
+        ]  # fmt: skip
+        return 200, {"scheduled_tasks": found}
 
     async def audit_log(request: MatrixRequest) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
@@ -114,12 +129,17 @@ def register(hs: HomeServer, router: Router) -> None:
         )
         if info is None:
             raise not_found("Unknown media")
+        if server_name == hs.config.server_name:
+            quarantined_by, protected = await hs.media.store.quarantined_by(media_id)
+        else:
+            quarantined_by = await hs.media.store.remote_quarantined_by(server_name, media_id)
+            protected = False
         return 200, {"media_info": {
             "media_origin": server_name, "user_id": info.user_id or None,
             "media_id": media_id, "media_type": info.content_type,
             "media_length": info.size, "upload_name": info.upload_name,
             "created_ts": info.created_ts, "last_access_ts": info.created_ts,
-            "quarantined_by": None, "safe_from_quarantine": False,
+            "quarantined_by": quarantined_by, "safe_from_quarantine": protected,
         }}  # fmt: skip
 
     async def send_notice(request: MatrixRequest, txn_id: str | None = None) -> tuple[int, Any]:

@@ -10,6 +10,7 @@ from homeserver.errors import Codes, MatrixError, bad_json, invalid_param, not_f
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import optional, parse_json_object, query_int, query_string
 from homeserver.services.room_shutdown import REDACT_USER
+from homeserver.storage.admin import USER_MEDIA_ORDERS
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -240,7 +241,7 @@ def register(hs: HomeServer, router: Router) -> None:
             for room_id in await hs.stores.events.get_rooms_for_user(user_id, [membership]):
                 result[room_id] = membership
         await admin.audit(request, requester, "user.memberships", user_id)
-        return 200, {"memberships": result}
+        return 200, {"memberships": result, "total": len(result)}
 
     async def pushers(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
@@ -267,11 +268,14 @@ def register(hs: HomeServer, router: Router) -> None:
         await admin.require_user(user_id)
         offset, limit = page(request)
         direction = query_string(request, "dir", "f", ("f", "b"))
-        rows, total = await store.user_media(user_id, offset, limit, direction == "f")
+        order_by = query_string(request, "order_by", None, tuple(USER_MEDIA_ORDERS))
+        rows, total = await store.user_media(
+            user_id, order_by or "created_ts", offset, limit, direction == "f"
+        )
         media = [
             {"media_id": r[0], "media_type": r[1], "upload_name": r[2], "media_length": r[3],
-             "created_ts": r[4], "last_access_ts": r[4], "quarantined_by": None,
-             "safe_from_quarantine": False}
+             "created_ts": r[4], "last_access_ts": r[4], "quarantined_by": r[5],
+             "safe_from_quarantine": bool(r[6])}
             for r in rows
         ]  # fmt: skip
         await admin.audit(request, requester, "user.media", user_id)
@@ -309,7 +313,8 @@ def register(hs: HomeServer, router: Router) -> None:
         if owner is None:
             raise not_found("No user has this address")
         await admin.audit(request, requester, "user.by_threepid", owner)
-        return 200, await admin.user_details(await admin.require_user(owner))
+        details = await admin.user_details(await admin.require_user(owner))
+        return 200, {"user_id": owner, **details}
 
     async def get_override(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
