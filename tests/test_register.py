@@ -259,6 +259,18 @@ def test_registration_tokens(server_factory: Callable[..., ServerProcess]) -> No
     assert "access_token" not in refused.body
     assert is_available(client, other)
 
+    # The spent token is listed as invalid; raising its limit (PUT) makes it usable again.
+    valid_tokens = admin.get(TOKENS, params={"valid": "true"}).body["registration_tokens"]
+    invalid_tokens = admin.get(TOKENS, params={"valid": "false"}).body["registration_tokens"]
+    assert token not in [t["token"] for t in valid_tokens]
+    assert token in [t["token"] for t in invalid_tokens]
+    raised = admin.put(f"{TOKENS}/{token}", {"uses_allowed": 2})
+    assert raised.status == 200 and raised.body["uses_allowed"] == 2, raised
+    assert client.get(VALIDITY, params={"token": token}, token=False).body == {"valid": True}
+    assert admin.put(f"{TOKENS}/{token}", {"expiry_time": 1}).body["errcode"] == "M_INVALID_PARAM"
+    assert admin.put(f"{TOKENS}/{token}", {"uses_allowed": "x"}).status == 400
+    assert admin.put(f"{TOKENS}/nope", {"uses_allowed": None}).status == 404
+
 
 def test_non_admin_cannot_use_token_api(client: Client, alice: Client) -> None:
     for resp in (alice.get(TOKENS), alice.post(TOKENS + "/new", {"uses_allowed": 1})):

@@ -122,6 +122,22 @@ class UserStore:
         )
         return [RegistrationToken(*r) for r in rows]
 
+    async def update_registration_token(self, token: str, changes: dict[str, int | None]) -> bool:
+        """Set uses_allowed and/or expiry_time (None lifts the limit); False if no such token."""
+        columns = [c for c in ("uses_allowed", "expiry_time") if c in changes]
+
+        def txn_fn(txn: Txn) -> bool:
+            if not txn.select_one("SELECT 1 FROM registration_tokens WHERE token = ?", (token,)):
+                return False
+            for column in columns:
+                txn.execute(
+                    f"UPDATE registration_tokens SET {column} = ? WHERE token = ?",
+                    (changes[column], token),
+                )
+            return True
+
+        return await self.db.run("update_registration_token", txn_fn)
+
     async def delete_registration_token(self, token: str) -> bool:
         def txn_fn(txn: Txn) -> bool:
             txn.execute("DELETE FROM registration_tokens WHERE token = ?", (token,))
