@@ -97,6 +97,27 @@ def test_create_modify_and_manage_a_user(admin: Client, server: ServerProcess) -
     assert admin.post(f"{A}/v2/users/{q(user_id)}/delete_devices",
                       {"devices": [device_id]}).status == 200  # fmt: skip
     assert user.get("account/whoami").status == 401
+    # Addresses set by the admin, found again by address; one user's address is not another's.
+    address = f"{user_id[1:].split(':')[0]}@example.org"
+    mail = [{"medium": "email", "address": address.upper()}]
+    with_mail = admin.put(f"{A}/v2/users/{q(user_id)}", {"threepids": mail})
+    assert [t["address"] for t in with_mail.body["threepids"]] == [address], with_mail
+    found = admin.get(f"{A}/v1/threepid/email/users/{q(address)}").body
+    assert found["user_id"] == user_id
+    other = new_user(server)
+    clash = admin.put(f"{A}/v2/users/{q(other.user_id or '')}",
+                      {"threepids": [{"medium": "email", "address": address}]})  # fmt: skip
+    assert clash.status == 400 and clash.body["errcode"] == "M_THREEPID_IN_USE"
+    assert admin.put(f"{A}/v2/users/{q(user_id)}", {"threepids": "x"}).status == 400
+    # Deactivated, then reactivated with a new password.
+    assert admin.put(f"{A}/v2/users/{q(user_id)}", {"deactivated": True}).status == 200
+    assert user.login(user_id, "another long password").status == 403
+    refused = admin.put(f"{A}/v2/users/{q(user_id)}", {"deactivated": False})
+    assert refused.status == 400, refused
+    back = admin.put(f"{A}/v2/users/{q(user_id)}", {"deactivated": False,
+                     "password": "a third long password"})  # fmt: skip
+    assert back.status == 200 and back.body["deactivated"] is False, back
+    assert user.login(user_id, "a third long password").status == 200
 
 
 def test_user_rooms_data_and_media(admin: Client, alice: Client, bob: Client) -> None:

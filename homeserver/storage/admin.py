@@ -136,7 +136,8 @@ class AdminStore:
         return _user(row) if row else None
 
     async def set_flag(self, user_id: str, flag: str, value: bool | str | None) -> None:
-        assert flag in ("locked", "suspended", "shadow_banned", "is_admin", "user_type")
+        assert flag in ("locked", "suspended", "shadow_banned", "is_admin", "user_type",
+                        "deactivated")  # fmt: skip
         stored = (1 if value else 0) if isinstance(value, bool) else value
         await self.db.run(
             "admin_set_flag",

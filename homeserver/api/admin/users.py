@@ -110,8 +110,17 @@ def register(hs: HomeServer, router: Router) -> None:
                 hs.auth.account_state_changed()
         if "user_type" in body:
             await store.set_flag(user_id, "user_type", optional(body, "user_type", str))
-        if optional(body, "deactivated", bool, False) and not created:
+        if "threepids" in body:
+            await hs.threepids.replace_for_user(user_id, _threepids(body["threepids"]))
+        deactivated = optional(body, "deactivated", bool)
+        if deactivated and not created:
             await hs.accounts.deactivate(user_id, erase=optional(body, "erase", bool, False))
+        elif deactivated is False and existing is not None and existing.deactivated:
+            # Reactivation: the account needs a way back in (its password was removed).
+            if password is None:
+                raise invalid_param("A password is needed to reactivate a user")
+            await store.set_flag(user_id, "deactivated", False)
+            hs.auth.account_state_changed()
         await admin.audit(request, requester, "user.create" if created else "user.modify",
                           user_id, details={k: True for k in body if k != "password"})  # fmt: skip
         user = await admin.require_user(user_id)
@@ -477,3 +486,13 @@ def register(hs: HomeServer, router: Router) -> None:
     add("DELETE", f"{ADMIN}/v1/users/{{user_id}}/shadow_ban", shadow_ban, "admin_shadow_ban")
     add("GET", f"{ADMIN}/v1/threepid/{{medium}}/users/{{address}}", user_by_threepid,
         "admin_user_by_threepid")  # fmt: skip
+
+
+def _threepids(value: Any) -> list[tuple[str, str]]:
+    """The `threepids` of a user PUT: a list of {medium, address}."""
+    if not isinstance(value, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("medium"), str)
+        and isinstance(t.get("address"), str) for t in value
+    ):  # fmt: skip
+        raise bad_json("threepids must be a list of {medium, address}")
+    return [(t["medium"], t["address"]) for t in value]
