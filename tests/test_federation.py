@@ -182,6 +182,11 @@ def test_remote_user_joins_and_both_sides_talk(
     rooms = admin.get(f"{path}/rooms").body
     assert room_id in [r["room_id"] for r in rooms["rooms"]] and rooms["total"] >= 1
     assert admin.get("/_synapse/admin/v1/federation/destinations/nowhere.test/rooms").status == 404
+    search = {"destination": hs2.server_name[:6], "order_by": "failure_ts"}
+    listed = admin.get("/_synapse/admin/v1/federation/destinations", params=search)
+    assert hs2.server_name in [d["destination"] for d in listed.body["destinations"]], listed
+    none = admin.get("/_synapse/admin/v1/federation/destinations", params={"destination": "zz"})
+    assert none.body == {"destinations": [], "total": 0}
 
 
 def test_local_user_joins_remote_room_by_alias(

@@ -88,7 +88,17 @@ def register(hs: HomeServer, router: Router) -> None:
         offset, limit = page(request)
         rows = await hs.stores.federation.list_destinations()
         found = [_destination(r) for r in rows]
-        return 200, {"destinations": found[offset : offset + limit], "total": len(found)}
+        search = query_string(request, "destination")
+        if search:
+            found = [d for d in found if search.lower() in d["destination"].lower()]
+        order_by = query_string(request, "order_by", None, _DESTINATION_ORDERS) or "destination"
+        found.sort(key=lambda d: (d[order_by] is not None, d[order_by] or 0, d["destination"]))
+        if query_string(request, "dir", "f", ("f", "b")) == "b":
+            found.reverse()
+        body: dict[str, Any] = {"destinations": found[offset : offset + limit], "total": len(found)}
+        if offset + limit < len(found):
+            body["next_token"] = str(offset + limit)
+        return 200, body
 
     async def destination(request: MatrixRequest, name: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
@@ -180,6 +190,10 @@ def register(hs: HomeServer, router: Router) -> None:
     add("GET", f"{ADMIN}/v1/media/{{server_name}}/{{media_id}}", media_info, "admin_media_info")
 
 
+_DESTINATION_ORDERS = ("destination", "retry_last_ts", "retry_interval", "failure_ts",
+                       "last_successful_stream_ordering")  # fmt: skip
+
+
 def _destination(row: tuple[Any, ...]) -> dict[str, Any]:
     name, failure_ts, interval, last_success = row
     return {
@@ -187,5 +201,7 @@ def _destination(row: tuple[Any, ...]) -> dict[str, Any]:
         "retry_last_ts": failure_ts or 0,
         "retry_interval": int(interval or 0),
         "failure_ts": failure_ts,
-        "last_successful_stream_ordering": last_success,
+        # We keep when a send last succeeded, not a stream position.
+        "last_successful_stream_ordering": None,
+        "last_success_ts": last_success,
     }
