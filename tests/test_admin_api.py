@@ -97,6 +97,10 @@ def test_create_modify_and_manage_a_user(admin: Client, server: ServerProcess) -
     assert admin.post(f"{A}/v2/users/{q(user_id)}/delete_devices",
                       {"devices": [device_id]}).status == 200  # fmt: skip
     assert user.get("account/whoami").status == 401
+    made = admin.post(f"{A}/v2/users/{q(user_id)}/devices", {"device_id": "ADMINMADE"})
+    assert made.status == 201, made
+    assert admin.get(f"{A}/v2/users/{q(user_id)}/devices/ADMINMADE").status == 200
+    assert admin.post(f"{A}/v2/users/{q(user_id)}/devices", {}).status == 400
     # Addresses set by the admin, found again by address; one user's address is not another's.
     address = f"{user_id[1:].split(':')[0]}@example.org"
     mail = [{"medium": "email", "address": address.upper()}]

@@ -153,7 +153,8 @@ class AdminService:
             for match in _MXC.finditer(text):
                 uri = f"mxc://{match.group(1)}/{match.group(2)}"
                 (local if match.group(1) == self.hs.config.server_name else remote).add(uri)
-        return {"local": sorted(local), "remote": sorted(remote)}
+        return {"local": sorted(local), "remote": sorted(remote),
+                "total": len(local) + len(remote)}  # fmt: skip
 
 
 _MXC = re.compile(r"mxc://([^/\"\s]+)/([A-Za-z0-9_-]+)")

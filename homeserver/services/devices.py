@@ -41,17 +41,24 @@ class DeviceService:
         refreshable: bool = False,
     ) -> Session:
         """Create (or reuse) a device and give it a fresh access token."""
+        device_id = await self.ensure_device(user_id, device_id, display_name)
+        if refreshable:
+            access, refresh, lifetime = await self.hs.auth.issue_refreshable(user_id, device_id)
+            return Session(user_id, device_id, access, refresh, lifetime)
+        token = await self.hs.auth.issue_token(user_id, device_id)
+        return Session(user_id, device_id, token)
+
+    async def ensure_device(
+        self, user_id: str, device_id: str | None, display_name: str | None
+    ) -> str:
+        """The device, made if it does not exist (no session: the admin API's way)."""
         if device_id is not None and (
             not device_id or len(device_id) > MAX_DEVICE_ID_LENGTH or not device_id.isprintable()
         ):
             raise invalid_param("'device_id' must be 1 to 255 printable characters")
         device_id = device_id or mint_device_id()
         await self.store.ensure_device(user_id, device_id, display_name, self.clock.time_msec())
-        if refreshable:
-            access, refresh, lifetime = await self.hs.auth.issue_refreshable(user_id, device_id)
-            return Session(user_id, device_id, access, refresh, lifetime)
-        token = await self.hs.auth.issue_token(user_id, device_id)
-        return Session(user_id, device_id, token)
+        return device_id
 
     def _with_pending_sightings(
         self, user_id: str, devices: list[DeviceRecord]

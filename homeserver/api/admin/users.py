@@ -32,7 +32,7 @@ def page(request: MatrixRequest) -> tuple[int, int]:
     start = request.query_arg("from") or "0"
     if not re.fullmatch(r"\d{1,9}", start):
         raise MatrixError(400, Codes.INVALID_PARAM, "from must be a non-negative integer")
-    return int(start), query_int(request, "limit", 100, minimum=0, maximum=1000)
+    return int(start), query_int(request, "limit", 100, minimum=0, maximum=10_000)
 
 
 def register(hs: HomeServer, router: Router) -> None:
@@ -198,6 +198,17 @@ def register(hs: HomeServer, router: Router) -> None:
         devices = [device_json(d) for d in await hs.devices.get_devices(user_id)]
         await admin.audit(request, requester, "user.devices", user_id)
         return 200, {"devices": devices, "total": len(devices)}
+
+    async def create_device(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        device_id = optional(parse_json_object(request), "device_id", str)
+        if device_id is None:
+            raise MatrixError(400, Codes.MISSING_PARAM, "device_id is required")
+        await hs.devices.ensure_device(user_id, device_id, None)
+        await admin.audit(request, requester, "user.device_create", user_id,
+                          details={"device_id": device_id})  # fmt: skip
+        return 201, {}
 
     async def get_device(request: MatrixRequest, user_id: str, device_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
@@ -471,6 +482,7 @@ def register(hs: HomeServer, router: Router) -> None:
     add("PUT", f"{ADMIN}/v1/users/{{user_id}}/admin", put_admin, "admin_user_admin")
     add("GET", f"{ADMIN}/v1/whois/{{user_id}}", whois, "admin_whois")
     add("GET", f"{ADMIN}/v2/users/{{user_id}}/devices", list_devices, "admin_devices")
+    add("POST", f"{ADMIN}/v2/users/{{user_id}}/devices", create_device, "admin_devices")
     add("POST", f"{ADMIN}/v2/users/{{user_id}}/delete_devices", delete_devices, "admin_devices")
     add("GET", f"{ADMIN}/v2/users/{{user_id}}/devices/{{device_id}}", get_device, "admin_device")
     add("PUT", f"{ADMIN}/v2/users/{{user_id}}/devices/{{device_id}}", put_device, "admin_device")
