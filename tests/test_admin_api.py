@@ -145,6 +145,18 @@ def test_user_rooms_data_and_media(admin: Client, alice: Client, bob: Client) ->
     assert info["media_length"] == 5 and info["user_id"] == alice.user_id
     stats = admin.get(f"{A}/v1/statistics/users/media").body
     assert alice.user_id in [u["user_id"] for u in stats["users"]]
+    sizes = [u["media_length"] for u in stats["users"]]
+    assert sizes == sorted(sizes, reverse=True)
+    localpart = (alice.user_id or "")[1:].split(":")[0]
+    mine = admin.get(f"{A}/v1/statistics/users/media",
+                     params={"search_term": localpart, "order_by": "user_id"}).body  # fmt: skip
+    assert [u["user_id"] for u in mine["users"]] == [alice.user_id] and mine["total"] == 1
+    assert mine["users"][0]["media_count"] == 1 and mine["users"][0]["media_length"] == 5
+    later = admin.get(f"{A}/v1/statistics/users/media", params={"search_term": localpart,
+                      "from_ts": str(10**15)}).body  # fmt: skip
+    assert later["total"] == 0
+    bad = admin.get(f"{A}/v1/statistics/users/media", params={"from_ts": "yesterday"})
+    assert bad.status == 400
 
 
 def test_rooms_listing_details_and_reads(admin: Client, alice: Client, bob: Client) -> None:

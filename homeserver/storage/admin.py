@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.storage.engine import Database, Txn
+from homeserver.storage.engine import Database, Txn, escape_like
 
 JsonDict = dict[str, Any]
 
@@ -166,13 +166,36 @@ class AdminStore:
 
         return await self.db.run("admin_user_media", txn_fn)
 
-    async def media_statistics(self, offset: int, limit: int) -> tuple[list[tuple[Any, ...]], int]:
+    async def media_statistics(
+        self, search: str | None, since: int | None, until: int | None, order_by: str,
+        ascending: bool, offset: int, limit: int,
+    ) -> tuple[list[tuple[Any, ...]], int]:  # fmt: skip
+        """(user, display name, count, bytes) of local uploaders, filtered by a substring of
+        user ID or display name and by upload time, ordered by one of MEDIA_STATS_ORDERS."""
+        where = ["1 = 1"]
+        args: list[Any] = []
+        if search:
+            where.append("(m.user_id LIKE ? ESCAPE '\\' OR p.value LIKE ? ESCAPE '\\')")
+            args += [f"%{escape_like(search)}%"] * 2
+        if since is not None:
+            where.append("m.created_ts >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("m.created_ts <= ?")
+            args.append(until)
+        source = (
+            "FROM media m LEFT JOIN profiles p ON p.user_id = m.user_id "
+            f"AND p.field = 'displayname' WHERE {' AND '.join(where)}"
+        )
+        direction = "ASC" if ascending else "DESC"
+        order = f"{MEDIA_STATS_ORDERS[order_by]} {direction}, m.user_id {direction}"
+
         def txn_fn(txn: Txn) -> tuple[list[tuple[Any, ...]], int]:
-            total = txn.select_one("SELECT COUNT(DISTINCT user_id) FROM media")
+            total = txn.select_one(f"SELECT COUNT(DISTINCT m.user_id) {source}", args)
             rows = txn.select(
-                "SELECT user_id, COUNT(*), COALESCE(SUM(size), 0) FROM media GROUP BY user_id "
-                "ORDER BY COALESCE(SUM(size), 0) DESC, user_id LIMIT ? OFFSET ?",
-                (limit, offset),
+                f"SELECT m.user_id, MAX(p.value), COUNT(*), COALESCE(SUM(m.size), 0) {source} "
+                f"GROUP BY m.user_id ORDER BY {order} LIMIT ? OFFSET ?",
+                (*args, limit, offset),
             )
             return [tuple(r) for r in rows], int(total[0]) if total else 0
 
@@ -447,4 +470,10 @@ USER_MEDIA_ORDERS = {
     "media_id": "media_id", "upload_name": "upload_name", "created_ts": "created_ts",
     "last_access_ts": "created_ts", "media_length": "size", "media_type": "content_type",
     "quarantined_by": "quarantined_by", "safe_from_quarantine": "safe_from_quarantine",
+}  # fmt: skip
+
+# Synapse's order_by names for media statistics, and the SQL each sorts by.
+MEDIA_STATS_ORDERS = {
+    "user_id": "m.user_id", "displayname": "MAX(p.value)", "media_count": "COUNT(*)",
+    "media_length": "COALESCE(SUM(m.size), 0)",
 }  # fmt: skip

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from homeserver.api.admin.users import ADMIN, page
-from homeserver.errors import bad_json, not_found
+from homeserver.errors import bad_json, invalid_param, not_found
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import parse_json_object, query_string
+from homeserver.storage.admin import MEDIA_STATS_ORDERS
 from homeserver.streams import parse_position
 
 if TYPE_CHECKING:
@@ -26,12 +27,22 @@ def register(hs: HomeServer, router: Router) -> None:
     async def media_statistics(request: MatrixRequest) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
         offset, limit = page(request)
-        rows, total = await admin.store.media_statistics(offset, limit)
-        users = []
-        for user_id, count, length in rows:
-            profile = await hs.stores.profiles.get_profile(user_id)
-            users.append({"user_id": user_id, "displayname": profile.get("displayname"),
-                          "media_count": int(count), "media_length": int(length)})  # fmt: skip
+        order_by = query_string(request, "order_by", None, tuple(MEDIA_STATS_ORDERS))
+        # Biggest uploaders first unless asked otherwise.
+        default_dir = "b" if order_by in (None, "media_count", "media_length") else "f"
+        rows, total = await admin.store.media_statistics(
+            query_string(request, "search_term"),
+            _query_ts(request, "from_ts"),
+            _query_ts(request, "until_ts"),
+            order_by or "media_length",
+            query_string(request, "dir", default_dir, ("f", "b")) == "f",
+            offset, limit,
+        )  # fmt: skip
+        users = [
+            {"user_id": user_id, "displayname": displayname, "media_count": int(count),
+             "media_length": int(length)}
+            for user_id, displayname, count, length in rows
+        ]  # fmt: skip
         body: dict[str, Any] = {"users": users, "total": total}
         if offset + len(rows) < total:
             body["next_token"] = offset + len(rows)
@@ -188,6 +199,16 @@ def register(hs: HomeServer, router: Router) -> None:
     add("POST", f"{ADMIN}/v1/federation/destinations/{{name}}/reset_connection",
         reset_connection, "admin_destination")  # fmt: skip
     add("GET", f"{ADMIN}/v1/media/{{server_name}}/{{media_id}}", media_info, "admin_media_info")
+
+
+def _query_ts(request: MatrixRequest, name: str) -> int | None:
+    value = query_string(request, name)
+    if value is None:
+        return None
+    ts = parse_position(value)
+    if ts is None:
+        raise invalid_param(f"{name} must be a non-negative integer (milliseconds)")
+    return ts
 
 
 _DESTINATION_ORDERS = ("destination", "retry_last_ts", "retry_interval", "failure_ts",
