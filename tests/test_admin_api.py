@@ -181,6 +181,11 @@ def test_rooms_listing_details_and_reads(admin: Client, alice: Client, bob: Clie
     assert any(e["type"] == "m.room.create" for e in state)
     messages = admin.get(f"{A}/v1/rooms/{q(room_id)}/messages", params={"dir": "b"}).body
     assert "hi" in [e["content"].get("body") for e in messages["chunk"]]
+    only_members = admin.get(f"{A}/v1/rooms/{q(room_id)}/messages", params={
+        "dir": "b", "filter": json.dumps({"types": ["m.room.member"]})}).body  # fmt: skip
+    assert only_members["chunk"] and {e["type"] for e in only_members["chunk"]} == {"m.room.member"}
+    first_page = admin.get(f"{A}/v1/rooms/{q(room_id)}/messages", params={"limit": "2"}).body
+    assert first_page["chunk"][0]["type"] == "m.room.create" and "end" in first_page
     extremities = admin.get(f"{A}/v1/rooms/{q(room_id)}/forward_extremities").body
     assert extremities["count"] == 1
     # The admin is not in the room, yet reads around an event and finds one by time.

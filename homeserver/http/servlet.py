@@ -133,3 +133,14 @@ def query_bool(request: MatrixRequest, name: str, default: bool) -> bool:
     if raw in ("false", "0"):
         return False
     raise invalid_param(f"Query parameter {name!r} must be true or false")
+
+
+def query_json_object(request: MatrixRequest, name: str) -> dict[str, Any] | None:
+    """A query parameter holding a JSON object (e.g. an inline `filter`), or None if absent."""
+    raw = query_string(request, name)
+    if raw is None:
+        return None
+    value = parse_json_value(raw.encode())
+    if not isinstance(value, dict):
+        raise bad_json(f"{name} must be a JSON object")
+    return value

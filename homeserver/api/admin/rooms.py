@@ -9,9 +9,15 @@ from typing import TYPE_CHECKING, Any
 from homeserver.api.admin.users import ADMIN, page, query_flag
 from homeserver.errors import Codes, MatrixError, bad_json, not_found
 from homeserver.http.server import MatrixRequest, Router
-from homeserver.http.servlet import parse_json_object, query_int, query_required, query_string
+from homeserver.http.servlet import (
+    parse_json_object,
+    query_int,
+    query_json_object,
+    query_required,
+    query_string,
+)
 from homeserver.services.auth import Requester
-from homeserver.services.room_access import parse_stream_token
+from homeserver.services.room_access import EventFilter
 from homeserver.services.room_shutdown import DELETE_ROOM, PURGE_HISTORY
 from homeserver.streams import parse_position
 
@@ -86,21 +92,14 @@ def register(hs: HomeServer, router: Router) -> None:
     async def room_messages(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
         await admin.room_json(room_id)
-        backwards = query_string(request, "dir", "f", ("f", "b")) == "b"
-        limit = query_int(request, "limit", 10, minimum=1, maximum=1000)
-        start = parse_stream_token(query_string(request, "from"))
-        after, before = (
-            (None, start + 1 if start is not None else None) if backwards else (start, None)
-        )
-        rows = await hs.stores.events.get_room_event_ids(room_id, after, before, backwards,
-                                                          limit)  # fmt: skip
-        events = await hs.room_events.get_events(e for e, _ in rows)
-        chunk = await access.serialize_many([events[e] for e, _ in rows if e in events])
+        messages = await hs.room_reads.messages(
+            requester, room_id, query_string(request, "from"), query_string(request, "to"),
+            query_string(request, "dir", "f", ("f", "b")) == "b",
+            query_int(request, "limit", 10, minimum=1, maximum=1000),
+            EventFilter(query_json_object(request, "filter")), as_admin=True,
+        )  # fmt: skip
         await admin.audit(request, requester, "room.messages", room_id=room_id)
-        body: dict[str, Any] = {"chunk": chunk, "start": f"s{start or 0}"}
-        if len(rows) == limit:
-            body["end"] = f"s{rows[-1][1] - 1}" if backwards else f"s{rows[-1][1]}"
-        return 200, body
+        return 200, messages
 
     async def room_context(request: MatrixRequest, room_id: str, event_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)

@@ -11,9 +11,9 @@ from homeserver.http.servlet import (
     client_v1_paths,
     optional,
     parse_json_object,
-    parse_json_value,
     query_bool,
     query_int,
+    query_json_object,
     query_required,
     query_string,
     require,
@@ -152,12 +152,7 @@ def register(hs: HomeServer, router: Router) -> None:
         requester = await hs.auth.get_user_by_req(request)
         direction = query_string(request, "dir", "b", ("b", "f"))
         limit = query_int(request, "limit", 10, minimum=0, maximum=1000)
-        raw_filter = query_string(request, "filter")
-        filter_json = None
-        if raw_filter is not None:
-            filter_json = parse_json_value(raw_filter.encode())
-            if not isinstance(filter_json, dict):
-                raise bad_json("filter must be a JSON object")
+        filter_json = query_json_object(request, "filter")
         return 200, await reads.messages(
             requester,
             room_id,
