@@ -197,6 +197,14 @@ def test_dehydrated_device_receives_to_device_messages(alice: Client, bob: Clien
     assert got == {"device_id": "DEHYDRATED1", "device_data": data}
     devices = {d["device_id"] for d in alice.get("devices").body["devices"]}
     assert "DEHYDRATED1" in devices
+    from tests.test_shared_secret_registration import shared_secret_register
+
+    admin = shared_secret_register(alice.server, admin=True)
+    listed = admin.get(f"/_synapse/admin/v2/users/{q(alice.user_id or '')}/devices").body
+    flags = {d["device_id"]: d["dehydrated"] for d in listed["devices"]}
+    assert flags["DEHYDRATED1"] is True and not any(
+        v for k, v in flags.items() if k != "DEHYDRATED1"
+    )
     messages = {alice.user_id: {"DEHYDRATED1": {"ciphertext": "k1"}}}
     sent = bob.put("sendToDevice/m.room_key/txn1", {"messages": messages})
     assert sent.status == 200, sent

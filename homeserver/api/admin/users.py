@@ -186,16 +186,19 @@ def register(hs: HomeServer, router: Router) -> None:
         await admin.audit(request, requester, "user.whois", user_id)
         return 200, {"user_id": user_id, "devices": sessions}
 
-    def device_json(device: Any) -> dict[str, Any]:
+    def device_json(device: Any, dehydrated: str | None = None) -> dict[str, Any]:
         return {"device_id": device.device_id, "display_name": device.display_name,
                 "last_seen_ip": device.last_seen_ip, "last_seen_ts": device.last_seen_ts,
                 "last_seen_user_agent": device.last_seen_user_agent,
-                "user_id": device.user_id}  # fmt: skip
+                "user_id": device.user_id,
+                "dehydrated": device.device_id == dehydrated}  # fmt: skip
 
     async def list_devices(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
         await admin.require_user(user_id)
-        devices = [device_json(d) for d in await hs.devices.get_devices(user_id)]
+        found = await hs.stores.e2ee.get_dehydrated_device(user_id)
+        dehydrated = found[0] if found else None
+        devices = [device_json(d, dehydrated) for d in await hs.devices.get_devices(user_id)]
         await admin.audit(request, requester, "user.devices", user_id)
         return 200, {"devices": devices, "total": len(devices)}
 
