@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.federation_harness import FederationCA, make_federating_server, make_test_ca
 from tests.harness import Client, ServerProcess, make_server, new_user, postgres_available
 
 DB_KINDS = ["sqlite", "postgres"]
@@ -74,3 +75,21 @@ def alice(server: ServerProcess) -> Client:
 @pytest.fixture
 def bob(server: ServerProcess) -> Client:
     return new_user(server)
+
+
+@pytest.fixture(scope="module")
+def ca() -> FederationCA:
+    """A certificate authority the federation tests' servers trust (one per module)."""
+    return make_test_ca()
+
+
+@pytest.fixture(scope="module")
+def servers(db_kind: str, ca: FederationCA) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two federating servers over loopback TLS, shared by one test module."""
+    first = make_federating_server(db_kind, ca)
+    second = make_federating_server(db_kind, ca)
+    first.start()
+    second.start()
+    yield first, second
+    first.stop()
+    second.stop()

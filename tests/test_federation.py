@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,27 +22,10 @@ from tests.federation_harness import (
     FederationCA,
     bodies_in,
     make_federating_server,
-    make_test_ca,
     wait_until,
 )
 from tests.harness import Client, ServerProcess, create_room, new_user, q
 from tests.test_shared_secret_registration import shared_secret_register
-
-
-@pytest.fixture(scope="module")
-def ca() -> FederationCA:
-    return make_test_ca()
-
-
-@pytest.fixture(scope="module")
-def servers(db_kind: str, ca: FederationCA) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    hs1 = make_federating_server(db_kind, ca)
-    hs2 = make_federating_server(db_kind, ca)
-    hs1.start()
-    hs2.start()
-    yield hs1, hs2
-    hs1.stop()
-    hs2.stop()
 
 
 def fed_get(server: ServerProcess, ca: FederationCA, path: str, **kwargs: Any) -> requests.Response:

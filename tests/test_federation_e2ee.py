@@ -5,30 +5,11 @@ device-list changes announced, and history decrypted on both sides."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 
 import nio
-import pytest
 
-from tests.federation_harness import FederationCA, make_federating_server, make_test_ca
 from tests.harness import ServerProcess, new_user
 from tests.test_e2ee_private import MEGOLM, housekeeping, logged_in, receive_bodies, sync_once
-
-
-@pytest.fixture(scope="module")
-def ca() -> FederationCA:
-    return make_test_ca()
-
-
-@pytest.fixture(scope="module")
-def servers(db_kind: str, ca: FederationCA) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    hs1 = make_federating_server(db_kind, ca)
-    hs2 = make_federating_server(db_kind, ca)
-    hs1.start()
-    hs2.start()
-    yield hs1, hs2
-    hs1.stop()
-    hs2.stop()
 
 
 async def test_encrypted_conversation_across_servers(

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 from signedjson.key import generate_signing_key
 
@@ -20,7 +18,6 @@ from tests.federation_harness import (
     FederationCA,
     bodies_in,
     make_federating_server,
-    make_test_ca,
     wait_until,
 )
 from tests.harness import Client, ServerProcess, create_room, new_user, q
@@ -28,22 +25,6 @@ from tests.test_federation import send_forged_transaction, signing_key_of
 
 V12 = get_room_version("12")
 assert V12 is not None
-
-
-@pytest.fixture(scope="module")
-def ca() -> FederationCA:
-    return make_test_ca()
-
-
-@pytest.fixture(scope="module")
-def servers(db_kind: str, ca: FederationCA) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    hs1 = make_federating_server(db_kind, ca)
-    evil = make_federating_server(db_kind, ca)
-    hs1.start()
-    evil.start()
-    yield hs1, evil
-    hs1.stop()
-    evil.stop()
 
 
 def shared_room(
