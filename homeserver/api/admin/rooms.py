@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from homeserver.api.admin.users import ADMIN, page, query_flag
+from homeserver.api.admin.users import ADMIN, page, paged, query_flag
 from homeserver.errors import Codes, MatrixError, bad_json, not_found
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import (
@@ -175,10 +175,7 @@ def register(hs: HomeServer, router: Router) -> None:
                 kind, filters, forwards, limit, offset
             )
             chunk = [await _report(hs, row, full=False) for row in rows]
-            body: dict[str, Any] = {f"{kind}_reports": chunk, "total": total}
-            if offset + limit < total:
-                body["next_token"] = offset + limit
-            return 200, body
+            return 200, paged(f"{kind}_reports", chunk, offset, total)
 
         async def show_report(request: MatrixRequest, report_id: str) -> tuple[int, Any]:
             requester = await hs.auth.require_admin(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from homeserver.api.admin.users import ADMIN, page
+from homeserver.api.admin.users import ADMIN, page, paged
 from homeserver.errors import bad_json, invalid_param, not_found
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import parse_json_object, query_string
@@ -43,10 +43,7 @@ def register(hs: HomeServer, router: Router) -> None:
              "media_length": int(length)}
             for user_id, displayname, count, length in rows
         ]  # fmt: skip
-        body: dict[str, Any] = {"users": users, "total": total}
-        if offset + len(rows) < total:
-            body["next_token"] = offset + len(rows)
-        return 200, body
+        return 200, paged("users", users, offset, total)
 
     async def room_sizes(request: MatrixRequest) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
@@ -89,10 +86,7 @@ def register(hs: HomeServer, router: Router) -> None:
             query_string(request, "admin"), query_string(request, "target_user"),
             query_string(request, "action"), when("since"), when("until"), offset, limit,
         )  # fmt: skip
-        body: dict[str, Any] = {"entries": entries, "total": total}
-        if offset + len(entries) < total:
-            body["next_token"] = offset + len(entries)
-        return 200, body
+        return 200, paged("entries", entries, offset, total)
 
     async def destinations(request: MatrixRequest) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
@@ -106,10 +100,7 @@ def register(hs: HomeServer, router: Router) -> None:
         found.sort(key=lambda d: (d[order_by] is not None, d[order_by] or 0, d["destination"]))
         if query_string(request, "dir", "f", ("f", "b")) == "b":
             found.reverse()
-        body: dict[str, Any] = {"destinations": found[offset : offset + limit], "total": len(found)}
-        if offset + limit < len(found):
-            body["next_token"] = str(offset + limit)
-        return 200, body
+        return 200, paged("destinations", found[offset : offset + limit], offset, len(found), str)
 
     async def destination(request: MatrixRequest, name: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
@@ -128,10 +119,7 @@ def register(hs: HomeServer, router: Router) -> None:
             rooms.reverse()
         chunk = [{"room_id": room_id, "stream_ordering": position}
                  for room_id, position in rooms[offset : offset + limit]]  # fmt: skip
-        body: dict[str, Any] = {"rooms": chunk, "total": len(rooms)}
-        if offset + limit < len(rooms):
-            body["next_token"] = str(offset + limit)
-        return 200, body
+        return 200, paged("rooms", chunk, offset, len(rooms), str)
 
     async def reset_connection(request: MatrixRequest, name: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)

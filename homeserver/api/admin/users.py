@@ -35,6 +35,17 @@ def page(request: MatrixRequest) -> tuple[int, int]:
     return int(start), query_int(request, "limit", 100, minimum=0, maximum=10_000)
 
 
+def paged(
+    key: str, chunk: list[Any], offset: int, total: int, token: type[int] | type[str] = int
+) -> dict[str, Any]:
+    """A page of a Synapse admin listing: the chunk under `key`, `total`, and `next_token`
+    (as the int or string Synapse uses for that listing) while more follow."""
+    body: dict[str, Any] = {key: chunk, "total": total}
+    if chunk and offset + len(chunk) < total:
+        body["next_token"] = token(offset + len(chunk))
+    return body
+
+
 def register(hs: HomeServer, router: Router) -> None:
     admin = hs.admin
     store = admin.store
@@ -65,10 +76,7 @@ def register(hs: HomeServer, router: Router) -> None:
                 query_flag(request, "suspended"), user_types,
                 request.query_args("not_user_types") or None,
             )  # fmt: skip
-            body: dict[str, Any] = {"users": [admin.user_json(u) for u in users], "total": total}
-            if offset + len(users) < total:
-                body["next_token"] = str(offset + len(users))
-            return 200, body
+            return 200, paged("users", [admin.user_json(u) for u in users], offset, total, str)
 
         return handler
 
@@ -302,10 +310,7 @@ def register(hs: HomeServer, router: Router) -> None:
             for r in rows
         ]  # fmt: skip
         await admin.audit(request, requester, "user.media", user_id)
-        body: dict[str, Any] = {"media": media, "total": total}
-        if offset + len(rows) < total:
-            body["next_token"] = offset + len(rows)
-        return 200, body
+        return 200, paged("media", media, offset, total)
 
     async def set_suspended(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
