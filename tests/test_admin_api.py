@@ -284,6 +284,8 @@ def test_room_and_user_reports_are_listed_shown_and_deleted_apart_from_event_rep
     assert admin.get(f"{A}/v1/user_reports/{room_report['id']}").status == 404
     assert admin.get(f"{A}/v1/room_reports/{room_report['id']}").body["reason"] == "spam room"
     assert admin.get(f"{A}/v1/room_reports/x").body["errcode"] == "M_INVALID_PARAM"
+    for odd in (q("²"), "9" * 30):  # digits Python's int() takes or SQL cannot hold
+        assert admin.get(f"{A}/v1/room_reports/{odd}").body["errcode"] == "M_INVALID_PARAM"
     assert alice.get(f"{A}/v1/user_reports").status == 403
     assert admin.request("DELETE", f"{A}/v1/user_reports/{user_report['id']}").status == 200
     assert admin.get(f"{A}/v1/user_reports/{user_report['id']}").status == 404
@@ -615,6 +617,14 @@ def test_media_quarantine_protection_and_cleanup(admin: Client, alice: Client, b
     purged = admin.post(f"{A}/v1/purge_media_cache", params={"before_ts": "1"}).body
     assert purged == {"deleted": 0, "total": 0}
     assert admin.post(f"{A}/v1/media/delete").status == 400
+    assert admin.post(f"{A}/v1/media/delete", params={"before_ts": "soon"}).status == 400
+    local = admin.post(f"{A}/v1/media/{name}/delete", params={"before_ts": "1"})
+    assert local.status == 200 and local.body["total"] == 0, local
+    remote = admin.post(f"{A}/v1/media/elsewhere.test/delete", params={"before_ts": "1"})
+    assert remote.status == 400 and remote.body["errcode"] == "M_INVALID_PARAM"
+    huge = admin.get(f"{A}/v1/users/{q(alice.user_id or '')}/sent_invite_count",
+                     params={"from_ts": "9" * 30})  # fmt: skip
+    assert huge.status == 400 and huge.body["errcode"] == "M_INVALID_PARAM"
 
 
 def test_redact_everything_a_user_sent(admin: Client, alice: Client, bob: Client) -> None:

@@ -6,12 +6,13 @@ a few lines long and no malformed input reaches a service.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import msgspec
 
 from homeserver.errors import Codes, MatrixError, bad_json, invalid_param, missing_param
 from homeserver.http.server import MatrixRequest
+from homeserver.streams import parse_position
 
 T = TypeVar("T")
 
@@ -121,6 +122,26 @@ def query_int(
         raise invalid_param(f"Query parameter {name!r} must be at least {minimum}")
     if maximum is not None:
         value = min(value, maximum)
+    elif value > _BIGINT_MAX:
+        # Would overflow the database's 64-bit integers: a 500, not a 400, if let through.
+        raise invalid_param(f"Query parameter {name!r} is too large")
+    return value
+
+
+@overload
+def query_ts(request: MatrixRequest, name: str, required: Literal[True]) -> int: ...
+@overload
+def query_ts(request: MatrixRequest, name: str, required: bool = False) -> int | None: ...
+def query_ts(request: MatrixRequest, name: str, required: bool = False) -> int | None:
+    """A timestamp (milliseconds) query parameter; a bad one is a 400, never ignored."""
+    raw = request.query_arg(name)
+    if raw is None:
+        if required:
+            raise missing_param(name)
+        return None
+    value = parse_position(raw)
+    if value is None:
+        raise invalid_param(f"{name} must be a non-negative integer (milliseconds)")
     return value
 
 
@@ -144,3 +165,6 @@ def query_json_object(request: MatrixRequest, name: str) -> dict[str, Any] | Non
     if not isinstance(value, dict):
         raise bad_json(f"{name} must be a JSON object")
     return value
+
+
+_BIGINT_MAX = 2**63 - 1

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError, not_found
 from homeserver.http.server import MatrixRequest, Router
-from homeserver.streams import parse_position
+from homeserver.http.servlet import query_bool, query_int, query_ts
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -63,13 +63,13 @@ def register(hs: HomeServer, router: Router) -> None:
         await hs.media.store.set_protected(media_id, b"/unprotect/" not in request.path)
         return 200, {}
 
-    async def delete_old(request: MatrixRequest) -> tuple[int, Any]:
+    async def delete_old(request: MatrixRequest, server_name: str | None = None) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
-        before = parse_position(request.query_arg("before_ts") or "")
-        if before is None:
-            raise MatrixError(400, Codes.MISSING_PARAM, "before_ts is required")
-        size_gt = parse_position(request.query_arg("size_gt") or "0") or 0
-        keep_profiles = request.query_arg("keep_profiles") != "false"
+        if server_name is not None and server_name != hs.config.server_name:
+            raise MatrixError(400, Codes.INVALID_PARAM, "Only local media can be deleted")
+        before = query_ts(request, "before_ts", required=True)
+        size_gt = query_int(request, "size_gt", 0)
+        keep_profiles = query_bool(request, "keep_profiles", True)
         candidates = await hs.media.store.old_media(before, size_gt)
         if keep_profiles:
             avatars = await hs.stores.profiles.avatar_media_ids(hs.config.server_name)
@@ -81,9 +81,7 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def purge_cache(request: MatrixRequest) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
-        before = parse_position(request.query_arg("before_ts") or "")
-        if before is None:
-            raise MatrixError(400, Codes.MISSING_PARAM, "before_ts is required")
+        before = query_ts(request, "before_ts", required=True)
         deleted = await hs.media.purge_remote_cache(before)
         return 200, {"deleted": deleted, "total": deleted}
 

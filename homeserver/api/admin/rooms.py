@@ -13,8 +13,8 @@ from homeserver.http.servlet import (
     parse_json_object,
     query_int,
     query_json_object,
-    query_required,
     query_string,
+    query_ts,
 )
 from homeserver.services.auth import Requester
 from homeserver.services.room_access import EventFilter
@@ -112,10 +112,7 @@ def register(hs: HomeServer, router: Router) -> None:
     async def timestamp_to_event(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
         await admin.room_json(room_id)
-        ts = parse_position(query_required(request, "ts"))
-        if ts is None:
-            raise MatrixError(400, Codes.INVALID_PARAM,
-                              "ts must be a non-negative integer (milliseconds)")  # fmt: skip
+        ts = query_ts(request, "ts", required=True)
         forwards = query_string(request, "dir", "f", ("f", "b")) == "f"
         event_id = await hs.stores.events.get_event_by_timestamp(room_id, ts, forwards)
         event = await hs.room_events.get_event(event_id) if event_id else None
@@ -187,9 +184,9 @@ def register(hs: HomeServer, router: Router) -> None:
 
         async def delete_report(request: MatrixRequest, report_id: str) -> tuple[int, Any]:
             requester = await hs.auth.require_admin(request)
-            await _find_report(hs, kind, report_id)
-            await hs.discovery.store.delete_report(int(report_id))
-            await admin.audit(request, requester, "report.delete", details={"id": int(report_id)})
+            report = await _find_report(hs, kind, report_id)
+            await hs.discovery.store.delete_report(int(report[0]))
+            await admin.audit(request, requester, "report.delete", details={"id": int(report[0])})
             return 200, {}
 
         base = f"{ADMIN}/v1/{kind}_reports"
@@ -360,9 +357,10 @@ def _report_kind(row: tuple[Any, ...]) -> str:
 
 
 async def _find_report(hs: HomeServer, kind: str, report_id: str) -> tuple[Any, ...]:
-    if not report_id.isdigit():
+    number = parse_position(report_id)
+    if number is None:
         raise MatrixError(400, Codes.INVALID_PARAM, "The report ID must be an integer")
-    row = await hs.discovery.store.get_report(int(report_id))
+    row = await hs.discovery.store.get_report(number)
     if row is None or _report_kind(row) != kind:
         raise not_found("Report not found")
     return row

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from homeserver.api.admin.users import ADMIN, page, paged
-from homeserver.errors import bad_json, invalid_param, not_found
+from homeserver.errors import bad_json, not_found
 from homeserver.http.server import MatrixRequest, Router
-from homeserver.http.servlet import parse_json_object, query_string
+from homeserver.http.servlet import parse_json_object, query_string, query_ts
 from homeserver.storage.admin import MEDIA_STATS_ORDERS
-from homeserver.streams import parse_position
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -32,8 +31,8 @@ def register(hs: HomeServer, router: Router) -> None:
         default_dir = "b" if order_by in (None, "media_count", "media_length") else "f"
         rows, total = await admin.store.media_statistics(
             query_string(request, "search_term"),
-            _query_ts(request, "from_ts"),
-            _query_ts(request, "until_ts"),
+            query_ts(request, "from_ts"),
+            query_ts(request, "until_ts"),
             order_by or "media_length",
             query_string(request, "dir", default_dir, ("f", "b")) == "f",
             offset, limit,
@@ -63,7 +62,7 @@ def register(hs: HomeServer, router: Router) -> None:
             statuses=(status,) if status else None,
         )
         action = query_string(request, "action_name")
-        latest = parse_position(query_string(request, "max_timestamp") or "")
+        latest = query_ts(request, "max_timestamp")
         found = [
             {"id": t["id"], "action": t["action"], "status": t["status"],
              "timestamp_ms": t["updated_ts"], "resource_id": t["resource_id"],
@@ -78,13 +77,10 @@ def register(hs: HomeServer, router: Router) -> None:
         await hs.auth.require_admin(request)
         offset, limit = page(request)
 
-        def when(name: str) -> int | None:
-            value = request.query_arg(name)
-            return parse_position(value) if value is not None else None
-
         entries, total = await admin.store.audit_entries(
             query_string(request, "admin"), query_string(request, "target_user"),
-            query_string(request, "action"), when("since"), when("until"), offset, limit,
+            query_string(request, "action"), query_ts(request, "since"),
+            query_ts(request, "until"), offset, limit,
         )  # fmt: skip
         return 200, paged("entries", entries, offset, total)
 
@@ -187,16 +183,6 @@ def register(hs: HomeServer, router: Router) -> None:
     add("POST", f"{ADMIN}/v1/federation/destinations/{{name}}/reset_connection",
         reset_connection, "admin_destination")  # fmt: skip
     add("GET", f"{ADMIN}/v1/media/{{server_name}}/{{media_id}}", media_info, "admin_media_info")
-
-
-def _query_ts(request: MatrixRequest, name: str) -> int | None:
-    value = query_string(request, name)
-    if value is None:
-        return None
-    ts = parse_position(value)
-    if ts is None:
-        raise invalid_param(f"{name} must be a non-negative integer (milliseconds)")
-    return ts
 
 
 _DESTINATION_ORDERS = ("destination", "retry_last_ts", "retry_interval", "failure_ts",
