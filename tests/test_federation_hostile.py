@@ -220,6 +220,47 @@ def test_membership_requests_for_other_servers_users_and_unknown_versions(
     assert resp.json()["errcode"] == "M_INCOMPATIBLE_ROOM_VERSION"
 
 
+def test_malformed_membership_events_are_refused_not_crashed_on(
+    servers: tuple[ServerProcess, ServerProcess], ca: FederationCA
+) -> None:
+    hs1, evil = servers
+    _alice, mallory, room_id, state = shared_room(hs1, evil)
+    newcomer = f"@new{secrets.token_hex(3)}:{evil.server_name}"
+    join = {
+        "type": "m.room.member", "room_id": room_id, "sender": newcomer, "state_key": newcomer,
+        "content": {"membership": "join"}, "depth": 50,
+        "origin_server_ts": int(time.time() * 1000),
+        "auth_events": [state[("m.room.power_levels", "")]["event_id"],
+                        state[("m.room.join_rules", "")]["event_id"]],
+    }  # fmt: skip
+    # A content that is not an object, and signatures that are not an object.
+    for bad in ({**join, "prev_events": [], "content": ["join"]},
+                {**join, "prev_events": [], "signatures": "mine"}):  # fmt: skip
+        path = f"/_matrix/federation/v2/send_join/{q(room_id)}/$x"
+        resp = put_signed(hs1, ca, evil, path, bad)
+        assert resp.status_code == 400 and resp.json()["errcode"] == "M_BAD_JSON", resp.text
+    # Properly signed, but built on an event this server never saw.
+    unknown = signed({**join, "prev_events": ["$never" + secrets.token_hex(8)]}, evil)
+    path = f"/_matrix/federation/v2/send_join/{q(room_id)}/{q(compute_event_id(unknown, V12))}"
+    resp = put_signed(hs1, ca, evil, path, unknown)
+    assert resp.status_code == 400 and resp.json()["errcode"] == "M_BAD_JSON", resp.text
+    # An invite whose (unsigned) unsigned section is a list: accepted, its state ignored.
+    invitee = new_user(hs1)
+    remote_room = f"!elsewhere{secrets.token_hex(4)}:{evil.server_name}"
+    invite = signed({
+        "type": "m.room.member", "room_id": remote_room, "sender": mallory.user_id,
+        "state_key": invitee.user_id, "content": {"membership": "invite"}, "depth": 5,
+        "origin_server_ts": int(time.time() * 1000), "prev_events": [], "auth_events": [],
+    }, evil)  # fmt: skip
+    invite_id = compute_event_id(invite, V12)
+    resp = put_signed(hs1, ca, evil, f"/_matrix/federation/v2/invite/{q(remote_room)}/"
+                      f"{q(invite_id)}", {"room_version": "12", "event": {**invite,
+                      "unsigned": ["not", "an", "object"]}})  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert remote_room in invitee.get("sync", params={"timeout": "0"}).body["rooms"]["invite"]
+    assert_healthy(hs1)
+
+
 def test_outbound_requests_never_reach_blacklisted_addresses(
     db_kind: str, ca: FederationCA, servers: tuple[ServerProcess, ServerProcess]
 ) -> None:

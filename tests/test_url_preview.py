@@ -151,3 +151,15 @@ def test_hostile_pages_fail_safe(previewer: Client, site: str) -> None:
     for url in ("file:///etc/passwd", "ftp://example.org/", "javascript:alert(1)", "nothing"):
         assert preview(previewer, url).status == 400, url
     assert preview(previewer, f"{site}/page").status == 200  # still working
+
+
+def test_ipv4_mapped_ipv6_addresses_are_judged_as_the_ipv4_address() -> None:
+    from config.schema import PRIVATE_RANGES
+    from homeserver.http.outbound import AddressFilter
+
+    blocking = AddressFilter(PRIVATE_RANGES)
+    for address in ("127.0.0.1", "::ffff:127.0.0.1", "::ffff:10.1.2.3", "::1"):
+        assert blocking.blocked(address), address
+    assert not blocking.blocked("::ffff:93.184.216.34")
+    allowing = AddressFilter(PRIVATE_RANGES, whitelist=["127.0.0.0/8"])
+    assert not allowing.blocked("::ffff:127.0.0.1")

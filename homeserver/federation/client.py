@@ -166,7 +166,8 @@ class FederationClient:
         signed: bool = True,
         timeout_ms: int | None = None,
     ) -> Any:
-        """One request; the parsed JSON answer, or FederationError."""
+        """One request; the parsed JSON answer (an object: every API we call answers one,
+        so callers may use it as a dict), or FederationError."""
         code, _, content = await self.request_raw(
             destination, method, path, query, body, signed, timeout_ms, MAX_RESPONSE_BYTES
         )
@@ -178,6 +179,8 @@ class FederationClient:
             raise FederationError(destination, f"HTTP {code}: {content[:200]!r}", code, parsed)
         if parsed is None and content:
             raise FederationError(destination, "answer is not JSON", code)
+        if parsed is not None and not isinstance(parsed, dict):
+            raise FederationError(destination, "answer is not a JSON object", code)
         return parsed
 
     async def request_raw(

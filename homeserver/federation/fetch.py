@@ -108,8 +108,8 @@ class FederationEvents:
         )
         if not isinstance(answer, dict):
             raise FederationError(origin, "state_ids answer is not an object")
-        pdu_ids = [e for e in answer.get("pdu_ids") or [] if isinstance(e, str)]
-        chain_ids = [e for e in answer.get("auth_chain_ids") or [] if isinstance(e, str)]
+        pdu_ids = _strings(answer.get("pdu_ids"))
+        chain_ids = _strings(answer.get("auth_chain_ids"))
         await self.fetch_events(origin, room_id, {*pdu_ids, *chain_ids, event_id}, version)
         loaded = await self.events.get_events([*pdu_ids, event_id])
         state: StateIds = {}
@@ -121,3 +121,8 @@ class FederationEvents:
         if include_event and prev is not None and "state_key" in prev.data and not prev.rejected:
             state[(str(prev.data["type"]), str(prev.data["state_key"]))] = event_id
         return state
+
+
+def _strings(value: Any) -> list[str]:
+    """The strings of a list a remote server sent (anything else: none)."""
+    return [e for e in value if isinstance(e, str)] if isinstance(value, list) else []

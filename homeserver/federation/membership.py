@@ -18,10 +18,15 @@ from urllib.parse import quote, urlencode
 from homeserver.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from homeserver.federation.client import FederationError
 from homeserver.federation.event_checks import InvalidPdu, verify_pdu
-from homeserver.services.room_events import EventRejected, SoftFailed, reference_id
+from homeserver.services.room_events import (
+    EventRejected,
+    MissingPrevEvents,
+    SoftFailed,
+    reference_id,
+)
 from homeserver.storage.events import StateIds, StoredEvent
 from rooms.auth import AuthError, check_auth
-from rooms.events import add_content_hash, compute_event_id, sign_event
+from rooms.events import add_content_hash, check_pdu_format, compute_event_id, sign_event
 from rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 
 if TYPE_CHECKING:
@@ -227,8 +232,10 @@ class FederationMembership:
                     event,
                 )
                 stripped = answer.get("knock_room_state") if isinstance(answer, dict) else None
+                if not isinstance(stripped, list):
+                    stripped = []
                 await self.hs.stores.federation.store_invite_state(
-                    event_id, room_id, [e for e in stripped or [] if isinstance(e, dict)][:50]
+                    event_id, room_id, [e for e in stripped if isinstance(e, dict)][:50]
                 )
                 await self.hs.stores.events.store_room(
                     room_id, version.identifier, "", self.hs.clock.time_msec()
@@ -303,9 +310,12 @@ class FederationMembership:
     ) -> tuple[StoredEvent, JsonDict]:
         version = await self.events.room_version(room_id)
         await self._check_acl(origin, room_id)
-        if not isinstance(body, dict):
-            raise bad_json("The event must be an object")
-        via = (body.get("content") or {}).get("join_authorised_via_users_server")
+        try:
+            # The shape first: nothing below may meet a list where an object belongs.
+            check_pdu_format(body, version)
+        except ValueError as e:
+            raise bad_json(f"Invalid event: {e}") from None
+        via = body["content"].get("join_authorised_via_users_server")
         if membership == "join" and isinstance(via, str) and domain_of(via) == self.server_name:
             # We are the authorising server of a restricted join: our signature is what
             # the joining server asks for (the rules below still decide).
@@ -335,6 +345,8 @@ class FederationMembership:
             stored = await self.events.persist_received(event, version)
         except (EventRejected, SoftFailed) as e:
             raise forbidden(f"The rules refuse this {membership}: {e.reason}") from None
+        except MissingPrevEvents:
+            raise bad_json(f"The {membership} must build on events this server has") from None
         return stored, event
 
     async def join_answer(self, stored: StoredEvent, event: JsonDict) -> JsonDict:
@@ -398,7 +410,10 @@ class FederationMembership:
         sign_event(event, version, self.server_name, self.hs.signing_key)
         stripped = body.get("invite_room_state")
         if not isinstance(stripped, list):
-            stripped = (body["event"].get("unsigned") or {}).get("invite_room_state") or []
+            unsigned = body["event"].get("unsigned")
+            stripped = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+            if not isinstance(stripped, list):
+                stripped = []
         await self.hs.stores.federation.store_invite_state(
             event_id, room_id, [s for s in stripped if isinstance(s, dict)][:50]
         )
@@ -412,7 +427,7 @@ class FederationMembership:
         else:
             try:
                 await self.events.persist_received(event, version)
-            except (EventRejected, Exception) as e:
+            except (EventRejected, SoftFailed, MissingPrevEvents) as e:
                 logger.info("Could not persist an invite into a room we are in: %s", e)
         return {"event": event}
 

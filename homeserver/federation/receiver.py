@@ -95,6 +95,11 @@ class FederationReceiver:
             return event_id, f"missing prev events: {e.missing}"
         except FederationError as e:
             return event_id, f"could not fetch what it needs: {e}"
+        except Exception:
+            # One PDU's surprise must not fail the whole transaction (the origin would
+            # resend it, and the PDUs after it, for ever).
+            logger.exception("Could not process %s from %s", event_id, origin)
+            return event_id, "could not be processed"
         return event_id, None
 
     async def ingest(
@@ -139,7 +144,7 @@ class FederationReceiver:
         if not isinstance(found, list):
             return
         for missing in sorted(
-            (e for e in found if isinstance(e, dict)), key=lambda e: e.get("depth", 0)
+            (e for e in found if isinstance(e, dict)), key=lambda e: _depth_of(e)
         ):
             if missing.get("room_id") != room_id:
                 continue
@@ -173,3 +178,9 @@ class FederationReceiver:
         await self.hs.federation_events.fetch_events(origin, room_id, needed, version)
         events = await self.events._auth_closure(needed)
         return resolve_state(state_sets, events, version)
+
+
+def _depth_of(event: JsonDict) -> int:
+    """An event's depth for ordering, whatever a remote server put there."""
+    depth = event.get("depth")
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) else 0

@@ -27,6 +27,8 @@ class AddressFilter:
 
     def blocked(self, address: str) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 reaches 127.0.0.1: judge it as that
         if any(ip in network for network in self._whitelist):
             return False
         return any(ip in network for network in self._blacklist)
