@@ -741,6 +741,8 @@ def test_pusher_validation(alice: Client) -> None:
         dict(good, data={"url": "ftp://push.example.org/_matrix/push/v1/notify"}),
         dict(good, data={"url": "file:///etc/passwd"}),
         dict(good, data={"url": "not a url"}),
+        dict(good, data={"url": "https://push.example.org:99999/notify"}),  # no such port
+        dict(good, data={"url": "http://[::1/notify"}),  # urllib raises on this one
         dict(good, data={}),
         dict(good, data="https://push.example.org/"),
         dict(good, kind="carrier-pigeon"),

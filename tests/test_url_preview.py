@@ -148,7 +148,8 @@ def test_hostile_pages_fail_safe(previewer: Client, site: str) -> None:
         resp = preview(previewer, url)
         assert resp.status in (502, 400), (url, resp)
         assert time.monotonic() - started < 3.5, url
-    for url in ("file:///etc/passwd", "ftp://example.org/", "javascript:alert(1)", "nothing"):
+    for url in ("file:///etc/passwd", "ftp://example.org/", "javascript:alert(1)", "nothing",
+                "http://[::1", "http://example.org:99999/"):  # fmt: skip
         assert preview(previewer, url).status == 400, url
     assert preview(previewer, f"{site}/page").status == 200  # still working
 

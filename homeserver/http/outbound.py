@@ -8,6 +8,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -94,3 +95,18 @@ class FilteredWebEndpoints:
         tls = self.tls_creator if uri.scheme == b"https" else None
         return FilteredEndpoint(self.reactor, self.filter, uri.host.decode("ascii"), uri.port,
                                 tls)  # fmt: skip
+
+
+def parse_http_url(url: object) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL a client gave us, or None if it is not one
+    we could fetch (urllib raises ValueError on some malformed ones, e.g. a bad port)."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)

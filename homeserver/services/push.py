@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse, urlsplit
 
 from cachetools import LRUCache
 from twisted.internet import defer
 
 from homeserver.errors import Codes, MatrixError, not_found
-from homeserver.http.outbound import BlockedAddress
+from homeserver.http.outbound import BlockedAddress, parse_http_url
 from homeserver.storage.events import StoredEvent
 from rooms import push_rules
 from rooms.power_levels import power_levels_from_state
@@ -240,11 +239,8 @@ class PushService:
         data = body.get("data")
         if not isinstance(data, dict):
             raise MatrixError(400, Codes.MISSING_PARAM, "data is required")
-        if kind == "http":
-            url = data.get("url")
-            parsed = urlparse(url) if isinstance(url, str) else None
-            if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise MatrixError(400, Codes.INVALID_PARAM, "data.url must be an http(s) URL")
+        if kind == "http" and parse_http_url(data.get("url")) is None:
+            raise MatrixError(400, Codes.INVALID_PARAM, "data.url must be an http(s) URL")
         if kind == "email":
             raise MatrixError(400, Codes.INVALID_PARAM, "Email pushers are not supported")
         for key in ("app_display_name", "device_display_name", "lang"):
@@ -291,14 +287,16 @@ class PushService:
         }  # fmt: skip
         if device_data.get("format") != "event_id_only":
             notification["content"] = data.get("content")
-        url = urlsplit(str(pusher["data"]["url"]))
+        target = parse_http_url(pusher["data"].get("url"))
+        if target is None:
+            logger.warning("Not pushing for %s: the pusher's URL is unusable", user_id)
+            return
+        _, host, port = target
         try:
             # A pusher's URL is the client's choice: it must not reach inside our network.
-            await self.hs.federation_client.allowed_address(
-                url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
-            )
+            await self.hs.federation_client.allowed_address(host, port)
         except (BlockedAddress, OSError) as e:
-            logger.warning("Not pushing to %s for %s: %s", url.hostname, user_id, e)
+            logger.warning("Not pushing to %s for %s: %s", host, user_id, e)
             return
         try:
             response = await treq.post(

@@ -16,7 +16,7 @@ import json
 import logging
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 import treq
 from twisted.internet import threads
@@ -25,7 +25,7 @@ from twisted.web.http_headers import Headers
 
 from homeserver.errors import Codes, MatrixError
 from homeserver.federation.client import ResponseTooLarge, read_bounded
-from homeserver.http.outbound import AddressFilter, FilteredWebEndpoints
+from homeserver.http.outbound import AddressFilter, FilteredWebEndpoints, parse_http_url
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -109,8 +109,7 @@ class UrlPreviewer:
     async def preview(self, url: str) -> JsonDict:
         if not self.config.url_preview_enabled:
             raise MatrixError(403, Codes.FORBIDDEN, "URL previews are disabled on this server")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parse_http_url(url) is None:
             raise MatrixError(400, Codes.INVALID_PARAM, "Only http and https URLs are previewed")
         cached = await self._cached(url)
         if cached is not None:
@@ -157,8 +156,11 @@ class UrlPreviewer:
             location = response.headers.getRawHeaders(b"location")
             if response.code in (301, 302, 303, 307, 308) and location:
                 response.deliverBody(_Ignore())
-                url = urljoin(url, location[0].decode("latin-1"))
-                if urlsplit(url).scheme not in ("http", "https"):
+                try:
+                    url = urljoin(url, location[0].decode("latin-1"))
+                except ValueError:
+                    url = ""
+                if parse_http_url(url) is None:
                     raise MatrixError(400, Codes.INVALID_PARAM, "Redirected off the web")
                 continue
             if response.code != 200:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import Codes, MatrixError, forbidden
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import client_paths, optional, parse_json_object, require
-from homeserver.services.threepids import VALIDATE_PATH
+from homeserver.services.threepids import EMAIL, VALIDATE_PATH, normalise_email
 from homeserver.services.uia import EMAIL_IDENTITY, PASSWORD
 
 if TYPE_CHECKING:
@@ -89,7 +89,9 @@ def register(hs: HomeServer, router: Router) -> None:
         requester = await hs.auth.get_user_by_req(request)
         body = parse_json_object(request)
         medium, address = require(body, "medium", str), require(body, "address", str)
-        if not await hs.threepids.store.remove(requester.user_id, medium, address.lower()):
+        if medium == EMAIL:
+            address = normalise_email(address)
+        if not await hs.threepids.store.remove(requester.user_id, medium, address):
             raise MatrixError(404, Codes.NOT_FOUND, "No such address on your account")
         return 200, {"id_server_unbind_result": "no-support"}
 

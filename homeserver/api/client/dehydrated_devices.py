@@ -32,9 +32,7 @@ def register(hs: HomeServer, router: Router) -> None:
             existing = await store.get_dehydrated_device(requester.user_id)
             if existing is None or existing[0] != device_id:
                 raise MatrixError(400, Codes.INVALID_PARAM, "That device ID is in use")
-        await hs.stores.devices.ensure_device(
-            requester.user_id, device_id, name, hs.clock.time_msec()
-        )
+        await hs.devices.ensure_device(requester.user_id, device_id, name)
         replaced = await store.set_dehydrated_device(requester.user_id, device_id, device_data)
         if replaced is not None and replaced != device_id:
             await hs.devices.delete_devices(requester.user_id, [replaced])
