@@ -68,9 +68,10 @@ class TaskScheduler:
         task["updated_ts"] = self.hs.clock.time_msec()
         await self.store.save_task(task)
 
-    async def get(self, task_id: str) -> JsonDict:
+    async def get(self, task_id: str, action: str) -> JsonDict:
+        """The task of that kind (a purge ID is no redaction ID); 404 otherwise."""
         found = await self.store.tasks(task_id=task_id)
-        if not found:
+        if not found or found[0]["action"] != action:
             raise not_found("No such task")
         return found[0]
 

@@ -46,14 +46,16 @@ USER_ORDERS = {
 }  # fmt: skip
 
 
-def _user(row: Sequence[Any]) -> AdminUser:
-    def text(value: Any) -> str | None:
-        decoded = json.loads(value) if value else None
-        return decoded if isinstance(decoded, str) else None
+def _profile_text(value: Any) -> str | None:
+    """A profile field as stored (JSON-encoded) when it is a string."""
+    decoded = json.loads(value) if value else None
+    return decoded if isinstance(decoded, str) else None
 
+
+def _user(row: Sequence[Any]) -> AdminUser:
     return AdminUser(
         row[0], int(row[1]), bool(row[2]), bool(row[3]), bool(row[4]), bool(row[5]),
-        bool(row[6]), bool(row[7]), row[8], text(row[9]), text(row[10]),
+        bool(row[6]), bool(row[7]), row[8], _profile_text(row[9]), _profile_text(row[10]),
         int(row[11]) if row[11] is not None else None,
     )  # fmt: skip
 
@@ -197,7 +199,8 @@ class AdminStore:
                 f"GROUP BY m.user_id ORDER BY {order} LIMIT ? OFFSET ?",
                 (*args, limit, offset),
             )
-            return [tuple(r) for r in rows], int(total[0]) if total else 0
+            found = [(r[0], _profile_text(r[1]), r[2], r[3]) for r in rows]
+            return found, int(total[0]) if total else 0
 
         return await self.db.run("admin_media_statistics", txn_fn)
 

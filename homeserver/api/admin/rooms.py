@@ -245,7 +245,7 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def delete_status_by_id(request: MatrixRequest, delete_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
-        return 200, delete_status(await hs.tasks.get(delete_id))
+        return 200, delete_status(await hs.tasks.get(delete_id, DELETE_ROOM))
 
     async def purge_history(
         request: MatrixRequest, room_id: str, event_id: str | None = None
@@ -284,9 +284,7 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def purge_history_status(request: MatrixRequest, purge_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
-        task = await hs.tasks.get(purge_id)
-        if task["action"] != PURGE_HISTORY:
-            raise not_found("No such purge")
+        task = await hs.tasks.get(purge_id, PURGE_HISTORY)
         status = "active" if task["status"] == "scheduled" else task["status"]
         answer: dict[str, Any] = {"status": status, **(task.get("result") or {})}
         if task.get("error"):

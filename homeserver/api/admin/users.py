@@ -450,7 +450,7 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def redact_status(request: MatrixRequest, redact_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
-        task = await hs.tasks.get(redact_id)
+        task = await hs.tasks.get(redact_id, REDACT_USER)
         result = task.get("result") or {}
         failed = result.get("failed_redactions", {})
         return 200, {"status": task["status"], "failed_redactions": failed}
