@@ -555,6 +555,9 @@ def test_server_notices(server_factory: Any) -> None:
     again = admin.put(f"{A}/v1/send_server_notice/txn1", body)
     repeat = admin.put(f"{A}/v1/send_server_notice/txn1", body)
     assert again.body["event_id"] == repeat.body["event_id"]  # idempotent per txn
+    other_admin = shared_secret_register(server, admin=True)
+    theirs = other_admin.put(f"{A}/v1/send_server_notice/txn1", body)
+    assert theirs.status == 200 and theirs.body["event_id"] != again.body["event_id"]
     sync = alice.get("sync", params={"timeout": "0"}).body
     ((room_id, invite),) = sync["rooms"]["invite"].items()
     assert any(e["type"] == "m.room.name" and e["content"]["name"] == "Server Notices"

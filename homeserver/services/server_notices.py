@@ -25,12 +25,14 @@ class ServerNotices:
 
     async def send(
         self, user_id: str, content: JsonDict, event_type: str = "m.room.message",
-        state_key: str | None = None, txn_id: str | None = None,
+        state_key: str | None = None, txn: tuple[str, str] | None = None,
     ) -> str:  # fmt: skip
+        """Send a notice; `txn` (admin, transaction ID) makes a retry return the first
+        notice's event instead of sending again."""
         if self.system_user is None:
             raise MatrixError(400, Codes.UNKNOWN, "Server notices are not enabled on this server")
-        if txn_id is not None:
-            done = await self.hs.admin.store.notice_txn(txn_id)
+        if txn is not None:
+            done = await self.hs.admin.store.notice_txn(*txn)
             if done is not None:
                 return done
         user = await self.hs.stores.users.get_user(user_id)
@@ -40,8 +42,8 @@ class ServerNotices:
         event = await self.hs.room_events.send(
             room_id, self.system_user, event_type, content, state_key=state_key
         )
-        if txn_id is not None:
-            await self.hs.admin.store.record_notice_txn(txn_id, event.event_id)
+        if txn is not None:
+            await self.hs.admin.store.record_notice_txn(*txn, event.event_id)
         return event.event_id
 
     async def _ensure_system_user(self) -> str:

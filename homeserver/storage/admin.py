@@ -447,22 +447,23 @@ class AdminStore:
 
         await self.db.run("set_notice_room", txn_fn)
 
-    async def notice_txn(self, txn_id: str) -> str | None:
+    async def notice_txn(self, admin_id: str, txn_id: str) -> str | None:
         row = await self.db.run(
             "get_notice_txn",
             lambda txn: txn.select_one(
-                "SELECT event_id FROM server_notice_txns WHERE txn_id = ?", (txn_id,)
+                "SELECT event_id FROM server_notice_txns WHERE admin_id = ? AND txn_id = ?",
+                (admin_id, txn_id),
             ),
         )
         return str(row[0]) if row else None
 
-    async def record_notice_txn(self, txn_id: str, event_id: str) -> None:
+    async def record_notice_txn(self, admin_id: str, txn_id: str, event_id: str) -> None:
         await self.db.run(
             "record_notice_txn",
             lambda txn: txn.execute(
-                "INSERT INTO server_notice_txns (txn_id, event_id) VALUES (?, ?) "
-                "ON CONFLICT (txn_id) DO NOTHING",
-                (txn_id, event_id),
+                "INSERT INTO server_notice_txns (admin_id, txn_id, event_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (admin_id, txn_id) DO NOTHING",
+                (admin_id, txn_id, event_id),
             ),
         )
 

@@ -160,7 +160,8 @@ def register(hs: HomeServer, router: Router) -> None:
             raise bad_json("type must be a string")
         if state_key is not None and not isinstance(state_key, str):
             raise bad_json("state_key must be a string")
-        event_id = await hs.server_notices.send(user_id, content, event_type, state_key, txn_id)
+        txn = (requester.user_id, txn_id) if txn_id is not None else None
+        event_id = await hs.server_notices.send(user_id, content, event_type, state_key, txn)
         await admin.audit(request, requester, "user.server_notice", user_id)
         return 200, {"event_id": event_id}
 
