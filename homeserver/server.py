@@ -203,6 +203,7 @@ class HomeServer:
         self.client_ips.start()
         if self.config.federation.enabled:
             defer.ensureDeferred(self.federation_sender.start())
+            self.federation_receiver.start()
         defer.ensureDeferred(self.tasks.resume())
         defer.ensureDeferred(self.admin.start())
 

@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from twisted.internet import defer
 from twisted.internet.defer import DeferredLock
 
 from homeserver.errors import bad_json
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 
 MAX_PDUS_PER_TXN = 50
+# How long an answered transaction ID is remembered: retries come within minutes.
+TXN_MEMORY_MS = 24 * 3_600_000
 MAX_EDUS_PER_TXN = 100
 MISSING_EVENTS_LIMIT = 20
 
@@ -42,6 +45,14 @@ class FederationReceiver:
         self.store = hs.stores.federation
         self.events = hs.room_events
         self._locks: dict[str, DeferredLock] = {}
+
+    def start(self) -> None:
+        """Forget answered transaction IDs once no server would still retry them."""
+        self.hs.clock.looping_call(self._purge_old_transactions, 3_600_000)
+
+    def _purge_old_transactions(self) -> None:
+        cutoff = self.hs.clock.time_msec() - TXN_MEMORY_MS
+        defer.ensureDeferred(self.store.purge_inbound_txns(cutoff))
 
     async def on_transaction(self, origin: str, txn_id: str, body: Any) -> JsonDict:
         if not isinstance(body, dict):
@@ -65,6 +76,8 @@ class FederationReceiver:
                 await self.hs.federation_edus.on_edu(origin, edu)
             response = {"pdus": results}
             await self.store.store_inbound_txn(origin, txn_id, response, self.hs.clock.time_msec())
+        if not lock.locked and not lock.waiting:
+            self._locks.pop(origin, None)  # one lock per origin with work, not per origin ever
         self.hs.federation_sender.wake(origin)
         return response
 
