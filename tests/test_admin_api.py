@@ -248,6 +248,10 @@ def test_moderation_flow_and_account_states(
     refused = bob.put(f"rooms/{q(room_id)}/send/m.room.message/s1", {"msgtype": "m.text",
                       "body": "x"})  # fmt: skip
     assert refused.status == 403 and refused.body["errcode"] == "M_USER_SUSPENDED"
+    no_room = bob.post("createRoom", {})
+    assert no_room.status == 403 and no_room.body["errcode"] == "M_USER_SUSPENDED"
+    no_upgrade = bob.post(f"rooms/{q(room_id)}/upgrade", {"new_version": "12"})
+    assert no_upgrade.status == 403 and no_upgrade.body["errcode"] == "M_USER_SUSPENDED"
     admin.put(f"{A}/v1/suspend/{q(bob.user_id or '')}", {"suspend": False})
     assert bob.put(f"rooms/{q(room_id)}/send/m.room.message/s2", {"msgtype": "m.text",
                    "body": "back"}).status == 200  # fmt: skip

@@ -115,6 +115,7 @@ class RoomService:
     # Creating rooms
 
     async def create_room(self, requester: Requester, body: JsonDict) -> JsonDict:
+        self.require_active(requester)
         user_id = requester.user_id
         version_id = body.get("room_version", self.hs.config.rooms.default_room_version)
         version = get_room_version(version_id) if isinstance(version_id, str) else None
@@ -221,6 +222,7 @@ class RoomService:
         """Replace the room with a new one of ``version_id``: its state carried over, the
         old one tombstoned and silenced, local aliases moved, invite-only rooms' members
         invited again. Returns the new room's ID."""
+        self.require_active(requester)
         user_id = requester.user_id
         old_version = await self.require_room(room_id)
         new_version = get_room_version(version_id)
