@@ -72,6 +72,14 @@ def test_create_modify_and_manage_a_user(admin: Client, server: ServerProcess) -
     assert created.body["displayname"] == "Made By Admin"
     user = Client(server)
     assert user.login(user_id, "a good long password").status == 200
+    # A bad field, or a password the policy refuses, changes nothing (no half-made user).
+    other_id = f"@half{secrets.token_hex(3)}:{server.server_name}"
+    bad_avatar = admin.put(f"{A}/v2/users/{q(other_id)}", {"password": "a good long password",
+                           "avatar_url": 5})  # fmt: skip
+    assert bad_avatar.status == 400, bad_avatar
+    weak = admin.put(f"{A}/v2/users/{q(other_id)}", {"password": "x"})
+    assert weak.status == 400 and weak.body["errcode"] == "M_WEAK_PASSWORD", weak
+    assert admin.get(f"{A}/v2/users/{q(other_id)}").status == 404
     modified = admin.put(f"{A}/v2/users/{q(user_id)}", {"displayname": "Renamed"})
     assert modified.status == 200 and modified.body["displayname"] == "Renamed"
     taken = admin.get(f"{A}/v1/username_available", params={"username": user_id[1:].split(":")[0]})

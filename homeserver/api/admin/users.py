@@ -92,41 +92,50 @@ def register(hs: HomeServer, router: Router) -> None:
         if not hs.accounts.is_local(user_id):
             raise invalid_param("Only users of this server can be managed here")
         existing = await store.get_user(user_id)
-        password = optional(body, "password", str)
         created = existing is None
+        # Every field is checked before anything is written: a bad one changes nothing.
+        password = optional(body, "password", str)
+        if password is not None:
+            password = hs.accounts.validate_new_password(password)
+        displayname = optional(body, "displayname", str)
+        avatar_url = optional(body, "avatar_url", str)
+        make_admin = optional(body, "admin", bool)
+        flags = {flag: optional(body, flag, bool, False) for flag in ("locked", "suspended")
+                 if flag in body}  # fmt: skip
+        user_type = optional(body, "user_type", str)
+        threepids = _threepids(body["threepids"]) if "threepids" in body else None
+        deactivated = optional(body, "deactivated", bool)
+        erase = optional(body, "erase", bool, False)
+        logout_devices = optional(body, "logout_devices", bool, True)
+        reactivate = deactivated is False and existing is not None and existing.deactivated
+        if reactivate and password is None:
+            # The account needs a way back in (deactivation removed its password).
+            raise invalid_param("A password is needed to reactivate a user")
         if created:
             localpart = user_id[1:].split(":", 1)[0]
             await hs.accounts.create_account(
-                localpart, password, admin=optional(body, "admin", bool, False),
-                displayname=optional(body, "displayname", str),
-            )  # fmt: skip
+                localpart, password, admin=bool(make_admin), displayname=displayname
+            )
         elif password is not None:
-            await hs.accounts.change_password(user_id, hs.accounts.validate_new_password(password))
-            if optional(body, "logout_devices", bool, True):
+            await hs.accounts.change_password(user_id, password)
+            if logout_devices:
                 await hs.devices.delete_all_devices(user_id)
         if not created and "displayname" in body:
-            await hs.profiles.set_field(user_id, user_id, "displayname",
-                                        optional(body, "displayname", str))  # fmt: skip
+            await hs.profiles.set_field(user_id, user_id, "displayname", displayname)
         if "avatar_url" in body:
-            await hs.profiles.set_field(user_id, user_id, "avatar_url",
-                                        optional(body, "avatar_url", str))  # fmt: skip
-        if "admin" in body and not created:
-            await store.set_flag(user_id, "is_admin", optional(body, "admin", bool, False))
-        for flag in ("locked", "suspended"):
-            if flag in body:
-                await store.set_flag(user_id, flag, optional(body, flag, bool, False))
-                hs.auth.account_state_changed()
+            await hs.profiles.set_field(user_id, user_id, "avatar_url", avatar_url)
+        if make_admin is not None and not created:
+            await store.set_flag(user_id, "is_admin", make_admin)
+        for flag, value in flags.items():
+            await store.set_flag(user_id, flag, value)
+            hs.auth.account_state_changed()
         if "user_type" in body:
-            await store.set_flag(user_id, "user_type", optional(body, "user_type", str))
-        if "threepids" in body:
-            await hs.threepids.replace_for_user(user_id, _threepids(body["threepids"]))
-        deactivated = optional(body, "deactivated", bool)
+            await store.set_flag(user_id, "user_type", user_type)
+        if threepids is not None:
+            await hs.threepids.replace_for_user(user_id, threepids)
         if deactivated and not created:
-            await hs.accounts.deactivate(user_id, erase=optional(body, "erase", bool, False))
-        elif deactivated is False and existing is not None and existing.deactivated:
-            # Reactivation: the account needs a way back in (its password was removed).
-            if password is None:
-                raise invalid_param("A password is needed to reactivate a user")
+            await hs.accounts.deactivate(user_id, erase=erase)
+        elif reactivate:
             await store.set_flag(user_id, "deactivated", False)
             hs.auth.account_state_changed()
         await admin.audit(request, requester, "user.create" if created else "user.modify",
