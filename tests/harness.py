@@ -334,12 +334,26 @@ def q(value: str) -> str:
 
 def db_rows(server: ServerProcess, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Read the server's own database directly, as an operator could (``?`` placeholders)."""
+    return _on_database(server, sql, params, fetch=True)
+
+
+def db_execute(server: ServerProcess, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Change the server's database behind its back (what a crash or a fork would leave)."""
+    _on_database(server, sql, params, fetch=False)
+
+
+def _on_database(
+    server: ServerProcess, sql: str, params: tuple[Any, ...], fetch: bool
+) -> list[tuple[Any, ...]]:
     if server.db_kind == "sqlite":
         import sqlite3
 
         conn = sqlite3.connect(server.sqlite_path)
         try:
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.execute(sql, params)
+            rows = cursor.fetchall() if fetch else []
+            conn.commit()
+            return rows
         finally:
             conn.close()
     import psycopg2
@@ -348,7 +362,7 @@ def db_rows(server: ServerProcess, sql: str, params: tuple[Any, ...] = ()) -> li
     try:
         cur = pg.cursor()
         cur.execute(sql.replace("?", "%s"), params)
-        rows = cur.fetchall()
+        rows = cur.fetchall() if fetch else []
         pg.commit()
         return [tuple(r) for r in rows]
     finally:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Client, ServerProcess, create_room, join, new_user, q
+from tests.harness import Client, ServerProcess, create_room, db_execute, db_rows, join, new_user, q
+from tests.test_rooms_basic import send
 from tests.test_shared_secret_registration import shared_secret_register
 
 A = "/_synapse/admin"
@@ -451,14 +452,38 @@ def test_force_join_and_make_room_admin(admin: Client, alice: Client, bob: Clien
     assert levels["users"][bob.user_id] == 100
 
 
+def test_deleting_forward_extremities_keeps_the_deepest(server_factory: Any) -> None:
+    """A room left with a dangling branch (here written behind the server's back) is cut
+    back to its newest extremity, and the next message cites only that one."""
+    server = server_factory()
+    owner = new_user(server)
+    admin_user = shared_secret_register(server, admin=True)
+    room_id = create_room(owner)
+    sent = [send(owner, room_id, f"m{i}") for i in range(3)]
+    path = f"{A}/v1/rooms/{q(room_id)}/forward_extremities"
+    assert admin_user.delete(path).body == {"deleted": 0}
+    server.stop(cleanup=False)
+    db_execute(server, "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
+                        (room_id, sent[0]))  # fmt: skip
+    server.start()
+    before = admin_user.get(path).body
+    assert before["count"] == 2 and {r["event_id"] for r in before["results"]} == {sent[0], sent[2]}
+    assert owner.get(path).status == 403
+    assert admin_user.delete(path).body == {"deleted": 1}
+    after = admin_user.get(path).body
+    assert [r["event_id"] for r in after["results"]] == [sent[2]]
+    next_id = send(owner, room_id, "after the cut")
+    cited = db_rows(server, "SELECT prev_event_id FROM event_edges WHERE event_id = ?", (next_id,))
+    assert cited == [(sent[2],)]
+    unknown = admin_user.delete(
+        f"{A}/v1/rooms/{q('!nope:' + server.server_name)}/forward_extremities"
+    )
+    assert unknown.status == 404
+
+
 def test_interrupted_jobs_resume_after_a_restart(server_factory: Any, tmp_path: Any) -> None:
     """A job persisted as scheduled when the server stopped runs when it starts again."""
-    import sqlite3
     import time
-
-    import psycopg2
-
-    from tests.harness import PG_ARGS
 
     server = server_factory()
     owner = new_user(server)
@@ -470,16 +495,7 @@ def test_interrupted_jobs_resume_after_a_restart(server_factory: Any, tmp_path: 
     row = ("resumed1", "shutdown_and_purge_room", room_id, params, "active", now, now)
     sql = ("INSERT INTO scheduled_tasks (id, action, resource_id, params, status, created_ts, "
            "updated_ts) VALUES (?, ?, ?, ?, ?, ?, ?)")  # fmt: skip
-    if server.db_kind == "sqlite":
-        conn = sqlite3.connect(server.sqlite_path)
-        conn.execute(sql, row)
-        conn.commit()
-        conn.close()
-    else:
-        pg = psycopg2.connect(**{**PG_ARGS, "dbname": server.pg_database})
-        pg.cursor().execute(sql.replace("?", "%s"), row)
-        pg.commit()
-        pg.close()
+    db_execute(server, sql, row)
     server.start()
     admin_user.token = admin_user.login(admin_user.user_id or "").body["access_token"]
     done = wait_for_status(admin_user, "resumed1")

@@ -193,6 +193,19 @@ class RoomEventService:
             self._extremities[room_id] = extremities
         return list(extremities)
 
+    async def drop_extremities(self, room_id: str) -> int:
+        """Forget every forward extremity but the deepest (the most recent on ties), so that
+        a room with many dangling branches stops citing them all; returns how many went."""
+        async with self._lock(room_id):
+            events = list((await self.get_events(await self.forward_extremities(room_id))).values())
+            if len(events) < 2:
+                return 0
+            keep = max(events, key=lambda e: (int(e.data.get("depth", 0)), e.stream_ordering))
+            dropped = [e.event_id for e in events if e.event_id != keep.event_id]
+            await self.store.delete_forward_extremities(room_id, dropped)
+            self._extremities[room_id] = [keep.event_id]
+            return len(dropped)
+
     async def joined_users(self, room_id: str) -> set[str]:
         """Who is joined to the room now (kept current as member events are written)."""
         joined = self._joined.get(room_id)

@@ -509,6 +509,15 @@ class EventStore:
         )
         return [r[0] for r in rows]
 
+    async def delete_forward_extremities(self, room_id: str, event_ids: list[str]) -> None:
+        await self.db.run(
+            "delete_forward_extremities",
+            lambda txn: txn.execute_many(
+                "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?",
+                [(room_id, e) for e in event_ids],
+            ),
+        )
+
     async def get_state_group(self, group_id: int) -> StateIds:
         """The full state of a group: walk its delta chain back to a snapshot."""
 

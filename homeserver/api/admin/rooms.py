@@ -131,6 +131,14 @@ def register(hs: HomeServer, router: Router) -> None:
         ]  # fmt: skip
         return 200, {"count": len(result), "results": result}
 
+    async def delete_forward_extremities(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.room_json(room_id)
+        deleted = await hs.room_events.drop_extremities(room_id)
+        await admin.audit(request, requester, "room.forward_extremities.delete", room_id=room_id,
+                          details={"deleted": deleted})  # fmt: skip
+        return 200, {"deleted": deleted}
+
     async def get_block(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
         by = await admin.store.blocked_by(room_id)
@@ -335,6 +343,8 @@ def register(hs: HomeServer, router: Router) -> None:
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/timestamp_to_event", timestamp_to_event,
         "admin_timestamp_to_event")  # fmt: skip
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/forward_extremities", forward_extremities,
+        "admin_forward_extremities")  # fmt: skip
+    add("DELETE", f"{ADMIN}/v1/rooms/{{room_id}}/forward_extremities", delete_forward_extremities,
         "admin_forward_extremities")  # fmt: skip
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/block", get_block, "admin_room_block")
     add("PUT", f"{ADMIN}/v1/rooms/{{room_id}}/block", put_block, "admin_room_block")
