@@ -190,6 +190,10 @@ def test_rooms_listing_details_and_reads(admin: Client, alice: Client, bob: Clie
     assert set(members["members"]) == {alice.user_id, bob.user_id}
     state = admin.get(f"{A}/v1/rooms/{q(room_id)}/state").body["state"]
     assert any(e["type"] == "m.room.create" for e in state)
+    typed = admin.get(f"{A}/v1/rooms/{q(room_id)}/state", params={"type": "m.room.member"})
+    assert sorted(e["state_key"] for e in typed.body["state"]) == sorted(
+        [alice.user_id, bob.user_id]
+    )
     messages = admin.get(f"{A}/v1/rooms/{q(room_id)}/messages", params={"dir": "b"}).body
     assert "hi" in [e["content"].get("body") for e in messages["chunk"]]
     only_members = admin.get(f"{A}/v1/rooms/{q(room_id)}/messages", params={
@@ -458,10 +462,13 @@ def test_deleting_forward_extremities_keeps_the_deepest(server_factory: Any) -> 
     server = server_factory()
     owner = new_user(server)
     admin_user = shared_secret_register(server, admin=True)
-    room_id = create_room(owner)
+    alias = f"#fork{secrets.token_hex(3)}:{server.server_name}"
+    room_id = create_room(owner, room_alias_name=alias[1:].split(":")[0])
     sent = [send(owner, room_id, f"m{i}") for i in range(3)]
     path = f"{A}/v1/rooms/{q(room_id)}/forward_extremities"
     assert admin_user.delete(path).body == {"deleted": 0}
+    by_alias = admin_user.get(f"{A}/v1/rooms/{q(alias)}/forward_extremities").body
+    assert [r["event_id"] for r in by_alias["results"]] == [sent[2]]
     server.stop(cleanup=False)
     db_execute(server, "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
                         (room_id, sent[0]))  # fmt: skip
@@ -686,3 +693,39 @@ def test_redact_everything_a_user_sent(admin: Client, alice: Client, bob: Client
         bobs = [e for e in chunk if e["sender"] == bob.user_id and e["type"] == "m.room.message"]
         assert len(bobs) == 3 and all(e["content"] == {} for e in bobs), bobs
         assert all("redacted_because" in e["unsigned"] for e in bobs)
+
+
+def test_space_hierarchy_shows_an_admin_every_local_room(admin: Client, alice: Client) -> None:
+    """Unlike the client API, the admin's view skips membership and join rules (an
+    invite-only space and its private child are shown to an admin in neither)."""
+    from tests.test_discovery_features import add_child, create_space
+
+    space = create_space(alice, preset="private_chat", name="Hidden space")
+    private = create_room(alice, preset="private_chat", name="Secret")
+    sub = create_space(alice, preset="private_chat")
+    leaf = create_room(alice, preset="private_chat")
+    add_child(alice, space, private, order="a")
+    add_child(alice, space, sub, order="b")
+    add_child(alice, sub, leaf)
+    client_view = admin.get(f"/_matrix/client/v1/rooms/{q(space)}/hierarchy")
+    assert client_view.status == 403
+    path = f"{A}/v1/rooms/{q(space)}/hierarchy"
+    assert alice.get(path).status == 403
+    whole = admin.get(path)
+    assert whole.status == 200, whole
+    assert [r["room_id"] for r in whole.body["rooms"]] == [space, private, sub, leaf]
+    assert whole.body["rooms"][0]["name"] == "Hidden space"
+    assert whole.body["rooms"][0]["join_rule"] == "invite"
+    assert {c["state_key"] for c in whole.body["rooms"][0]["children_state"]} == {private, sub}
+    first = admin.get(path, params={"limit": "2"}).body
+    assert [r["room_id"] for r in first["rooms"]] == [space, private]
+    rest = admin.get(path, params={"limit": "2", "from": first["next_batch"]}).body
+    assert [r["room_id"] for r in rest["rooms"]] == [sub, leaf] and "next_batch" not in rest
+    shallow = admin.get(path, params={"max_depth": "1"}).body
+    assert [r["room_id"] for r in shallow["rooms"]] == [space, private, sub]
+    assert (
+        admin.get(f"{A}/v1/rooms/{q('!gone:' + alice.server.server_name)}/hierarchy").status == 404
+    )
+    assert admin.get(path, params={"max_depth": "-1"}).status == 400
+    actions = [e["action"] for e in admin.get(f"{A}/v1/audit_log").body["entries"]]
+    assert "room.hierarchy" in actions

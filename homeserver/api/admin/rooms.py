@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from homeserver.api.admin.users import ADMIN, page, paged, query_flag
+from homeserver.api.client.discovery_extras import space_hierarchy
 from homeserver.errors import Codes, MatrixError, bad_json, not_found
 from homeserver.http.server import MatrixRequest, Router
 from homeserver.http.servlet import (
@@ -86,8 +87,10 @@ def register(hs: HomeServer, router: Router) -> None:
         requester = await hs.auth.require_admin(request)
         await admin.room_json(room_id)
         state = await hs.room_events.current_state_events(room_id)
+        event_type = query_string(request, "type")
+        events = [e for (t, _), e in state.items() if event_type is None or t == event_type]
         await admin.audit(request, requester, "room.state", room_id=room_id)
-        return 200, {"state": await access.serialize_many(list(state.values()))}
+        return 200, {"state": await access.serialize_many(events)}
 
     async def room_messages(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
@@ -120,8 +123,9 @@ def register(hs: HomeServer, router: Router) -> None:
             raise not_found("No event found")
         return 200, {"event_id": event.event_id, "origin_server_ts": event.data["origin_server_ts"]}
 
-    async def forward_extremities(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+    async def forward_extremities(request: MatrixRequest, room: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
+        room_id = await hs.rooms.resolve_room(room)
         await admin.room_json(room_id)
         events = await hs.room_events.get_events(await hs.room_events.forward_extremities(room_id))
         result = [
@@ -131,13 +135,20 @@ def register(hs: HomeServer, router: Router) -> None:
         ]  # fmt: skip
         return 200, {"count": len(result), "results": result}
 
-    async def delete_forward_extremities(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+    async def delete_forward_extremities(request: MatrixRequest, room: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
+        room_id = await hs.rooms.resolve_room(room)
         await admin.room_json(room_id)
         deleted = await hs.room_events.drop_extremities(room_id)
         await admin.audit(request, requester, "room.forward_extremities.delete", room_id=room_id,
                           details={"deleted": deleted})  # fmt: skip
         return 200, {"deleted": deleted}
+
+    async def hierarchy(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        answer = await space_hierarchy(hs, request, requester, room_id, as_admin=True)
+        await admin.audit(request, requester, "room.hierarchy", room_id=room_id)
+        return 200, answer
 
     async def get_block(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
@@ -342,10 +353,11 @@ def register(hs: HomeServer, router: Router) -> None:
         "admin_room_context")  # fmt: skip
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/timestamp_to_event", timestamp_to_event,
         "admin_timestamp_to_event")  # fmt: skip
-    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/forward_extremities", forward_extremities,
+    add("GET", f"{ADMIN}/v1/rooms/{{room}}/forward_extremities", forward_extremities,
         "admin_forward_extremities")  # fmt: skip
-    add("DELETE", f"{ADMIN}/v1/rooms/{{room_id}}/forward_extremities", delete_forward_extremities,
+    add("DELETE", f"{ADMIN}/v1/rooms/{{room}}/forward_extremities", delete_forward_extremities,
         "admin_forward_extremities")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/hierarchy", hierarchy, "admin_room_hierarchy")
     add("GET", f"{ADMIN}/v1/rooms/{{room_id}}/block", get_block, "admin_room_block")
     add("PUT", f"{ADMIN}/v1/rooms/{{room_id}}/block", put_block, "admin_room_block")
     add("GET", f"{ADMIN}/v1/room/{{room_id}}/media", room_media, "admin_room_media")

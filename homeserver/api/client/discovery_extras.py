@@ -23,6 +23,7 @@ from homeserver.http.servlet import (
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+    from homeserver.services.auth import Requester
 
 
 def register(hs: HomeServer, router: Router) -> None:
@@ -45,14 +46,7 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def hierarchy(request: MatrixRequest, room_id: str) -> tuple[int, Any]:
         requester = await hs.auth.get_user_by_req(request)
-        max_depth = request.query_arg("max_depth")
-        return 200, await discovery.hierarchy(
-            requester, room_id,
-            query_int(request, "max_depth", 0) if max_depth is not None else None,
-            query_bool(request, "suggested_only", False),
-            query_int(request, "limit", 50, minimum=1, maximum=500),
-            query_string(request, "from"),
-        )  # fmt: skip
+        return 200, await space_hierarchy(hs, request, requester, room_id)
 
     async def report_event(request: MatrixRequest, room_id: str, event_id: str) -> tuple[int, Any]:
         requester = await hs.auth.get_user_by_req(request)
@@ -131,3 +125,21 @@ def register(hs: HomeServer, router: Router) -> None:
     add("GET", client_paths("/voip/turnServer"), turn_server, "turn_server")
     add("GET", client_paths("/thirdparty/protocols"), protocols, "thirdparty_protocols")
     add("GET", client_v1_paths("/auth_metadata"), auth_metadata, "auth_metadata")
+
+
+async def space_hierarchy(
+    hs: HomeServer,
+    request: MatrixRequest,
+    requester: Requester,
+    room_id: str,
+    as_admin: bool = False,
+) -> dict[str, Any]:
+    """The hierarchy query parameters, read the same for the client and the admin API."""
+    max_depth = request.query_arg("max_depth")
+    return await hs.discovery.hierarchy(
+        requester, room_id,
+        query_int(request, "max_depth", 0) if max_depth is not None else None,
+        query_bool(request, "suggested_only", False),
+        query_int(request, "limit", 50, minimum=1, maximum=500),
+        query_string(request, "from"), as_admin=as_admin,
+    )  # fmt: skip
