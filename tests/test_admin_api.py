@@ -729,3 +729,45 @@ def test_space_hierarchy_shows_an_admin_every_local_room(admin: Client, alice: C
     assert admin.get(path, params={"max_depth": "-1"}).status == 400
     actions = [e["action"] for e in admin.get(f"{A}/v1/audit_log").body["entries"]]
     assert "room.hierarchy" in actions
+
+
+def test_external_ids_link_a_user_to_an_identity_provider(
+    admin: Client, server: ServerProcess
+) -> None:
+    tag = secrets.token_hex(3)
+    user_id, other_id = (f"@{n}{tag}:{server.server_name}" for n in ("sso", "other"))
+    linked = [{"auth_provider": "oidc", "external_id": f"sub/{tag}:1@x"},
+              {"auth_provider": "saml", "external_id": f"uid-{tag}"}]  # fmt: skip
+    created = admin.put(f"{A}/v2/users/{q(user_id)}", {"password": "a good long password",
+                        "external_ids": linked})  # fmt: skip
+    assert created.status == 201, created
+    assert sorted(created.body["external_ids"], key=str) == sorted(linked, key=str)
+    found = admin.get(f"{A}/v1/auth_providers/oidc/users/{q(linked[0]['external_id'])}")
+    assert found.body == {"user_id": user_id}, found
+    assert admin.get(f"{A}/v1/auth_providers/oidc/users/nobody").status == 404
+    # Another user may not take a linked identity; the refused PUT changes nothing.
+    taken = admin.put(f"{A}/v2/users/{q(other_id)}", {"password": "a good long password",
+                      "external_ids": [linked[1]]})  # fmt: skip
+    assert taken.status == 409, taken
+    assert admin.get(f"{A}/v2/users/{q(other_id)}").status == 404
+    # Likewise for an e-mail address another user holds (checked before the user is made).
+    email = {"medium": "email", "address": f"{tag}@example.org"}
+    assert admin.put(f"{A}/v2/users/{q(user_id)}", {"threepids": [email]}).status == 200
+    held = admin.put(f"{A}/v2/users/{q(other_id)}", {"password": "a good long password",
+                     "threepids": [email]})  # fmt: skip
+    assert held.status == 400 and held.body["errcode"] == "M_THREEPID_IN_USE", held
+    assert admin.get(f"{A}/v2/users/{q(other_id)}").status == 404
+    for bad in ([{"auth_provider": "oidc"}], "oidc", [{"auth_provider": "", "external_id": "x"}]):
+        assert admin.put(f"{A}/v2/users/{q(user_id)}", {"external_ids": bad}).status == 400
+    # A PUT replaces the whole list; deactivation unlinks the account.
+    replaced = admin.put(f"{A}/v2/users/{q(user_id)}", {"external_ids": [linked[1]]}).body
+    assert replaced["external_ids"] == [linked[1]]
+    assert (
+        admin.get(f"{A}/v1/auth_providers/oidc/users/{q(linked[0]['external_id'])}").status == 404
+    )
+    assert admin.post(f"{A}/v1/deactivate/{q(user_id)}", {}).status == 200
+    assert admin.get(f"{A}/v2/users/{q(user_id)}").body["external_ids"] == []
+    assert admin.get(f"{A}/v1/auth_providers/saml/users/uid-{tag}").status == 404
+    # Accounts do not expire here: renewing one is refused as Synapse refuses it when off.
+    renew = admin.post(f"{A}/v1/account_validity/validity", {"user_id": other_id})
+    assert renew.status == 400 and renew.body["errcode"] == "M_UNKNOWN", renew

@@ -284,6 +284,7 @@ class AccountService:
         await self._leave_all_rooms(user_id)
         await self.hs.stores.profiles.delete_profile(user_id)
         await self.hs.threepids.store.remove_all(user_id)
+        await self.users.replace_external_ids(user_id, [])
         if erase:
             await self.hs.stores.account_data.delete_all_for_user(user_id)
             await self.hs.media.delete_user_media(user_id)

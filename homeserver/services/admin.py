@@ -90,7 +90,13 @@ class AdminService:
             for t in await self.hs.threepids.list(user.user_id)
         ]  # fmt: skip
         details.update({
-            "external_ids": [], "appservice_id": None, "consent_server_notice_sent": None,
+            "external_ids": [
+                {"auth_provider": provider, "external_id": external_id}
+                for provider, external_id in await self.hs.stores.users.get_external_ids(
+                    user.user_id
+                )
+            ],
+            "appservice_id": None, "consent_server_notice_sent": None,
             "consent_version": None, "consent_ts": None,
         })  # fmt: skip
         return details

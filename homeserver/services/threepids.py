@@ -141,8 +141,16 @@ class ThreepidService:
 
     async def replace_for_user(self, user_id: str, threepids: list[tuple[str, str]]) -> None:
         """Set the user's addresses to exactly these (an admin vouches for them: no
-        validation mail). Only e-mail is supported; an address another user holds is refused."""
+        validation mail)."""
         now = self.hs.clock.time_msec()
+        addresses = await self.check_replacement(user_id, threepids)
+        await self.store.remove_all(user_id)
+        for address in dict.fromkeys(addresses):
+            await self.store.add(user_id, EMAIL, address, now, now)
+
+    async def check_replacement(self, user_id: str, threepids: list[tuple[str, str]]) -> list[str]:
+        """The normalised addresses, or the error replacing the user's with them would meet:
+        only e-mail is supported, and an address another user holds is refused."""
         addresses = []
         for medium, address in threepids:
             if medium != EMAIL:
@@ -153,9 +161,7 @@ class ThreepidService:
             owner = await self.store.owner(EMAIL, address)
             if owner is not None and owner != user_id:
                 raise MatrixError(400, "M_THREEPID_IN_USE", f"{address} is in use")
-        await self.store.remove_all(user_id)
-        for address in dict.fromkeys(addresses):
-            await self.store.add(user_id, EMAIL, address, now, now)
+        return addresses
 
     async def list(self, user_id: str) -> list[JsonDict]:
         return [

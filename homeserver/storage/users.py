@@ -96,6 +96,40 @@ class UserStore:
             ),
         )
 
+    # External (SSO) identities
+
+    async def get_external_ids(self, user_id: str) -> list[tuple[str, str]]:
+        rows = await self.db.run(
+            "get_external_ids",
+            lambda txn: txn.select(
+                "SELECT auth_provider, external_id FROM user_external_ids WHERE user_id = ? "
+                "ORDER BY auth_provider, external_id",
+                (user_id,),
+            ),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def external_id_owner(self, auth_provider: str, external_id: str) -> str | None:
+        row = await self.db.run(
+            "external_id_owner",
+            lambda txn: txn.select_one(
+                "SELECT user_id FROM user_external_ids WHERE auth_provider = ? AND external_id = ?",
+                (auth_provider, external_id),
+            ),
+        )
+        return row[0] if row else None
+
+    async def replace_external_ids(self, user_id: str, ids: list[tuple[str, str]]) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM user_external_ids WHERE user_id = ?", (user_id,))
+            txn.execute_many(
+                "INSERT INTO user_external_ids (auth_provider, external_id, user_id) "
+                "VALUES (?, ?, ?)",
+                [(provider, external_id, user_id) for provider, external_id in ids],
+            )
+
+        await self.db.run("replace_external_ids", txn_fn)
+
     # Registration tokens
 
     async def create_registration_token(self, token: RegistrationToken) -> bool:

@@ -104,6 +104,13 @@ def register(hs: HomeServer, router: Router) -> None:
                  if flag in body}  # fmt: skip
         user_type = optional(body, "user_type", str)
         threepids = _threepids(body["threepids"]) if "threepids" in body else None
+        if threepids is not None:
+            await hs.threepids.check_replacement(user_id, threepids)
+        external_ids = _external_ids(body["external_ids"]) if "external_ids" in body else None
+        for provider, external_id in external_ids or []:
+            owner = await hs.stores.users.external_id_owner(provider, external_id)
+            if owner is not None and owner != user_id:
+                raise MatrixError(409, Codes.UNKNOWN, "External ID is already in use")
         deactivated = optional(body, "deactivated", bool)
         erase = optional(body, "erase", bool, False)
         logout_devices = optional(body, "logout_devices", bool, True)
@@ -133,6 +140,8 @@ def register(hs: HomeServer, router: Router) -> None:
             await store.set_flag(user_id, "user_type", user_type)
         if threepids is not None:
             await hs.threepids.replace_for_user(user_id, threepids)
+        if external_ids is not None:
+            await hs.stores.users.replace_external_ids(user_id, external_ids)
         if deactivated and not created:
             await hs.accounts.deactivate(user_id, erase=erase)
         elif reactivate:
@@ -353,6 +362,22 @@ def register(hs: HomeServer, router: Router) -> None:
         details = await admin.user_details(await admin.require_user(owner))
         return 200, {"user_id": owner, **details}
 
+    async def user_by_external_id(
+        request: MatrixRequest, provider: str, external_id: str
+    ) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        owner = await hs.stores.users.external_id_owner(provider, external_id)
+        if owner is None:
+            raise not_found("User not found")
+        await admin.audit(request, requester, "user.by_external_id", owner)
+        return 200, {"user_id": owner}
+
+    async def renew_account(request: MatrixRequest) -> tuple[int, Any]:
+        await hs.auth.require_admin(request)
+        # Accounts here do not expire, so there is nothing to renew (Synapse answers the
+        # same when its account validity feature is off).
+        raise MatrixError(400, Codes.UNKNOWN, "Account validity feature is disabled")
+
     async def get_override(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
         await admin.require_user(user_id)
@@ -419,12 +444,6 @@ def register(hs: HomeServer, router: Router) -> None:
         await admin.audit(request, requester, "user.allow_cross_signing_replacement", user_id)
         return 200, {"updatable_without_uia_before_ms": until}
 
-    async def auth_provider(
-        request: MatrixRequest, provider: str, external: str
-    ) -> tuple[int, Any]:
-        await hs.auth.require_admin(request)
-        raise not_found("This server has no external authentication providers")
-
     async def client_admin_state(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
         """The spec's client-API admin calls: /admin/suspend and /admin/lock."""
         requester = await hs.auth.require_admin(request)
@@ -482,8 +501,6 @@ def register(hs: HomeServer, router: Router) -> None:
             "admin_experimental_features")  # fmt: skip
     add("POST", f"{ADMIN}/v1/users/{{user_id}}/_allow_cross_signing_replacement_without_uia",
         allow_key_replacement, "admin_cross_signing_replacement")  # fmt: skip
-    add("GET", f"{ADMIN}/v1/auth_providers/{{provider}}/users/{{external}}", auth_provider,
-        "admin_auth_provider")  # fmt: skip
     for kind in ("suspend", "lock"):
         for method in ("GET", "PUT"):
             add(method, f"/_matrix/client/v1/admin/{kind}/{{user_id}}", client_admin_state,
@@ -515,6 +532,9 @@ def register(hs: HomeServer, router: Router) -> None:
     add("DELETE", f"{ADMIN}/v1/users/{{user_id}}/shadow_ban", shadow_ban, "admin_shadow_ban")
     add("GET", f"{ADMIN}/v1/threepid/{{medium}}/users/{{address}}", user_by_threepid,
         "admin_user_by_threepid")  # fmt: skip
+    add("POST", f"{ADMIN}/v1/account_validity/validity", renew_account, "admin_account_validity")
+    add("GET", f"{ADMIN}/v1/auth_providers/{{provider}}/users/{{external_id}}",
+        user_by_external_id, "admin_user_by_external_id")  # fmt: skip
 
 
 def _threepids(value: Any) -> list[tuple[str, str]]:
@@ -525,3 +545,13 @@ def _threepids(value: Any) -> list[tuple[str, str]]:
     ):  # fmt: skip
         raise bad_json("threepids must be a list of {medium, address}")
     return [(t["medium"], t["address"]) for t in value]
+
+
+def _external_ids(value: Any) -> list[tuple[str, str]]:
+    """The `external_ids` of a user PUT: a list of {auth_provider, external_id}."""
+    if not isinstance(value, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("auth_provider"), str) and e["auth_provider"]
+        and isinstance(e.get("external_id"), str) and e["external_id"] for e in value
+    ):  # fmt: skip
+        raise bad_json("external_ids must be a list of {auth_provider, external_id}")
+    return list(dict.fromkeys((e["auth_provider"], e["external_id"]) for e in value))
