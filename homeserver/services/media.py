@@ -263,11 +263,12 @@ class MediaService:
             await self.store.delete_remote(server_name, media_id)
         return len(old)
 
-    async def delete_user_media(self, user_id: str) -> int:
+    async def delete_user_media(self, user_id: str) -> list[str]:
+        """Every file the user uploaded, with its thumbnails; returns the media IDs."""
         media_ids = await self.store.user_media_ids(user_id)
         for media_id in media_ids:
             await self.delete(media_id)
-        return len(media_ids)
+        return list(media_ids)
 
     async def delete(self, media_id: str) -> bool:
         info = await self.get_info(media_id)

@@ -529,10 +529,9 @@ class RoomService:
             raise invalid_param("Aliases can only be created for this server")
         await self.require_room(room_id)
         rules = self.hs.config.rooms
-        if rules.require_membership_for_aliases or rules.require_power_for_aliases:
-            user = await self.hs.stores.users.get_user(requester.user_id)
-            if not (user and user.is_admin):
-                await self._check_may_alias(requester.user_id, room_id)
+        restricted = rules.require_membership_for_aliases or rules.require_power_for_aliases
+        if restricted and not await self._is_server_admin(requester.user_id):
+            await self._check_may_alias(requester.user_id, room_id)
         if not await self.store.create_alias(alias, room_id, requester.user_id):
             raise MatrixError(409, Codes.UNKNOWN, "Room alias already exists")
 
@@ -553,12 +552,14 @@ class RoomService:
         if found is None:
             raise not_found("Room alias not found")
         room_id, creator = found
-        if creator != requester.user_id:
-            user = await self.hs.stores.users.get_user(requester.user_id)
-            if not (user and user.is_admin) and not await self._has_state_power(
+        if (
+            creator != requester.user_id
+            and not await self._is_server_admin(requester.user_id)
+            and not await self._has_state_power(
                 requester.user_id, room_id, "m.room.canonical_alias"
-            ):
-                raise forbidden("You may not delete this alias")
+            )
+        ):
+            raise forbidden("You may not delete this alias")
         await self.store.delete_alias(alias)
 
     async def grant_top_power(self, room_id: str, target: str) -> None:
@@ -604,9 +605,17 @@ class RoomService:
     ) -> None:
         if visibility not in ("public", "private"):
             raise invalid_param("visibility must be 'public' or 'private'")
-        if not await self._has_state_power(requester.user_id, room_id, "m.room.canonical_alias"):
+        # Server admins may list or unlist any room (moderating the directory is theirs).
+        if not await self._is_server_admin(requester.user_id) and not await self._has_state_power(
+            requester.user_id, room_id, "m.room.canonical_alias"
+        ):
             raise forbidden("You may not change this room's directory visibility")
+        await self.require_room(room_id)
         await self.store.set_room_public(room_id, visibility == "public")
+
+    async def _is_server_admin(self, user_id: str) -> bool:
+        user = await self.hs.stores.users.get_user(user_id)
+        return bool(user and user.is_admin)
 
     async def remote_public_rooms(
         self, server: str, query: dict[str, str] | None, body: JsonDict | None

@@ -23,8 +23,8 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def delete_user_media(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
-        count = await hs.media.delete_user_media(user_id)
-        return 200, {"total": count}
+        deleted = await hs.media.delete_user_media(user_id)
+        return 200, {"deleted_media": deleted, "total": len(deleted)}
 
     async def quarantine(
         request: MatrixRequest, server_name: str, media_id: str

@@ -46,7 +46,13 @@ def register(hs: HomeServer, router: Router) -> None:
         term = (query_string(request, "search_term") or "").lower()
         public = query_flag(request, "public_rooms")
         empty = query_flag(request, "empty_rooms")
-        rooms = [await admin.room_json(r) for r in await admin.store.all_room_ids()]
+        rooms = []
+        for room_id in await admin.store.all_room_ids():
+            try:
+                rooms.append(await admin.room_json(room_id))
+            except MatrixError as e:
+                if e.code != 404:
+                    raise  # (a 404 is a room purged while the list was being read)
         if term:
             rooms = [
                 r for r in rooms
