@@ -447,15 +447,22 @@ class RoomsConfig(_Section):
     # Server admins always may.
     require_membership_for_aliases: bool = True
     require_power_for_aliases: bool = False
+    # A sliding sync connection unused this long is forgotten (its client starts afresh).
+    sliding_sync_connection_lifetime: Duration = "7d"
 
     def __post_init__(self) -> None:
         if self.default_room_version not in [str(v) for v in range(1, 13)]:
             raise ValueError("default_room_version: expected a room version from 1 to 12")
         _normalise(self, "max_sync_timeout", parse_duration_ms)
+        _normalise(self, "sliding_sync_connection_lifetime", parse_duration_ms)
 
     @property
     def max_sync_timeout_ms(self) -> int:
         return int(self.max_sync_timeout)
+
+    @property
+    def sliding_sync_connection_lifetime_ms(self) -> int:
+        return int(self.sliding_sync_connection_lifetime)
 
 
 class HttpConfig(_Section):

@@ -46,6 +46,7 @@ from homeserver.services.room_events import RoomEventService
 from homeserver.services.room_shutdown import RoomShutdown
 from homeserver.services.rooms import RoomService
 from homeserver.services.server_notices import ServerNotices
+from homeserver.services.sliding_sync import SlidingSyncService
 from homeserver.services.sync import SyncService
 from homeserver.services.tasks import TaskScheduler
 from homeserver.services.threepids import ThreepidService
@@ -59,6 +60,7 @@ from homeserver.storage.events import EventStore, StoredEvent
 from homeserver.storage.federation import FederationStore
 from homeserver.storage.profiles import ProfileStore
 from homeserver.storage.push import PushStore
+from homeserver.storage.sliding_sync import SlidingSyncStore
 from homeserver.storage.sync import SyncStore
 from homeserver.storage.users import UserStore
 
@@ -76,6 +78,7 @@ class Stores:
     push: PushStore
     e2ee: E2eeStore
     federation: FederationStore
+    sliding_sync: SlidingSyncStore
 
     @classmethod
     def build(cls, db: Database) -> Stores:
@@ -89,6 +92,7 @@ class Stores:
             PushStore(db),
             E2eeStore(db),
             FederationStore(db),
+            SlidingSyncStore(db),
         )
 
 
@@ -129,6 +133,7 @@ class HomeServer:
         self.presence = PresenceService(self)
         self.receipts = ReceiptService(self, stream_positions.get("receipts", 0))
         self.sync = SyncService(self)
+        self.sliding_sync = SlidingSyncService(self)
         self.push = PushService(self)
         self.e2ee = E2eeService(self, e2ee_positions)
         self.media = MediaService(self)
@@ -206,6 +211,7 @@ class HomeServer:
             self.federation_receiver.start()
         defer.ensureDeferred(self.tasks.resume())
         defer.ensureDeferred(self.admin.start())
+        self.sliding_sync.start()
 
     def build_router(self, resources: Sequence[str]) -> Router:
         from homeserver.api import register_servlets

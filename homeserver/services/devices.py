@@ -95,6 +95,7 @@ class DeviceService:
         self.hs.auth.forget_tokens(revoked)
         for device_id in ids:
             self.hs.client_ips.forget_device(user_id, device_id)
+            await self.hs.stores.sliding_sync.delete_for_device(user_id, device_id)
         if ids:
             await self.hs.e2ee.on_devices_deleted(user_id, ids)
 

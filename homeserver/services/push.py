@@ -80,6 +80,10 @@ class PushService:
             self._effective[user_id] = rules
         return rules
 
+    async def push_rules_event(self, user_id: str) -> JsonDict:
+        """The user's rules as the m.push_rules account data event clients read at start."""
+        return {"type": "m.push_rules", "content": {"global": await self.ruleset(user_id)}}
+
     async def _save(self, user_id: str, rules: JsonDict) -> None:
         await self.store.set_rules(user_id, rules)
         self._rules[user_id] = rules

@@ -115,6 +115,11 @@ class SyncService:
             elif sync_filter.account_data.allows(entry):
                 global_account_data.append(entry)
 
+        if since is None and not any(e["type"] == "m.push_rules" for e in global_account_data):
+            # Rules never changed are not stored as account data; clients still read them here.
+            push_rules = await self.hs.push.push_rules_event(user_id)
+            if sync_filter.account_data.allows(push_rules):
+                global_account_data.append(push_rules)
         receipts = await self.hs.receipts.receipt_events(
             user_id, joined, since.receipts if since else 0, now.receipts
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from homeserver.storage.engine import Database, Row, Txn, escape_like
+from rooms.sliding_sync import BUMP_TYPES
 
 StateKey = tuple[str, str]
 StateIds = dict[StateKey, str]
@@ -233,6 +234,11 @@ class EventStore:
                 )
             if ev.new_state_group is not None:
                 _insert_state_group(txn, ev.room_id, ev.new_state_group)
+            if not ev.backfilled and ev.event_type in BUMP_TYPES:
+                txn.execute(
+                    "UPDATE rooms SET bump_stamp = ? WHERE room_id = ? AND bump_stamp < ?",
+                    (ev.stream_ordering, ev.room_id, ev.stream_ordering),
+                )
             if ev.backfilled:
                 pass  # history from before what we held: the current state stays
             elif ev.replace_current_state is not None:

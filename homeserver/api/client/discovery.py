@@ -38,6 +38,7 @@ UNSTABLE_FEATURES = {
     "org.matrix.msc3814": True,  # dehydrated devices
     "org.matrix.msc3266": True,  # room summaries
     "uk.half-shot.msc2666.query_mutual_rooms": True,  # mutual rooms
+    "org.matrix.simplified_msc3575": True,  # simplified sliding sync (Element X needs it)
 }
 
 

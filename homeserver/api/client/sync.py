@@ -18,6 +18,8 @@ from homeserver.http.servlet import (
 )
 from homeserver.services.filters import SyncFilter
 from homeserver.streams import SyncToken, parse_position
+from rooms.sliding_sync import RequestError as SlidingSyncRequestError
+from rooms.sliding_sync import parse_request as parse_sliding_sync_request
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -57,6 +59,22 @@ def register(hs: HomeServer, router: Router) -> None:
                     raise MatrixError(400, Codes.INVALID_PARAM, "Unknown filter ID")
         sync_filter = SyncFilter.parse(raw_filter)
         return 200, await hs.sync.sync(requester, since, timeout, full_state, sync_filter)
+
+    def sliding_sync(stable: bool) -> Any:
+        async def handler(request: MatrixRequest) -> tuple[int, Any]:
+            requester = await hs.auth.get_user_by_req(request)
+            body = parse_json_object(request, allow_empty=True)
+            query_timeout = request.query_arg("timeout")
+            try:
+                parsed = parse_sliding_sync_request(
+                    body, query_string(request, "pos"),
+                    query_int(request, "timeout", 0) if query_timeout is not None else None,
+                )  # fmt: skip
+            except SlidingSyncRequestError as e:
+                raise MatrixError(400, Codes.INVALID_PARAM, str(e)) from None
+            return 200, await hs.sliding_sync.sync(requester, parsed, stable)
+
+        return handler
 
     async def post_filter(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
         requester = await hs.auth.get_user_by_req(request)
@@ -179,6 +197,9 @@ def register(hs: HomeServer, router: Router) -> None:
 
     add = router.add
     add("GET", client_paths("/sync"), sync, "sync")
+    add("POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+        sliding_sync(stable=False), "sliding_sync")  # fmt: skip
+    add("POST", "/_matrix/client/v4/sync", sliding_sync(stable=True), "sliding_sync")
     add("GET", client_paths("/presence/{user_id}/status"), get_presence, "presence")
     add("PUT", client_paths("/presence/{user_id}/status"), put_presence, "presence")
     add("POST", client_paths("/user/{user_id}/filter"), post_filter, "filter")

@@ -1,0 +1,251 @@
+"""SQL for simplified sliding sync: the user's rooms with their list order, and each
+connection's positions and what it has sent of each room."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from homeserver.storage.engine import Database, Txn
+
+
+@dataclass(frozen=True)
+class RoomMembership:
+    room_id: str
+    membership: str
+    sender: str
+    stream: int
+    forgotten: bool
+    event_id: str
+
+
+@dataclass(frozen=True)
+class SentRoom:
+    """What a connection has sent of a room: events up to ``sent_stream``, while the
+    user's membership was the one at ``membership_stream``, with this room config."""
+
+    sent_stream: int
+    membership_stream: int
+    timeline_limit: int
+    required_state: str
+
+
+class SlidingSyncStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # The user's rooms
+
+    async def get_memberships(self, user_id: str) -> list[RoomMembership]:
+        """The user's current membership in every room they have one in."""
+        rows = await self.db.run(
+            "sliding_sync_memberships",
+            lambda txn: txn.select(
+                "SELECT c.room_id, c.membership, m.sender, m.stream_ordering, m.forgotten, "
+                "c.event_id "
+                "FROM current_state c JOIN room_memberships m ON m.event_id = c.event_id "
+                "WHERE c.type = 'm.room.member' AND c.state_key = ?",
+                (user_id,),
+            ),
+        )
+        return [RoomMembership(r[0], r[1], r[2], int(r[3]), bool(r[4]), r[5]) for r in rows]
+
+    async def get_bump_stamps(self, room_ids: Sequence[str]) -> dict[str, int]:
+        if not room_ids:
+            return {}
+        marks = ",".join("?" * len(room_ids))
+        rows = await self.db.run(
+            "get_bump_stamps",
+            lambda txn: txn.select(
+                f"SELECT room_id, bump_stamp FROM rooms WHERE room_id IN ({marks})",
+                list(room_ids),
+            ),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def get_state_of_type(
+        self, room_ids: Sequence[str], event_type: str
+    ) -> dict[str, list[tuple[str, str]]]:
+        """(state_key, event ID) of the current state events of one type in each room."""
+        if not room_ids:
+            return {}
+        marks = ",".join("?" * len(room_ids))
+        rows = await self.db.run(
+            "get_state_of_type",
+            lambda txn: txn.select(
+                f"SELECT room_id, state_key, event_id FROM current_state "
+                f"WHERE room_id IN ({marks}) AND type = ?",
+                (*room_ids, event_type),
+            ),
+        )
+        found: dict[str, list[tuple[str, str]]] = {}
+        for room_id, state_key, event_id in rows:
+            found.setdefault(room_id, []).append((state_key, event_id))
+        return found
+
+    # Connections
+
+    async def get_connection(
+        self, user_id: str, device_id: str, conn_id: str
+    ) -> tuple[str, int] | None:
+        """The connection's key and when it was last used."""
+        row = await self.db.run(
+            "get_sliding_sync_connection",
+            lambda txn: txn.select_one(
+                "SELECT connection_key, last_used_ts FROM sliding_sync_connections "
+                "WHERE user_id = ? AND device_id = ? AND conn_id = ?",
+                (user_id, device_id, conn_id),
+            ),
+        )
+        return (str(row[0]), int(row[1])) if row else None
+
+    async def new_connection(
+        self, user_id: str, device_id: str, conn_id: str, now_ms: int, keep: int
+    ) -> str:
+        """Start a connection afresh (forgetting one with the same ``conn_id``), keeping at
+        most ``keep`` connections per device (the least recently used go)."""
+        key = secrets.token_hex(12)
+
+        def txn_fn(txn: Txn) -> str:
+            old = txn.select(
+                "SELECT connection_key FROM sliding_sync_connections WHERE user_id = ? "
+                "AND device_id = ? ORDER BY last_used_ts DESC",
+                (user_id, device_id),
+            )
+            existing = txn.select_one(
+                "SELECT connection_key FROM sliding_sync_connections WHERE user_id = ? "
+                "AND device_id = ? AND conn_id = ?",
+                (user_id, device_id, conn_id),
+            )
+            doomed = [r[0] for r in old[max(keep - 1, 0) :]]
+            if existing is not None and existing[0] not in doomed:
+                doomed.append(existing[0])
+            _delete_connections(txn, doomed)
+            txn.execute(
+                "INSERT INTO sliding_sync_connections (connection_key, user_id, device_id, "
+                "conn_id, last_pos, last_used_ts) VALUES (?, ?, ?, ?, 0, ?)",
+                (key, user_id, device_id, conn_id, now_ms),
+            )
+            return key
+
+        return await self.db.run("new_sliding_sync_connection", txn_fn)
+
+    async def get_position(self, key: str, pos: int) -> str | None:
+        row = await self.db.run(
+            "get_sliding_sync_position",
+            lambda txn: txn.select_one(
+                "SELECT token FROM sliding_sync_positions WHERE connection_key = ? AND pos = ?",
+                (key, pos),
+            ),
+        )
+        return str(row[0]) if row else None
+
+    async def confirm_position(self, key: str, pos: int, now_ms: int) -> dict[str, SentRoom]:
+        """The client has what ``pos`` answered: forget every other position (answers it
+        never processed, and older ones), keep one row per room, and return them."""
+
+        def txn_fn(txn: Txn) -> dict[str, SentRoom]:
+            txn.execute(
+                "DELETE FROM sliding_sync_positions WHERE connection_key = ? AND pos <> ?",
+                (key, pos),
+            )
+            txn.execute(
+                "DELETE FROM sliding_sync_rooms WHERE connection_key = ? AND pos > ?", (key, pos)
+            )
+            rows = txn.select(
+                "SELECT room_id, pos, sent_stream, membership_stream, timeline_limit, "
+                "required_state FROM sliding_sync_rooms WHERE connection_key = ? "
+                "ORDER BY room_id, pos",
+                (key,),
+            )
+            latest: dict[str, tuple[int, SentRoom]] = {}
+            for room_id, row_pos, sent, member, limit, state in rows:
+                latest[room_id] = (
+                    int(row_pos),
+                    SentRoom(int(sent), int(member), int(limit), state),
+                )
+            superseded = [
+                (room_id, row_pos) for room_id, row_pos, *_ in rows
+                if int(row_pos) < latest[room_id][0]
+            ]  # fmt: skip
+            txn.execute_many(
+                "DELETE FROM sliding_sync_rooms WHERE connection_key = ? AND room_id = ? "
+                "AND pos = ?",
+                [(key, room_id, row_pos) for room_id, row_pos in superseded],
+            )
+            txn.execute(
+                "UPDATE sliding_sync_connections SET last_used_ts = ? WHERE connection_key = ?",
+                (now_ms, key),
+            )
+            return {room_id: sent for room_id, (_, sent) in latest.items()}
+
+        return await self.db.run("confirm_sliding_sync_position", txn_fn)
+
+    async def add_position(
+        self, key: str, token: str, rooms: dict[str, SentRoom], now_ms: int
+    ) -> int | None:
+        """A new position answering with these rooms sent; None when the connection is
+        gone (replaced by a newer start of the same ``conn_id``)."""
+
+        def txn_fn(txn: Txn) -> int | None:
+            txn.execute(
+                "UPDATE sliding_sync_connections SET last_pos = last_pos + 1, last_used_ts = ? "
+                "WHERE connection_key = ?",
+                (now_ms, key),
+            )
+            row = txn.select_one(
+                "SELECT last_pos FROM sliding_sync_connections WHERE connection_key = ?", (key,)
+            )
+            if row is None:
+                return None
+            pos = int(row[0])
+            txn.execute(
+                "INSERT INTO sliding_sync_positions (connection_key, pos, token) VALUES (?, ?, ?)",
+                (key, pos, token),
+            )
+            txn.execute_many(
+                "INSERT INTO sliding_sync_rooms (connection_key, pos, room_id, sent_stream, "
+                "membership_stream, timeline_limit, required_state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (key, pos, room_id, s.sent_stream, s.membership_stream, s.timeline_limit,
+                     s.required_state)
+                    for room_id, s in rooms.items()
+                ],
+            )  # fmt: skip
+            return pos
+
+        return await self.db.run("add_sliding_sync_position", txn_fn)
+
+    async def expire_connections(self, unused_since_ms: int) -> int:
+        def txn_fn(txn: Txn) -> int:
+            keys = [
+                r[0]
+                for r in txn.select(
+                    "SELECT connection_key FROM sliding_sync_connections WHERE last_used_ts < ?",
+                    (unused_since_ms,),
+                )
+            ]
+            _delete_connections(txn, keys)
+            return len(keys)
+
+        return await self.db.run("expire_sliding_sync_connections", txn_fn)
+
+    async def delete_for_device(self, user_id: str, device_id: str) -> None:
+        def txn_fn(txn: Txn) -> None:
+            keys = [
+                r[0]
+                for r in txn.select(
+                    "SELECT connection_key FROM sliding_sync_connections WHERE user_id = ? "
+                    "AND device_id = ?",
+                    (user_id, device_id),
+                )
+            ]
+            _delete_connections(txn, keys)
+
+        await self.db.run("delete_sliding_sync_for_device", txn_fn)
+
+
+def _delete_connections(txn: Txn, keys: Sequence[str]) -> None:
+    for table in ("sliding_sync_rooms", "sliding_sync_positions", "sliding_sync_connections"):
+        txn.execute_many(f"DELETE FROM {table} WHERE connection_key = ?", [(k,) for k in keys])
