@@ -287,6 +287,8 @@ def synapse(db_kind: str) -> Server:
             "suppress_key_server_warning": True,
             "report_stats": False,
             "presence": {"enabled": False},
+            # Simplified sliding sync (MSC4186): on by default in recent releases.
+            "experimental_features": {"msc3575_enabled": True},
         }
     )
     if pg_database is not None:
@@ -376,6 +378,19 @@ class Api:
         if status != 200:
             raise RuntimeError(f"sync: {status} {result}")
         return result
+
+    async def sliding_sync(
+        self, token: str, body: JsonBody, pos: str | None = None, timeout: int = 0
+    ) -> JsonBody:
+        """Simplified sliding sync (MSC4186), on the unstable path clients use today."""
+        url = self.base.replace("/v3/", "/unstable/org.matrix.simplified_msc3575/") + "sync"
+        params = {"timeout": str(timeout), **({"pos": pos} if pos else {})}
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.http.post(url, json=body, params=params, headers=headers) as r:
+            result = await r.json(content_type=None)
+            if r.status != 200:
+                raise RuntimeError(f"sliding sync: {r.status} {result}")
+            return dict(result)
 
     async def put_account_data(self, token: str, data_type: str) -> None:
         status, who = await self.call("GET", "account/whoami", None, token)
@@ -691,6 +706,63 @@ async def scenario_incremental_sync(api: Api, server: Server, size: int) -> Meas
     return Measurement(repeats, time.perf_counter() - started, latencies, cpu_total * 1000)
 
 
+# Element X's room list request: the 20 most recent rooms, one event each.
+SLIDING_ROOM_LIST = {
+    "all_rooms": {
+        "ranges": [[0, 19]],
+        "timeline_limit": 1,
+        "required_state": [["m.room.name", ""], ["m.room.avatar", ""], ["m.room.encryption", ""],
+                           ["m.room.create", ""], ["m.room.member", "$ME"]],
+    }
+}  # fmt: skip
+# One account in many rooms per server, shared by the two sliding sync scenarios.
+_sliding_accounts: dict[int, tuple[str, list[str]]] = {}
+
+
+async def _sliding_account(api: Api, server: Server, rooms: int) -> tuple[str, list[str]]:
+    key = id(server)
+    if key not in _sliding_accounts or len(_sliding_accounts[key][1]) != rooms:
+        token = (await api.users(1, "ss" + secrets.token_hex(3)))[0]
+        _sliding_accounts[key] = (token, await api.filled_rooms(token, rooms, 1))
+    return _sliding_accounts[key]
+
+
+async def scenario_sliding_sync_first_page(api: Api, server: Server, size: int) -> Measurement:
+    """A user in ``size`` rooms opens a new sliding sync connection: the first page of 20."""
+    token, _ = await _sliding_account(api, server, size)
+
+    async def op(i: int) -> None:
+        body = {"conn_id": f"bench-{secrets.token_hex(4)}", "lists": SLIDING_ROOM_LIST}
+        answer = await api.sliding_sync(token, body)
+        if len(answer.get("rooms", {})) != 20 or answer["lists"]["all_rooms"]["count"] != size:
+            raise RuntimeError(f"first page: {len(answer.get('rooms', {}))} rooms")
+
+    return await run_concurrent(server, 20, 1, op)
+
+
+async def scenario_sliding_sync_incremental(api: Api, server: Server, size: int) -> Measurement:
+    """The same user, connected: one room gets a message; time the request that follows
+    (which must bring that room alone)."""
+    token, room_ids = await _sliding_account(api, server, size)
+    body = {"conn_id": f"bench-{secrets.token_hex(4)}", "lists": SLIDING_ROOM_LIST}
+    pos = (await api.sliding_sync(token, body))["pos"]
+    latencies: list[float] = []
+    cpu_total = 0.0
+    repeats = 20
+    started = time.perf_counter()
+    for i in range(repeats):
+        await api.send_text(token, room_ids[(i * 37) % len(room_ids)], f"change {i}")
+        cpu_before = server.cpu()
+        t0 = time.perf_counter()
+        answer = await api.sliding_sync(token, body, pos)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        cpu_total += server.cpu() - cpu_before
+        if len(answer.get("rooms", {})) != 1:
+            raise RuntimeError(f"incremental: {len(answer.get('rooms', {}))} rooms, not 1")
+        pos = answer["pos"]
+    return Measurement(repeats, time.perf_counter() - started, latencies, cpu_total * 1000)
+
+
 def _fake_session(i: int) -> JsonBody:
     """An encrypted-looking backed-up session (the server never decrypts it anyway)."""
     from unpaddedbase64 import encode_base64
@@ -824,6 +896,8 @@ SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
     "key_backup_upload": scenario_key_backup_upload,
     "key_backup_download": scenario_key_backup_download,
     "one_time_keys_claim": scenario_one_time_keys,
+    "sliding_sync_first_page": scenario_sliding_sync_first_page,
+    "sliding_sync_incremental_1_changed": scenario_sliding_sync_incremental,
 }
 SIZES_FULL = {
     "register": 40,
@@ -842,6 +916,8 @@ SIZES_FULL = {
     "key_backup_download": 10_000,
     # Synapse refuses more than 500 one-time keys per device and algorithm.
     "one_time_keys_claim": 500,
+    "sliding_sync_first_page": 1000,
+    "sliding_sync_incremental_1_changed": 1000,
 }
 SIZES_QUICK = {
     "register": 12,
@@ -857,6 +933,8 @@ SIZES_QUICK = {
     "key_backup_upload": 2_000,
     "key_backup_download": 2_000,
     "one_time_keys_claim": 200,
+    "sliding_sync_first_page": 100,
+    "sliding_sync_incremental_1_changed": 100,
 }
 
 
