@@ -226,7 +226,8 @@ def test_query_with_devices_as_an_object_is_bad_json(alice: Client, bob: Client)
     """The spec's schema: each user maps to a list of device IDs, not an object."""
     assert alice.user_id and alice.device_id
     upload_device_keys(alice)
-    for wrong in ({alice.device_id: {}}, alice.device_id, None, [1]):
+    wrongs: list[Any] = [{alice.device_id: {}}, alice.device_id, None, [1]]
+    for wrong in wrongs:
         resp = bob.post("keys/query", {"device_keys": {alice.user_id: wrong}})
         assert resp.status == 400, (wrong, resp)
         assert resp.body["errcode"] == "M_BAD_JSON"

@@ -3,11 +3,20 @@ answers, required state, long-polls, extensions, positions surviving a restart."
 
 from __future__ import annotations
 
+import json
+import secrets
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from tests.harness import Client, Response, create_room, join, new_user, q
+import nio
+import olm
+from canonicaljson import encode_canonical_json
+
+from tests.harness import Client, Response, ServerProcess, create_room, join, new_user, q
+from tests.test_e2ee_keys import OLM, OTK
+from tests.test_e2ee_private import MEGOLM, logged_in, sync_once
 from tests.test_rooms_basic import send
 
 SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
@@ -292,3 +301,127 @@ def test_kicked_rooms_stay_listed_left_ones_do_not(alice: Client, bob: Client) -
     assert after["rooms"][left]["membership"] == "leave"  # sent before, so told it ended
     fresh = ok(sliding(bob, {"conn_id": "new", "lists": ROOM_LIST}))
     assert kicked in fresh["rooms"] and left not in fresh["rooms"]
+
+
+def olm_device(client: Client, one_time_keys: int) -> olm.Account:
+    """A real Olm device for ``client``: identity keys, signed one-time keys and a fallback
+    key, uploaded as /keys/upload wants them (each object signed by the device's ed25519)."""
+    user_id, device_id = client.user_id or "", client.device_id or ""
+    account = olm.Account()
+
+    def signed(body: dict[str, Any]) -> dict[str, Any]:
+        signature = account.sign(encode_canonical_json(body))
+        return {**body, "signatures": {user_id: {f"ed25519:{device_id}": signature}}}
+
+    identity = account.identity_keys
+    device_keys = signed({
+        "user_id": user_id, "device_id": device_id, "algorithms": [OLM, MEGOLM],
+        "keys": {f"curve25519:{device_id}": identity["curve25519"],
+                 f"ed25519:{device_id}": identity["ed25519"]},
+    })  # fmt: skip
+    account.generate_one_time_keys(one_time_keys)
+    account.generate_fallback_key()
+    otks = {f"{OTK}:{key_id}": signed({"key": key})
+            for key_id, key in account.one_time_keys["curve25519"].items()}  # fmt: skip
+    fallback = {f"{OTK}:{key_id}": signed({"key": key, "fallback": True})
+                for key_id, key in account.fallback_key["curve25519"].items()}  # fmt: skip
+    body = {"device_keys": device_keys, "one_time_keys": otks, "fallback_keys": fallback}
+    resp = client.post("keys/upload", body)
+    assert resp.status == 200, resp
+    assert resp.body["one_time_key_counts"].get(OTK) == one_time_keys, resp
+    account.mark_keys_as_published()
+    return account
+
+
+async def test_room_keys_over_to_device_extension_decrypt_the_timeline(
+    server: ServerProcess, bob: Client, tmp_path: Path
+) -> None:
+    """Bob is a real Olm device that reads only through sliding sync: Alice (matrix-nio)
+    claims one of his one-time keys, sends him the Megolm room key as an Olm-encrypted
+    to-device message and posts an encrypted message. The to_device extension delivers the
+    key until it is acknowledged, the e2ee extension counts the claimed key as gone, and the
+    key decrypts the event in the subscribed room's timeline."""
+    account = olm_device(bob, one_time_keys=3)
+    alice_http, alice = await logged_in(server, str(tmp_path))
+    try:
+        encryption = {"type": "m.room.encryption", "content": {"algorithm": MEGOLM}}
+        room_id = create_room(alice_http, initial_state=[encryption])
+        join(bob, room_id)
+        exts = {"to_device": {"enabled": True}, "e2ee": {"enabled": True}}
+        subscription = {room_id: {"timeline_limit": 5, "required_state": [["*", "*"]]}}
+        body: dict[str, Any] = {"conn_id": "olm", "room_subscriptions": subscription,
+                                "extensions": exts}  # fmt: skip
+        first = ok(sliding(bob, body, timeout=0))
+        assert first["extensions"]["e2ee"]["device_one_time_keys_count"][OTK] == 3
+        assert first["extensions"]["e2ee"]["device_unused_fallback_key_types"] == [OTK]
+        since = first["extensions"]["to_device"]["next_batch"]
+
+        await sync_once(alice)  # the room, its members, Bob's device keys
+        plaintext = f"only sliding sync can read this {secrets.token_hex(4)}"
+        content = {"msgtype": "m.text", "body": plaintext}
+        sent = await alice.room_send(room_id, "m.room.message", content,
+                                     ignore_unverified_devices=True)  # fmt: skip
+        assert isinstance(sent, nio.RoomSendResponse), sent
+        alice_keys = alice.olm.account.identity_keys if alice.olm else {}
+    finally:
+        await alice.close()
+
+    # Bob reads: long-poll until both the to-device key and the timeline event have come.
+    to_device: list[dict[str, Any]] = []
+    timeline: list[dict[str, Any]] = []
+    unacknowledged = {
+        **body,
+        "extensions": {**exts, "to_device": {"enabled": True, "since": since}},
+    }
+    pos, deadline = first["pos"], time.monotonic() + 8
+    while not (to_device and timeline):
+        assert time.monotonic() < deadline, (to_device, timeline)
+        answer = ok(sliding(bob, unacknowledged, pos=pos, timeout=2000))
+        pos = answer["pos"]
+        if not to_device and answer["extensions"]["to_device"]["events"]:
+            to_device, keyed = answer["extensions"]["to_device"]["events"], answer
+        room = answer["rooms"].get(room_id, {})
+        timeline += [e for e in room.get("timeline", []) if e["type"] == "m.room.encrypted"]
+    assert [e["event_id"] for e in timeline] == [sent.event_id]
+    assert [(e["type"], e["sender"]) for e in to_device] == [("m.room.encrypted", alice.user_id)]
+    # Not acknowledged (the same since), the key comes again, unchanged.
+    answer = ok(sliding(bob, unacknowledged, pos=pos, timeout=0))
+    assert answer["extensions"]["to_device"]["events"] == to_device
+    pos = answer["pos"]
+    # The claim took one one-time key (the fallback key is left unused).
+    assert keyed["extensions"]["e2ee"]["device_one_time_keys_count"][OTK] == 2
+    assert keyed["extensions"]["e2ee"]["device_unused_fallback_key_types"] == [OTK]
+    # Acknowledged by the next since, it is gone.
+    acknowledged = {"enabled": True, "since": answer["extensions"]["to_device"]["next_batch"]}
+    after = ok(sliding(bob, {**body, "extensions": {**exts, "to_device": acknowledged}},
+                       pos=pos, timeout=0))  # fmt: skip
+    assert after["extensions"]["to_device"]["events"] == []
+
+    # Olm: the pre-key message starts a session on the claimed one-time key.
+    olm_content = to_device[0]["content"]
+    bob_identity = account.identity_keys
+    assert olm_content["algorithm"] == OLM
+    assert olm_content["sender_key"] == alice_keys["curve25519"]
+    ciphertext = olm_content["ciphertext"][bob_identity["curve25519"]]
+    assert ciphertext["type"] == 0
+    prekey = olm.OlmPreKeyMessage(ciphertext["body"])
+    session = olm.InboundSession(account, prekey, olm_content["sender_key"])
+    room_key = json.loads(session.decrypt(prekey))
+    account.remove_one_time_keys(session)
+    assert room_key["type"] == "m.room_key" and room_key["sender"] == alice.user_id
+    assert room_key["recipient"] == bob.user_id
+    assert room_key["recipient_keys"] == {"ed25519": bob_identity["ed25519"]}
+    assert room_key["keys"] == {"ed25519": alice_keys["ed25519"]}
+    key = room_key["content"]
+    assert key["algorithm"] == MEGOLM and key["room_id"] == room_id
+
+    # Megolm: the room key decrypts the timeline event.
+    megolm = timeline[0]["content"]
+    assert megolm["algorithm"] == MEGOLM and megolm["session_id"] == key["session_id"]
+    group = olm.InboundGroupSession(key["session_key"])
+    assert group.id == key["session_id"]
+    decrypted, index = group.decrypt(megolm["ciphertext"])
+    assert index == 0
+    event = json.loads(decrypted)
+    assert event["room_id"] == room_id and event["type"] == "m.room.message"
+    assert event["content"]["body"] == plaintext
