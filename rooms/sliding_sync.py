@@ -50,6 +50,17 @@ class RequiredState:
 
         return hit(self.include) and not hit(self.exclude)
 
+    def wants_all_members(self) -> bool:
+        return any(t in (None, "m.room.member") and k is None for t, k in self.include)
+
+    def named_members(self, user_id: str) -> set[str]:
+        """The members the config names by state key ($ME as the user)."""
+        return {
+            user_id if k == ME else k
+            for t, k in self.include
+            if t in (None, "m.room.member") and k is not None
+        }
+
     def union(self, other: RequiredState) -> RequiredState:
         """Everything either would return. An exclusion survives only where both exclude."""
         if not self.include and not self.lazy_members:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import MatrixError
 from homeserver.services.auth import Requester
 from homeserver.services.filters import SyncFilter
-from homeserver.storage.events import StoredEvent
+from homeserver.services.sync import _page_size, _Prefetch
+from homeserver.storage.events import StateKey, StoredEvent
 from homeserver.storage.sliding_sync import RoomMembership, SentRoom
 from homeserver.streams import SyncToken, parse_position
 from rooms.sliding_sync import (
@@ -53,6 +54,26 @@ class _Selection:
         self.configs[room_id] = config if known is None else known.combine(config)
         if list_key is not None:
             self.lists.setdefault(room_id, []).append(list_key)
+
+
+@dataclass
+class _Plan:
+    """A room to send that the user is or was in, and how much of it."""
+
+    room_id: str
+    member: RoomMembership
+    config: RoomConfig
+    status: SentRoom | None
+    common: JsonDict
+    initial: bool
+    expanded: bool
+    widened_from: RequiredState | None  # the old config, when the new one asks for more
+    after: int | None  # events after this (None: the latest, whatever was sent)
+    upto: int
+
+    @property
+    def timeline_filter(self) -> SyncFilter:
+        return SyncFilter.parse({"room": {"timeline": {"limit": self.config.timeline_limit}}})
 
 
 class SlidingSyncService:
@@ -233,14 +254,8 @@ class SlidingSyncService:
         changed = await self._changed_rooms(selection, memberships, sent, now)
         rooms: JsonDict = {}
         rows: dict[str, SentRoom] = {}
-        events_out: list[tuple[JsonDict, str, list[StoredEvent]]] = []
         stamps = await self._bump_stamps({r: memberships[r] for r in selection.configs})
-        joined_like = [
-            r for r in selection.configs if memberships[r].membership not in ("invite", "knock")
-        ]
-        summaries = await self.hs.stores.events.get_member_summaries(joined_like)
-        unread = await self.hs.stores.push.get_unread_counts_many(user_id, joined_like)
-        direct = await _direct_rooms(self.hs, user_id)
+        plans: list[_Plan] = []
         for room_id, config in selection.configs.items():
             member = memberships[room_id]
             status = sent.get(room_id)
@@ -268,29 +283,63 @@ class SlidingSyncService:
             widened = old_state is not None and config.required_state.adds_to(old_state)
             if not (initial or expanded or widened or room_id in changed):
                 continue
-            upto = now.events if member.membership == "join" else member.stream
-            after = None if initial or expanded or status is None else status.sent_stream
-            entry, timeline, state, limited = await self._room(
-                user_id, room_id, member, config, after, upto, since,
+            plans.append(_Plan(
+                room_id, member, config, status, common, initial, expanded,
                 old_state if widened and not initial else None,
-                summaries.get(room_id, []), unread.get(room_id),
+                after=None if initial or expanded or status is None else status.sent_stream,
+                upto=now.events if member.membership == "join" else member.stream,
+            ))  # fmt: skip
+        if plans:
+            rooms.update(await self._joined_rooms(requester, plans, since, now, stable, rows))
+        return rooms, rows
+
+    async def _joined_rooms(
+        self,
+        requester: Requester,
+        plans: list[_Plan],
+        since: SyncToken | None,
+        now: SyncToken,
+        stable: bool,
+        rows: dict[str, SentRoom],
+    ) -> JsonDict:
+        """The rooms to send that the user is or was in, each read for all of them at once:
+        timelines, state changes, the state asked for."""
+        user_id = requester.user_id
+        room_ids = [p.room_id for p in plans]
+        summaries = await self.hs.stores.events.get_member_summaries(room_ids)
+        unread = await self.hs.stores.push.get_unread_counts_many(user_id, room_ids)
+        direct = await _direct_rooms(self.hs, user_id)
+        timelines = await self._timelines(user_id, plans, now)
+        changes = await self._state_changes(plans)
+        states = await self._states(user_id, plans, timelines, changes, summaries)
+        answer: JsonDict = {}
+        events_out: list[tuple[JsonDict, str, list[StoredEvent]]] = []
+        for plan in plans:
+            timeline, limited, first = timelines[plan.room_id]
+            entry, state = self._room(
+                user_id, plan, timeline, limited, first, since, states[plan.room_id],
+                changes.get(plan.room_id), summaries.get(plan.room_id, []),
+                unread.get(plan.room_id),
             )  # fmt: skip
-            entry.update(common)
-            if initial:
+            entry.update(plan.common)
+            if plan.initial:
                 entry["initial"] = True
-                if room_id in direct:
+                if plan.room_id in direct:
                     entry["is_dm"] = True
-            if expanded:
+            if plan.expanded:
                 entry["expanded_timeline" if stable else "unstable_expanded_timeline"] = True
-            rooms[room_id] = entry
+            answer[plan.room_id] = entry
             events_out.append((entry, "timeline", timeline))
             events_out.append((entry, "required_state", state))
-            kept_limit = config.timeline_limit
-            if status is not None and not (initial or expanded or limited):
+            status = plan.status
+            kept_limit = plan.config.timeline_limit
+            if status is not None and not (plan.initial or plan.expanded or limited):
                 kept_limit = status.timeline_limit  # the client still holds what it had
-            rows[room_id] = SentRoom(upto, member.stream, kept_limit, signature)
+            rows[plan.room_id] = SentRoom(
+                plan.upto, plan.member.stream, kept_limit, plan.config.required_state.signature()
+            )
         await self._serialize(requester, events_out, stable)
-        return rooms, rows
+        return answer
 
     async def _changed_rooms(
         self,
@@ -315,49 +364,115 @@ class SlidingSyncService:
             changed |= await self.hs.stores.sync.get_changed_rooms(room_ids, after, upto)
         return changed
 
-    async def _room(
+    async def _timelines(
+        self, user_id: str, plans: list[_Plan], now: SyncToken
+    ) -> dict[str, tuple[list[StoredEvent], bool, int]]:
+        """Each room's latest events (after what was sent, unless sent whole), through the
+        same timeline reader and visibility check as /sync; the first page of every joined
+        room read in one query per distinct starting point."""
+        event_store = self.hs.stores.events
+        batch = _Prefetch(
+            summaries={}, unread={},
+            records=await event_store.get_membership_records(user_id, [p.room_id for p in plans]),
+        )  # fmt: skip
+        groups: dict[tuple[int | None, int], list[str]] = {}
+        for plan in plans:
+            if plan.member.membership == "join":
+                page = _page_size(plan.timeline_filter)
+                groups.setdefault((plan.after, page), []).append(plan.room_id)
+        for (after, page), room_ids in groups.items():
+            batch.first_pages.update(
+                await event_store.get_latest_event_ids(room_ids, after, now.events, page)
+            )
+        await self.events.get_events(e for rows in batch.first_pages.values() for e, _ in rows)
+        return {
+            plan.room_id: await self.classic._timeline(
+                user_id, plan.room_id, plan.after, plan.upto, plan.timeline_filter, batch
+            )
+            for plan in plans
+        }
+
+    async def _state_changes(self, plans: list[_Plan]) -> dict[str, set[StateKey]]:
+        """For rooms sent before (and asking for no more state than then): the state keys
+        that changed since."""
+        groups: dict[tuple[int, int], list[str]] = {}
+        for plan in plans:
+            if plan.status is not None and not plan.initial and plan.widened_from is None:
+                groups.setdefault((plan.status.sent_stream, plan.upto), []).append(plan.room_id)
+        found: dict[str, set[StateKey]] = {r: set() for rooms in groups.values() for r in rooms}
+        for (after, upto), room_ids in groups.items():
+            by_room = await self.store.get_state_changes(room_ids, after, upto + 1)
+            events = await self.events.get_events(e for ids in by_room.values() for e in ids)
+            for room_id, ids in by_room.items():
+                found[room_id] = {
+                    (str(events[e].data.get("type")), str(events[e].data.get("state_key")))
+                    for e in ids if e in events
+                }  # fmt: skip
+        return found
+
+    async def _states(
         self,
         user_id: str,
-        room_id: str,
-        member: RoomMembership,
-        config: RoomConfig,
-        after: int | None,
-        upto: int,
+        plans: list[_Plan],
+        timelines: dict[str, tuple[list[StoredEvent], bool, int]],
+        changes: dict[str, set[StateKey]],
+        summaries: dict[str, list[tuple[str, str]]],
+    ) -> dict[str, dict[StateKey, StoredEvent]]:
+        """The state each room's answer may draw on: all but the member events, and of
+        those only the ones it can use (the user, heroes, lazy-loaded senders and targets,
+        changed or named ones), unless its config asks for every member. A room the user
+        left shows its state as of leaving."""
+        states: dict[str, dict[StateKey, StoredEvent]] = {}
+        current: list[str] = []
+        all_members: set[str] = set()
+        members: set[str] = {user_id}
+        for plan in plans:
+            room_id = plan.room_id
+            if plan.member.membership != "join":
+                left = await self.events.get_event(plan.member.event_id)
+                states[room_id] = await self.events.state_events(left.state_after) if left else {}
+                continue
+            current.append(room_id)
+            wanted = plan.config.required_state
+            if wanted.wants_all_members():
+                all_members.add(room_id)
+            members |= wanted.named_members(user_id)
+            members |= {k for t, k in changes.get(room_id, set()) if t == "m.room.member"}
+            others = sorted(u for u, _ in summaries.get(room_id, []) if u != user_id)
+            members.update(others[:MAX_HEROES])
+            if wanted.lazy_members:
+                members |= _lazy_members(timelines[room_id][0])
+        by_room = await self.store.get_room_state_ids(current, members, all_members)
+        events = await self.events.get_events(e for ids in by_room.values() for e in ids.values())
+        for room_id in current:
+            ids = by_room.get(room_id, {})
+            states[room_id] = {k: events[e] for k, e in ids.items() if e in events}
+        return states
+
+    def _room(
+        self,
+        user_id: str,
+        plan: _Plan,
+        timeline: list[StoredEvent],
+        limited: bool,
+        first: int,
         since: SyncToken | None,
-        widened_from: RequiredState | None,
+        state: dict[StateKey, StoredEvent],
+        changed_keys: set[StateKey] | None,
         summary: list[tuple[str, str]],
         unread: tuple[int, int, dict[str, tuple[int, int]]] | None,
-    ) -> tuple[JsonDict, list[StoredEvent], list[StoredEvent], bool]:
-        timeline_filter = SyncFilter.parse({"room": {"timeline": {"limit": config.timeline_limit}}})
-        timeline, limited, first = await self.classic._timeline(
-            user_id, room_id, after, upto, timeline_filter
-        )
-        if member.membership == "join":
-            state = await self.events.current_state_events(room_id)
-        else:
-            left = await self.events.get_event(member.event_id)
-            state = await self.events.state_events(left.state_after) if left else {}
-        wanted = config.required_state
-        if after is None or widened_from is not None:
-            keys = set(state)  # everything the config asks for (or newly asks for)
-        else:
-            changed_ids = await self.hs.stores.sync.get_state_changes(room_id, after, upto + 1)
-            keys = {
-                (str(e.data.get("type")), str(e.data.get("state_key")))
-                for e in (await self.events.get_events(changed_ids)).values()
-            }
+    ) -> tuple[JsonDict, list[StoredEvent]]:
+        wanted = plan.config.required_state
+        widened_from = plan.widened_from
+        # Sent whole (or widened): everything the config asks for; else what changed.
+        keys = set(state) if changed_keys is None else changed_keys
         chosen = {
             k: state[k] for k in keys
             if k in state and wanted.matches(k[0], k[1], user_id)
             and (widened_from is None or not widened_from.matches(k[0], k[1], user_id))
         }  # fmt: skip
         if wanted.lazy_members:
-            needed = {str(e.data.get("sender")) for e in timeline}
-            needed |= {
-                str(e.data.get("state_key")) for e in timeline
-                if e.data.get("type") == "m.room.member"
-            }  # fmt: skip
-            for target in needed:
+            for target in _lazy_members(timeline):
                 event = state.get(("m.room.member", target))
                 if event is not None:
                     chosen[("m.room.member", target)] = event
@@ -368,28 +483,28 @@ class SlidingSyncService:
                 1 for e in timeline if since is not None and e.stream_ordering > since.events
             ),
         }
-        initial = after is None
+        whole = changed_keys is None
         for field_name, (event_type, content_key) in (
             ("name", ("m.room.name", "name")), ("avatar", ("m.room.avatar", "url")),
         ):  # fmt: skip
-            if initial or (event_type, "") in keys:
+            if whole or (event_type, "") in keys:
                 event = state.get((event_type, ""))
                 value = (event.data.get("content") or {}).get(content_key) if event else None
                 if isinstance(value, str) and value:
                     entry[field_name] = value
-                elif not initial:
+                elif not whole:
                     entry[field_name] = None
         joined = [u for u, m in summary if m == "join"]
         invited = [u for u, m in summary if m == "invite"]
         entry["joined_count"] = len(joined)
         entry["invited_count"] = len(invited)
         named = state.get(("m.room.name", "")) is not None
-        if not named and (initial or any(k[0] == "m.room.member" for k in keys)):
+        if not named and (whole or any(k[0] == "m.room.member" for k in keys)):
             entry["heroes"] = _heroes(user_id, joined + invited, state)
         total, highlight, _ = unread or (0, 0, {})
         entry["notification_count"] = total
         entry["highlight_count"] = highlight
-        return entry, timeline, list(chosen.values()), limited
+        return entry, list(chosen.values())
 
     async def _serialize(
         self,
@@ -642,3 +757,13 @@ def _heroes(
             hero["avatar_url"] = content["avatar_url"]
         heroes.append(hero)
     return heroes
+
+
+def _lazy_members(timeline: list[StoredEvent]) -> set[str]:
+    """Whose member events a lazy-loading client needs: the senders of the timeline and
+    the targets of its membership changes."""
+    needed = {str(e.data.get("sender")) for e in timeline}
+    needed |= {
+        str(e.data.get("state_key")) for e in timeline if e.data.get("type") == "m.room.member"
+    }
+    return needed

@@ -84,6 +84,64 @@ class SlidingSyncStore:
             found.setdefault(room_id, []).append((state_key, event_id))
         return found
 
+    async def get_room_state_ids(
+        self, room_ids: Sequence[str], members: set[str], all_members: set[str]
+    ) -> dict[str, dict[tuple[str, str], str]]:
+        """Current state of several rooms: every event but member events, the member events
+        of ``members``, and every member event of the rooms in ``all_members``."""
+        if not room_ids:
+            return {}
+        marks = ",".join("?" * len(room_ids))
+        columns = "SELECT room_id, type, state_key, event_id FROM current_state"
+
+        def txn_fn(txn: Txn) -> list[tuple[str, str, str, str]]:
+            rows = txn.select(
+                f"{columns} WHERE room_id IN ({marks}) AND type <> 'm.room.member'",
+                list(room_ids),
+            )
+            if members:
+                who = ",".join("?" * len(members))
+                rows += txn.select(
+                    f"{columns} WHERE room_id IN ({marks}) AND type = 'm.room.member' "
+                    f"AND state_key IN ({who})",
+                    [*room_ids, *members],
+                )
+            if all_members:
+                every = ",".join("?" * len(all_members))
+                rows += txn.select(
+                    f"{columns} WHERE room_id IN ({every}) AND type = 'm.room.member'",
+                    list(all_members),
+                )
+            return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+        found: dict[str, dict[tuple[str, str], str]] = {r: {} for r in room_ids}
+        for room_id, event_type, state_key, event_id in await self.db.run(
+            "get_room_state_ids", txn_fn
+        ):
+            found[room_id][(event_type, state_key)] = event_id
+        return found
+
+    async def get_state_changes(
+        self, room_ids: Sequence[str], after: int, before: int
+    ) -> dict[str, list[str]]:
+        """IDs of the state events sent in each room in (after, before)."""
+        if not room_ids:
+            return {}
+        marks = ",".join("?" * len(room_ids))
+        rows = await self.db.run(
+            "get_state_changes_many",
+            lambda txn: txn.select(
+                f"SELECT room_id, event_id FROM events WHERE room_id IN ({marks}) "
+                f"AND state_key IS NOT NULL AND stream_ordering > ? AND stream_ordering < ? "
+                f"AND rejected = 0",
+                (*room_ids, after, before),
+            ),
+        )
+        found: dict[str, list[str]] = {}
+        for room_id, event_id in rows:
+            found.setdefault(room_id, []).append(event_id)
+        return found
+
     # Connections
 
     async def get_connection(
