@@ -425,3 +425,55 @@ async def test_room_keys_over_to_device_extension_decrypt_the_timeline(
     event = json.loads(decrypted)
     assert event["room_id"] == room_id and event["type"] == "m.room.message"
     assert event["content"]["body"] == plaintext
+
+
+def test_banned_rooms_listed_only_if_once_joined(alice: Client, bob: Client) -> None:
+    was_in = create_room(alice, name="Was in")
+    never_in = create_room(alice, name="Never in")
+    join(bob, was_in)
+    for room_id in (was_in, never_in):
+        ban = alice.post(f"rooms/{q(room_id)}/ban", {"user_id": bob.user_id, "reason": "spam"})
+        assert ban.status == 200, ban
+    answer = ok(sliding(bob, {"lists": ROOM_LIST}))
+    assert answer["lists"]["all"]["count"] == 1
+    assert list(answer["rooms"]) == [was_in] and answer["rooms"][was_in]["membership"] == "ban"
+
+
+def test_the_msc_example_request(alice: Client, bob: Client) -> None:
+    """MSC4186's example request, in its final dialect on the stable path: a DM list with
+    lazy members and the create event, plus a subscription to everything of one room."""
+    dm = create_room(alice, preset="trusted_private_chat", is_direct=True, invite=[bob.user_id])
+    join(bob, dm)
+    assert bob.put(f"user/{q(bob.user_id or '')}/account_data/m.direct",
+                   {alice.user_id: [dm]}).status == 200  # fmt: skip
+    other = create_room(alice, name="Subscribed")
+    join(bob, other)
+    send(alice, dm, "in the dm")
+    body = {
+        "conn_id": "main",
+        "lists": {"foo-list": {
+            "range": [0, 99],
+            "required_state": {"include": [{"type": "m.room.create", "state_key": ""}],
+                               "lazy_members": True},
+            "timeline_limit": 10,
+            "filters": {"is_dm": True},
+        }},
+        "room_subscriptions": {other: {"required_state": {"include": [{}]}, "timeline_limit": 10}},
+    }  # fmt: skip
+    answer = ok(sliding(bob, body, path=V4))
+    assert answer["lists"] == {"foo-list": {"count": 1}}
+    assert set(answer["rooms"]) == {dm, other}
+    dm_entry = answer["rooms"][dm]
+    assert dm_entry["lists"] == ["foo-list"] and dm_entry["is_dm"] is True
+    assert "name" not in dm_entry and [h["user_id"] for h in dm_entry["heroes"]] == [alice.user_id]
+    state = {(e["type"], e["state_key"]) for e in dm_entry["required_state"]}
+    assert state == {("m.room.create", ""), ("m.room.member", alice.user_id),
+                     ("m.room.member", bob.user_id)}  # fmt: skip
+    assert dm_entry["timeline_events"][-1]["content"]["body"] == "in the dm"
+    subscribed = answer["rooms"][other]
+    assert "lists" not in subscribed and subscribed["name"] == "Subscribed"
+    assert ("m.room.power_levels", "") in {
+        (e["type"], e["state_key"]) for e in subscribed["required_state"]}  # fmt: skip
+    # The position comes in the body too; an unchanged room list waits, then answers the same.
+    again = ok(sliding(bob, {**body, "pos": answer["pos"], "timeout": 200}, path=V4))
+    assert again["rooms"] == {} and again["pos"] == answer["pos"]

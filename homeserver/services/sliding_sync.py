@@ -17,7 +17,7 @@ from homeserver.services.auth import Requester
 from homeserver.services.filters import SyncFilter
 from homeserver.services.sync import _page_size, _Prefetch
 from homeserver.storage.events import StateKey, StoredEvent
-from homeserver.storage.sliding_sync import RoomMembership, SentRoom
+from homeserver.storage.sliding_sync import POS_PREFIX, RoomMembership, SentRoom
 from homeserver.streams import SyncToken, parse_position
 from rooms.sliding_sync import (
     ExtensionScope,
@@ -37,7 +37,6 @@ CONNECTIONS_PER_DEVICE = 10
 TO_DEVICE_LIMIT = 100
 MAX_HEROES = 5
 EXPIRY_CHECK_MS = 3_600_000
-POS_PREFIX = 8
 
 
 @dataclass
@@ -131,29 +130,26 @@ class SlidingSyncService:
         pos = await self.store.add_position(key, str(now), rows, self.hs.clock.time_msec())
         if pos is None:
             raise MatrixError(400, UNKNOWN_POS, "This connection was restarted elsewhere")
-        answer["pos"] = f"{key[:POS_PREFIX]}.{pos}"
+        answer["pos"] = f"{key[:POS_PREFIX]}.{pos}"  # the connection's own positions only
         return answer
 
     async def _resume(
         self, requester: Requester, request: SlidingSyncRequest, now_ms: int
     ) -> tuple[str, SyncToken, dict[str, SentRoom]]:
-        found = await self.store.get_connection(
-            requester.user_id, requester.device_id, request.conn_id
-        )
         lifetime = self.hs.config.rooms.sliding_sync_connection_lifetime_ms
-        key = found[0] if found is not None and found[1] >= now_ms - lifetime else None
-        # A position names its connection too, so a restarted connection's old ones fail.
-        prefix, _, number = (request.pos or "").partition(".")
-        pos = parse_position(number) if key and prefix == key[:POS_PREFIX] else None
-        token = await self.store.get_position(key, pos) if key and pos is not None else None
-        if key is None or pos is None or token is None:
+        found = await self.store.resume(
+            requester.user_id, requester.device_id, request.conn_id, request.pos or "",
+            now_ms - lifetime, now_ms,
+        )  # fmt: skip
+        if found is None:
             raise MatrixError(400, UNKNOWN_POS, "Unknown or expired position: start again")
+        key, token, sent = found
         since = SyncToken.parse(token)
         if since.typing > self.hs.typing.position:
             since.typing = 0  # typing and presence positions do not survive a restart
         if since.presence > self.hs.presence.position:
             since.presence = 0
-        return key, since, await self.store.confirm_position(key, pos, now_ms)
+        return key, since, sent
 
     async def _build(
         self,
@@ -166,7 +162,7 @@ class SlidingSyncService:
         user_id = requester.user_id
         now = self.classic.current_token()
         memberships = await self._room_list(user_id, sent)
-        order = await self._ordered(memberships)
+        order = self._ordered(memberships)
         selection = await self._select(user_id, request, memberships, order)
         rooms, rows = await self._rooms(requester, selection, memberships, since, sent, now, stable)
         answer: JsonDict = {
@@ -185,11 +181,19 @@ class SlidingSyncService:
     async def _room_list(
         self, user_id: str, sent: dict[str, SentRoom]
     ) -> dict[str, RoomMembership]:
-        """The rooms that may be listed: joined, invited, knocked, kicked or banned, and
-        rooms left of one's own accord only when this connection has sent them before."""
+        """The rooms that may be listed: joined, invited, knocked, kicked or banned (from a
+        room once joined), and rooms left of one's own accord only when this connection has
+        sent them before."""
         ignored = await self.hs.account_data.ignored_users(user_id)
         listed = {}
-        for member in await self.store.get_memberships(user_id):
+        current = await self.store.get_memberships(user_id)
+        banned = [m.room_id for m in current if m.membership == "ban"]
+        histories = await self.hs.stores.events.get_membership_records(user_id, banned)
+        for member in current:
+            if member.membership == "ban" and not any(
+                m == "join" for _, m in histories.get(member.room_id, ([], False))[0]
+            ):
+                continue  # banned before ever joining: nothing of the room is theirs
             if member.forgotten:
                 continue
             if member.membership == "invite" and member.sender in ignored:
@@ -203,19 +207,10 @@ class SlidingSyncService:
             listed[member.room_id] = member
         return listed
 
-    async def _ordered(self, memberships: dict[str, RoomMembership]) -> list[str]:
-        """Most recent activity first: the bump stamp of a joined room, the membership
-        change of any other."""
-        stamps = await self._bump_stamps(memberships)
-        return sorted(memberships, key=lambda r: (-stamps[r], r))
-
-    async def _bump_stamps(self, memberships: dict[str, RoomMembership]) -> dict[str, int]:
-        joined = [r for r, m in memberships.items() if m.membership == "join"]
-        stored = await self.store.get_bump_stamps(joined)
-        return {
-            room_id: (stored.get(room_id) or m.stream) if m.membership == "join" else m.stream
-            for room_id, m in memberships.items()
-        }
+    @staticmethod
+    def _ordered(memberships: dict[str, RoomMembership]) -> list[str]:
+        """Most recent activity first (see RoomMembership.list_stamp)."""
+        return sorted(memberships, key=lambda r: (-memberships[r].list_stamp, r))
 
     async def _select(
         self,
@@ -254,13 +249,12 @@ class SlidingSyncService:
         changed = await self._changed_rooms(selection, memberships, sent, now)
         rooms: JsonDict = {}
         rows: dict[str, SentRoom] = {}
-        stamps = await self._bump_stamps({r: memberships[r] for r in selection.configs})
         plans: list[_Plan] = []
         for room_id, config in selection.configs.items():
             member = memberships[room_id]
             status = sent.get(room_id)
             signature = config.required_state.signature()
-            common: JsonDict = {"bump_stamp": stamps[room_id], "membership": member.membership}
+            common: JsonDict = {"bump_stamp": member.list_stamp, "membership": member.membership}
             if room_id in selection.lists:
                 common["lists"] = selection.lists[room_id]
             if member.membership in ("invite", "knock"):

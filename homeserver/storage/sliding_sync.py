@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from homeserver.storage.engine import Database, Txn
 
+# How many characters of the connection's key start each of its positions.
+POS_PREFIX = 8
+
 
 @dataclass(frozen=True)
 class RoomMembership:
@@ -18,6 +21,15 @@ class RoomMembership:
     stream: int
     forgotten: bool
     event_id: str
+    bump_stamp: int  # the room's; 0 when we hold no event that bumps it
+
+    @property
+    def list_stamp(self) -> int:
+        """Where the room sorts for this user: its latest activity if joined, else the
+        moment the membership changed."""
+        if self.membership == "join":
+            return self.bump_stamp or self.stream
+        return self.stream
 
 
 @dataclass(frozen=True)
@@ -43,26 +55,16 @@ class SlidingSyncStore:
             "sliding_sync_memberships",
             lambda txn: txn.select(
                 "SELECT c.room_id, c.membership, m.sender, m.stream_ordering, m.forgotten, "
-                "c.event_id "
+                "c.event_id, COALESCE(r.bump_stamp, 0) "
                 "FROM current_state c JOIN room_memberships m ON m.event_id = c.event_id "
+                "LEFT JOIN rooms r ON r.room_id = c.room_id "
                 "WHERE c.type = 'm.room.member' AND c.state_key = ?",
                 (user_id,),
             ),
         )
-        return [RoomMembership(r[0], r[1], r[2], int(r[3]), bool(r[4]), r[5]) for r in rows]
-
-    async def get_bump_stamps(self, room_ids: Sequence[str]) -> dict[str, int]:
-        if not room_ids:
-            return {}
-        marks = ",".join("?" * len(room_ids))
-        rows = await self.db.run(
-            "get_bump_stamps",
-            lambda txn: txn.select(
-                f"SELECT room_id, bump_stamp FROM rooms WHERE room_id IN ({marks})",
-                list(room_ids),
-            ),
-        )
-        return {r[0]: int(r[1]) for r in rows}
+        return [
+            RoomMembership(r[0], r[1], r[2], int(r[3]), bool(r[4]), r[5], int(r[6])) for r in rows
+        ]
 
     async def get_state_of_type(
         self, room_ids: Sequence[str], event_type: str
@@ -144,20 +146,6 @@ class SlidingSyncStore:
 
     # Connections
 
-    async def get_connection(
-        self, user_id: str, device_id: str, conn_id: str
-    ) -> tuple[str, int] | None:
-        """The connection's key and when it was last used."""
-        row = await self.db.run(
-            "get_sliding_sync_connection",
-            lambda txn: txn.select_one(
-                "SELECT connection_key, last_used_ts FROM sliding_sync_connections "
-                "WHERE user_id = ? AND device_id = ? AND conn_id = ?",
-                (user_id, device_id, conn_id),
-            ),
-        )
-        return (str(row[0]), int(row[1])) if row else None
-
     async def new_connection(
         self, user_id: str, device_id: str, conn_id: str, now_ms: int, keep: int
     ) -> str:
@@ -189,56 +177,42 @@ class SlidingSyncStore:
 
         return await self.db.run("new_sliding_sync_connection", txn_fn)
 
-    async def get_position(self, key: str, pos: int) -> str | None:
-        row = await self.db.run(
-            "get_sliding_sync_position",
-            lambda txn: txn.select_one(
+    async def resume(
+        self,
+        user_id: str,
+        device_id: str,
+        conn_id: str,
+        pos_text: str,
+        used_since_ms: int,
+        now_ms: int,
+    ) -> tuple[str, str, dict[str, SentRoom]] | None:
+        """Carry a connection on from a position the client sent (``<key prefix>.<n>``):
+        its key, the stream token of that position, and what it had sent then; None if the
+        connection or position is unknown, or the connection unused since before
+        ``used_since_ms``. The position is confirmed (see ``_confirm``)."""
+        prefix, _, number = pos_text.partition(".")
+        if len(prefix) != POS_PREFIX or not number.isdigit() or len(number) > 18:
+            return None
+        pos = int(number)
+
+        def txn_fn(txn: Txn) -> tuple[str, str, dict[str, SentRoom]] | None:
+            row = txn.select_one(
+                "SELECT connection_key, last_used_ts FROM sliding_sync_connections "
+                "WHERE user_id = ? AND device_id = ? AND conn_id = ?",
+                (user_id, device_id, conn_id),
+            )
+            if row is None or int(row[1]) < used_since_ms or not str(row[0]).startswith(prefix):
+                return None
+            key = str(row[0])
+            token = txn.select_one(
                 "SELECT token FROM sliding_sync_positions WHERE connection_key = ? AND pos = ?",
                 (key, pos),
-            ),
-        )
-        return str(row[0]) if row else None
+            )
+            if token is None:
+                return None
+            return key, str(token[0]), _confirm(txn, key, pos, now_ms)
 
-    async def confirm_position(self, key: str, pos: int, now_ms: int) -> dict[str, SentRoom]:
-        """The client has what ``pos`` answered: forget every other position (answers it
-        never processed, and older ones), keep one row per room, and return them."""
-
-        def txn_fn(txn: Txn) -> dict[str, SentRoom]:
-            txn.execute(
-                "DELETE FROM sliding_sync_positions WHERE connection_key = ? AND pos <> ?",
-                (key, pos),
-            )
-            txn.execute(
-                "DELETE FROM sliding_sync_rooms WHERE connection_key = ? AND pos > ?", (key, pos)
-            )
-            rows = txn.select(
-                "SELECT room_id, pos, sent_stream, membership_stream, timeline_limit, "
-                "required_state FROM sliding_sync_rooms WHERE connection_key = ? "
-                "ORDER BY room_id, pos",
-                (key,),
-            )
-            latest: dict[str, tuple[int, SentRoom]] = {}
-            for room_id, row_pos, sent, member, limit, state in rows:
-                latest[room_id] = (
-                    int(row_pos),
-                    SentRoom(int(sent), int(member), int(limit), state),
-                )
-            superseded = [
-                (room_id, row_pos) for room_id, row_pos, *_ in rows
-                if int(row_pos) < latest[room_id][0]
-            ]  # fmt: skip
-            txn.execute_many(
-                "DELETE FROM sliding_sync_rooms WHERE connection_key = ? AND room_id = ? "
-                "AND pos = ?",
-                [(key, room_id, row_pos) for room_id, row_pos in superseded],
-            )
-            txn.execute(
-                "UPDATE sliding_sync_connections SET last_used_ts = ? WHERE connection_key = ?",
-                (now_ms, key),
-            )
-            return {room_id: sent for room_id, (_, sent) in latest.items()}
-
-        return await self.db.run("confirm_sliding_sync_position", txn_fn)
+        return await self.db.run("resume_sliding_sync", txn_fn)
 
     async def add_position(
         self, key: str, token: str, rooms: dict[str, SentRoom], now_ms: int
@@ -302,6 +276,36 @@ class SlidingSyncStore:
             _delete_connections(txn, keys)
 
         await self.db.run("delete_sliding_sync_for_device", txn_fn)
+
+
+def _confirm(txn: Txn, key: str, pos: int, now_ms: int) -> dict[str, SentRoom]:
+    """The client has what ``pos`` answered: forget every other position (answers it never
+    processed, and older ones), keep one row per room, and return them."""
+    txn.execute(
+        "DELETE FROM sliding_sync_positions WHERE connection_key = ? AND pos <> ?", (key, pos)
+    )
+    txn.execute("DELETE FROM sliding_sync_rooms WHERE connection_key = ? AND pos > ?", (key, pos))
+    rows = txn.select(
+        "SELECT room_id, pos, sent_stream, membership_stream, timeline_limit, required_state "
+        "FROM sliding_sync_rooms WHERE connection_key = ? ORDER BY room_id, pos",
+        (key,),
+    )
+    latest: dict[str, tuple[int, SentRoom]] = {}
+    for room_id, row_pos, sent, member, limit, state in rows:
+        latest[room_id] = (int(row_pos), SentRoom(int(sent), int(member), int(limit), state))
+    txn.execute_many(
+        "DELETE FROM sliding_sync_rooms WHERE connection_key = ? AND room_id = ? AND pos = ?",
+        [
+            (key, room_id, row_pos)
+            for room_id, row_pos, *_ in rows
+            if int(row_pos) < latest[room_id][0]
+        ],
+    )
+    txn.execute(
+        "UPDATE sliding_sync_connections SET last_used_ts = ? WHERE connection_key = ?",
+        (now_ms, key),
+    )
+    return {room_id: sent for room_id, (_, sent) in latest.items()}
 
 
 def _delete_connections(txn: Txn, keys: Sequence[str]) -> None:
