@@ -115,6 +115,8 @@ class RoomConfig:
 
 @dataclass(frozen=True)
 class ListFilters:
+    """A list's filters; the default (every field unset) lets every room through."""
+
     is_dm: bool | None = None
     is_encrypted: bool | None = None
     is_invited: bool | None = None
@@ -133,6 +135,15 @@ class ListConfig:
 
     def in_range(self, index: int) -> bool:
         return self.ranges is None or any(lo <= index <= hi for lo, hi in self.ranges)
+
+    def window(self, rooms: list[str]) -> list[str]:
+        """The rooms of the filtered list that the ranges select, in list order."""
+        if self.ranges is None:
+            return list(rooms)
+        picked = sorted(
+            {i for lo, hi in self.ranges for i in range(lo, min(hi, len(rooms) - 1) + 1)}
+        )
+        return [rooms[i] for i in picked]
 
 
 @dataclass(frozen=True)

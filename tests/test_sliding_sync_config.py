@@ -66,6 +66,8 @@ def test_request_both_dialects_and_errors() -> None:
     assert legacy.pos == "p1" and legacy.timeout_ms == 30_000
     a = legacy.lists["a"]
     assert a.in_range(25) and not a.in_range(15) and a.filters.is_invited is True
+    rooms = [f"!r{i}" for i in range(25)]
+    assert a.window(rooms) == rooms[:10] + rooms[20:]
     one_range = {"range": [0, 4], "timeline_limit": 2, "filters": {"is_invited": False}}
     final = parse_request({"pos": "p2", "timeout": 5, "lists": {"b": one_range}}, None, None)
     assert (

@@ -222,9 +222,12 @@ class SlidingSyncService:
         selection = _Selection()
         facts = _RoomFacts(self.hs, user_id, order)
         for key, config in request.lists.items():
-            filtered = [r for r in order if await facts.passes(config.filters, memberships[r])]
+            if config.filters == ListFilters():
+                filtered = order
+            else:
+                filtered = [r for r in order if await facts.passes(config.filters, memberships[r])]
             selection.counts[key] = len(filtered)
-            window = [r for i, r in enumerate(filtered) if config.in_range(i)]
+            window = config.window(filtered)
             selection.windows[key] = window
             for room_id in window:
                 selection.add(room_id, config.config, key)
@@ -342,9 +345,9 @@ class SlidingSyncService:
         sent: dict[str, SentRoom],
         now: SyncToken,
     ) -> set[str]:
-        """Selected rooms with events the connection has not sent, in a query per distinct
-        starting point (usually one)."""
-        groups: dict[tuple[int, int], list[str]] = {}
+        """Selected rooms with events the connection has not sent (one query, reading only
+        events newer than the oldest thing sent)."""
+        since: dict[str, int] = {}
         for room_id in selection.configs:
             status = sent.get(room_id)
             member = memberships[room_id]
@@ -352,10 +355,14 @@ class SlidingSyncService:
                 continue
             upto = now.events if member.membership == "join" else member.stream
             if status.sent_stream < upto:
-                groups.setdefault((status.sent_stream, upto), []).append(room_id)
-        changed: set[str] = set()
-        for (after, upto), room_ids in groups.items():
-            changed |= await self.hs.stores.sync.get_changed_rooms(room_ids, after, upto)
+                since[room_id] = status.sent_stream
+        # A room left since it was sent has at least that leave to send.
+        changed = {r for r in since if memberships[r].membership != "join"}
+        joined = [r for r in since if r not in changed]
+        if joined:
+            oldest = min(since[r] for r in joined)
+            latest = await self.store.get_latest_streams(joined, oldest, now.events)
+            changed |= {r for r, stream in latest.items() if stream > since[r]}
         return changed
 
     async def _timelines(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from homeserver.storage.engine import Database, Txn
 
@@ -13,8 +14,9 @@ from homeserver.storage.engine import Database, Txn
 POS_PREFIX = 8
 
 
-@dataclass(frozen=True)
-class RoomMembership:
+class RoomMembership(NamedTuple):
+    """The user's membership in a room (a tuple: thousands are read per request)."""
+
     room_id: str
     membership: str
     sender: str
@@ -62,9 +64,7 @@ class SlidingSyncStore:
                 (user_id,),
             ),
         )
-        return [
-            RoomMembership(r[0], r[1], r[2], int(r[3]), bool(r[4]), r[5], int(r[6])) for r in rows
-        ]
+        return [RoomMembership(*r) for r in rows]
 
     async def get_state_of_type(
         self, room_ids: Sequence[str], event_type: str
@@ -122,6 +122,21 @@ class SlidingSyncStore:
         ):
             found[room_id][(event_type, state_key)] = event_id
         return found
+
+    async def get_latest_streams(
+        self, room_ids: Sequence[str], after: int, upto: int
+    ) -> dict[str, int]:
+        """Each room's newest stream position in (after, upto], for rooms with one."""
+        marks = ",".join("?" * len(room_ids))
+        rows = await self.db.run(
+            "get_latest_streams",
+            lambda txn: txn.select(
+                f"SELECT room_id, MAX(stream_ordering) FROM events WHERE room_id IN ({marks}) "
+                f"AND stream_ordering > ? AND stream_ordering <= ? GROUP BY room_id",
+                (*room_ids, after, upto),
+            ),
+        )
+        return {r[0]: int(r[1]) for r in rows}
 
     async def get_state_changes(
         self, room_ids: Sequence[str], after: int, before: int
