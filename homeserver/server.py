@@ -37,6 +37,7 @@ from homeserver.services.devices import DeviceService
 from homeserver.services.discovery import DiscoveryService
 from homeserver.services.e2ee import E2eeService
 from homeserver.services.ephemeral import ReceiptService, TypingService
+from homeserver.services.erasure import ErasureService
 from homeserver.services.media import MediaService
 from homeserver.services.presence import PresenceService
 from homeserver.services.profile import ProfileService
@@ -134,6 +135,7 @@ class HomeServer:
         self.receipts = ReceiptService(self, stream_positions.get("receipts", 0))
         self.sync = SyncService(self)
         self.sliding_sync = SlidingSyncService(self)
+        self.erasure = ErasureService(self)
         self.push = PushService(self)
         self.e2ee = E2eeService(self, e2ee_positions)
         self.media = MediaService(self)

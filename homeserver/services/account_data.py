@@ -25,6 +25,9 @@ class AccountDataService:
         # Who each user ignores, read often (every read filters by it), written rarely.
         self._ignored: LRUCache[str, frozenset[str]] = LRUCache(maxsize=10_000)
 
+    def forget_user(self, user_id: str) -> None:
+        self._ignored.pop(user_id, None)
+
     async def ignored_users(self, user_id: str) -> frozenset[str]:
         """The users whose events and invites ``user_id`` does not want to see."""
         cached = self._ignored.get(user_id)

@@ -279,6 +279,7 @@ class AccountService:
         With ``erase`` the account data goes too and the account is marked erased, so
         that its events can be hidden from users who join later.
         """
+        addresses = [t["address"] for t in await self.hs.threepids.list(user_id)]
         await self.users.mark_deactivated(user_id, erase)
         await self.hs.devices.delete_all_devices(user_id)
         await self._leave_all_rooms(user_id)
@@ -286,6 +287,5 @@ class AccountService:
         await self.hs.threepids.store.remove_all(user_id)
         await self.users.replace_external_ids(user_id, [])
         if erase:
-            await self.hs.stores.account_data.delete_all_for_user(user_id)
-            await self.hs.media.delete_user_media(user_id)
+            await self.hs.erasure.erase(user_id, addresses)
         logger.info("Deactivated %s (erase=%s)", user_id, erase)

@@ -33,6 +33,9 @@ class PresenceService:
         self.position = 0
         self._users: dict[str, UserPresence] = {}
 
+    def forget_user(self, user_id: str) -> None:
+        self._users.pop(user_id, None)
+
     def _require_enabled(self) -> None:
         if not self.enabled:
             raise MatrixError(403, Codes.FORBIDDEN, "Presence is disabled on this server")

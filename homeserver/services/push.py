@@ -219,6 +219,11 @@ class PushService:
 
     # Pushers and delivery
 
+    def forget_user(self, user_id: str) -> None:
+        """An erased user: nothing of theirs stays cached."""
+        for cache in (self._rules, self._effective, self._pushers):
+            cache.pop(user_id, None)
+
     async def pushers_of(self, user_id: str) -> list[JsonDict]:
         pushers = self._pushers.get(user_id)
         if pushers is None:
