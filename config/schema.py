@@ -188,6 +188,8 @@ class RateLimitConfig(_Section):
     admin_register: RateLimit = _limit(1.0, 10)
     # Requests from one other server (transactions, reads, joins), per second.
     federation: RateLimit = _limit(50.0, 200)
+    # A user asking for an export of their data: two at once, then one an hour.
+    data_export: RateLimit = _limit(1 / 3600, 2)
 
 
 class PrivacyConfig(_Section):
@@ -195,12 +197,17 @@ class PrivacyConfig(_Section):
     client_ip_flush_interval: Duration = "5s"
     client_ip_purge_interval: Duration = "1h"
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    # Where data exports are written (relative to the configuration file), and how long a
+    # finished one is kept for its requester to download.
+    export_path: str = "exports"
+    export_retention: Duration = "7d"
 
     def __post_init__(self) -> None:
         for field in (
             "client_ip_retention",
             "client_ip_flush_interval",
             "client_ip_purge_interval",
+            "export_retention",
         ):
             _normalise(self, field, parse_duration_ms)
         for entry in self.trusted_proxies:
@@ -223,6 +230,10 @@ class PrivacyConfig(_Section):
     @property
     def purge_interval_ms(self) -> int:
         return int(self.client_ip_purge_interval)
+
+    @property
+    def export_retention_ms(self) -> int:
+        return int(self.export_retention)
 
 
 PRIVATE_RANGES = (

@@ -103,14 +103,19 @@ async def listen(hs: HomeServer, reactor: Any) -> list[Any]:
     return ports
 
 
-async def start(config: HomeserverConfig, reactor: Any) -> HomeServer:
+async def open_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer:
+    """The server's parts over its database, not yet serving (for tools run beside it)."""
     engine = engine_from_config(config.database)
     version = prepare_database(engine)
     logger.info("Database %s ready at schema version %d", engine.name, version)
     db = Database(engine)
     db.start()
     signing_key = read_signing_key(config.signing_key_path)
-    hs = await HomeServer.create(config, reactor, db, signing_key)
+    return await HomeServer.create(config, reactor, db, signing_key)
+
+
+async def start(config: HomeserverConfig, reactor: Any) -> HomeServer:
+    hs = await open_homeserver(config, reactor)
     hs.start_background_tasks()
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.ensureDeferred(hs.client_ips.flush())

@@ -38,6 +38,7 @@ from homeserver.services.discovery import DiscoveryService
 from homeserver.services.e2ee import E2eeService
 from homeserver.services.ephemeral import ReceiptService, TypingService
 from homeserver.services.erasure import ErasureService
+from homeserver.services.export import ExportService
 from homeserver.services.media import MediaService
 from homeserver.services.presence import PresenceService
 from homeserver.services.profile import ProfileService
@@ -159,6 +160,7 @@ class HomeServer:
         self.tasks = TaskScheduler(self)
         self.room_shutdown = RoomShutdown(self)
         self.server_notices = ServerNotices(self)
+        self.exports = ExportService(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,
@@ -214,6 +216,7 @@ class HomeServer:
         defer.ensureDeferred(self.tasks.resume())
         defer.ensureDeferred(self.admin.start())
         self.sliding_sync.start()
+        self.exports.start()
 
     def build_router(self, resources: Sequence[str]) -> Router:
         from homeserver.api import register_servlets

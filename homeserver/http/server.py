@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from urllib.parse import unquote
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from twisted.internet import defer
+from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
@@ -213,8 +215,41 @@ class JsonResource(Resource):
             _respond(request, 500, {"errcode": Codes.UNKNOWN, "error": "Internal server error"})
 
 
+@dataclass(frozen=True)
+class FileBody:
+    """A response streamed from a file on disk, never read whole into memory."""
+
+    path: str
+    content_type: str
+    download_name: str
+
+
+def _send_file(request: MatrixRequest, code: int, body: FileBody) -> None:
+    source = open(body.path, "rb")  # noqa: SIM115 (closed when the transfer ends)
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", body.content_type.encode("ascii"))
+    request.setHeader(
+        b"Content-Disposition", f'attachment; filename="{body.download_name}"'.encode("ascii")
+    )
+    request.setHeader(b"Content-Length", str(os.fstat(source.fileno()).st_size).encode("ascii"))
+    if request.method == b"HEAD":
+        source.close()
+        request.finish()
+        return
+
+    def done(_: object) -> None:
+        source.close()
+        if not request.finished and not request._disconnected:
+            request.finish()
+
+    FileSender().beginFileTransfer(source, request).addBoth(done)
+
+
 def _respond(request: MatrixRequest, code: int, body: Any) -> None:
     if request.finished or request._disconnected:
+        return
+    if isinstance(body, FileBody):
+        _send_file(request, code, body)
         return
     payload = body if isinstance(body, bytes) else encode_json(body)
     request.setResponseCode(code)

@@ -27,7 +27,7 @@ class ErasureService:
         await self.hs.media.delete_user_media(user_id)
         await self.store.delete_user_rows(user_id, addresses)
         pruned = 0
-        for room_id in await self.store.rooms_ever_joined(user_id):
+        for room_id in await self.hs.stores.events.rooms_ever_in(user_id):
             pruned += await self._prune_room(user_id, room_id)
         self.hs.push.forget_user(user_id)
         self.hs.account_data.forget_user(user_id)

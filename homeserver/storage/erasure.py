@@ -81,15 +81,6 @@ class ErasureStore:
         )
         return [SentEvent(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    async def rooms_ever_joined(self, user_id: str) -> list[str]:
-        rows = await self.db.run(
-            "rooms_ever_in",
-            lambda txn: txn.select(
-                "SELECT DISTINCT room_id FROM room_memberships WHERE user_id = ?", (user_id,)
-            ),
-        )
-        return [r[0] for r in rows]
-
     async def replace_event_json(self, pruned: dict[str, str]) -> None:
         """Store events as pruned (their content gone) and drop them from search."""
 

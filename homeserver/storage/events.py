@@ -575,6 +575,18 @@ class EventStore:
         )
         return [r[0] for r in rows]
 
+    async def rooms_ever_in(self, user_id: str) -> list[str]:
+        """Every room the user has had a membership in (joined, invited, left...)."""
+        rows = await self.db.run(
+            "rooms_ever_in",
+            lambda txn: txn.select(
+                "SELECT room_id, MIN(stream_ordering) FROM room_memberships WHERE user_id = ? "
+                "GROUP BY room_id ORDER BY MIN(stream_ordering)",
+                (user_id,),
+            ),
+        )
+        return [r[0] for r in rows]
+
     async def get_joined_users(self, room_id: str) -> list[str]:
         rows = await self.db.run(
             "get_joined_users",

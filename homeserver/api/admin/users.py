@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError, bad_json, invalid_param, not_found
-from homeserver.http.server import MatrixRequest, Router
+from homeserver.http.server import FileBody, MatrixRequest, Router
 from homeserver.http.servlet import optional, parse_json_object, query_int, query_string
 from homeserver.services.room_shutdown import REDACT_USER
 from homeserver.storage.admin import USER_MEDIA_ORDERS
@@ -373,6 +373,28 @@ def register(hs: HomeServer, router: Router) -> None:
         await admin.audit(request, requester, "user.by_external_id", owner)
         return 200, {"user_id": owner}
 
+    async def request_export(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        await admin.require_user(user_id)
+        export_id = await hs.exports.request(user_id, requester.user_id)
+        await admin.audit(request, requester, "user.export", user_id, details={"id": export_id})
+        return 200, {"export_id": export_id}
+
+    async def export_status(
+        request: MatrixRequest, user_id: str, export_id: str
+    ) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        return 200, await hs.exports.status(export_id, user_id, requester.user_id)
+
+    async def export_download(
+        request: MatrixRequest, user_id: str, export_id: str
+    ) -> tuple[int, Any]:
+        requester = await hs.auth.require_admin(request)
+        path, name = await hs.exports.finished_file(export_id, user_id, requester.user_id)
+        await admin.audit(request, requester, "user.export.download", user_id,
+                          details={"id": export_id})  # fmt: skip
+        return 200, FileBody(path, "application/zip", name)
+
     async def renew_account(request: MatrixRequest) -> tuple[int, Any]:
         await hs.auth.require_admin(request)
         # Accounts here do not expire, so there is nothing to renew (Synapse answers the
@@ -534,6 +556,11 @@ def register(hs: HomeServer, router: Router) -> None:
     add("GET", f"{ADMIN}/v1/threepid/{{medium}}/users/{{address}}", user_by_threepid,
         "admin_user_by_threepid")  # fmt: skip
     add("POST", f"{ADMIN}/v1/account_validity/validity", renew_account, "admin_account_validity")
+    add("POST", f"{ADMIN}/v1/users/{{user_id}}/export", request_export, "admin_export")
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/export/{{export_id}}", export_status,
+        "admin_export")  # fmt: skip
+    add("GET", f"{ADMIN}/v1/users/{{user_id}}/export/{{export_id}}/download", export_download,
+        "admin_export")  # fmt: skip
     add("GET", f"{ADMIN}/v1/auth_providers/{{provider}}/users/{{external_id}}",
         user_by_external_id, "admin_user_by_external_id")  # fmt: skip
 

@@ -20,6 +20,7 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
         discovery_extras,
         keys,
         login,
+        privacy,
         profile,
         push,
         register,
@@ -41,5 +42,6 @@ def register_client_servlets(hs: HomeServer, router: Router) -> None:
         account_data,
         rooms,
         sync,
+        privacy,
     ):
         module.register(hs, router)
