@@ -201,6 +201,8 @@ class PrivacyConfig(_Section):
     # finished one is kept for its requester to download.
     export_path: str = "exports"
     export_retention: Duration = "7d"
+    # How often users' own message-retention settings are applied.
+    message_retention_interval: Duration = "1h"
 
     def __post_init__(self) -> None:
         for field in (
@@ -208,6 +210,7 @@ class PrivacyConfig(_Section):
             "client_ip_flush_interval",
             "client_ip_purge_interval",
             "export_retention",
+            "message_retention_interval",
         ):
             _normalise(self, field, parse_duration_ms)
         for entry in self.trusted_proxies:
@@ -234,6 +237,10 @@ class PrivacyConfig(_Section):
     @property
     def export_retention_ms(self) -> int:
         return int(self.export_retention)
+
+    @property
+    def message_retention_interval_ms(self) -> int:
+        return int(self.message_retention_interval)
 
 
 PRIVATE_RANGES = (

@@ -40,6 +40,7 @@ from homeserver.services.ephemeral import ReceiptService, TypingService
 from homeserver.services.erasure import ErasureService
 from homeserver.services.export import ExportService
 from homeserver.services.media import MediaService
+from homeserver.services.message_retention import MessageRetention
 from homeserver.services.presence import PresenceService
 from homeserver.services.profile import ProfileService
 from homeserver.services.push import PushService
@@ -161,6 +162,7 @@ class HomeServer:
         self.room_shutdown = RoomShutdown(self)
         self.server_notices = ServerNotices(self)
         self.exports = ExportService(self)
+        self.message_retention = MessageRetention(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,
@@ -217,6 +219,7 @@ class HomeServer:
         defer.ensureDeferred(self.admin.start())
         self.sliding_sync.start()
         self.exports.start()
+        self.message_retention.start()
 
     def build_router(self, resources: Sequence[str]) -> Router:
         from homeserver.api import register_servlets

@@ -25,6 +25,15 @@ class AccountDataService:
         # Who each user ignores, read often (every read filters by it), written rarely.
         self._ignored: LRUCache[str, frozenset[str]] = LRUCache(maxsize=10_000)
 
+    async def direct_rooms(self, user_id: str) -> set[str]:
+        """The rooms the user's m.direct account data names as direct chats."""
+        content = await self.store.get(user_id, "", "m.direct") or {}
+        return {
+            room_id
+            for rooms in content.values() if isinstance(rooms, list)
+            for room_id in rooms if isinstance(room_id, str)
+        }  # fmt: skip
+
     def forget_user(self, user_id: str) -> None:
         self._ignored.pop(user_id, None)
 

@@ -305,7 +305,7 @@ class SlidingSyncService:
         room_ids = [p.room_id for p in plans]
         summaries = await self.hs.stores.events.get_member_summaries(room_ids)
         unread = await self.hs.stores.push.get_unread_counts_many(user_id, room_ids)
-        direct = await _direct_rooms(self.hs, user_id)
+        direct = await self.hs.account_data.direct_rooms(user_id)
         timelines = await self._timelines(user_id, plans, now)
         changes = await self._state_changes(plans)
         states = await self._states(user_id, plans, timelines, changes, summaries)
@@ -675,7 +675,7 @@ class _RoomFacts:
 
     async def direct(self) -> set[str]:
         if self._direct is None:
-            self._direct = await _direct_rooms(self.hs, self.user_id)
+            self._direct = await self.hs.account_data.direct_rooms(self.user_id)
         return self._direct
 
     async def encrypted(self) -> set[str]:
@@ -733,15 +733,6 @@ class _RoomFacts:
                         found.add(state_key)
             self._space_children[spaces] = found
         return found
-
-
-async def _direct_rooms(hs: HomeServer, user_id: str) -> set[str]:
-    content = await hs.stores.account_data.get(user_id, "", "m.direct") or {}
-    rooms: set[str] = set()
-    for value in content.values():
-        if isinstance(value, list):
-            rooms.update(r for r in value if isinstance(r, str))
-    return rooms
 
 
 def _heroes(

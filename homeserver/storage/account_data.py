@@ -56,6 +56,17 @@ class AccountDataStore:
         )
         return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
+    async def users_with(self, data_type: str) -> list[tuple[str, dict[str, Any]]]:
+        """(user, content) of every user with this global account data."""
+        rows = await self.db.run(
+            "users_with_account_data",
+            lambda txn: txn.select(
+                "SELECT user_id, content FROM account_data WHERE room_id = '' AND data_type = ?",
+                (data_type,),
+            ),
+        )
+        return [(r[0], json.loads(r[1])) for r in rows]
+
     async def delete_all_for_user(self, user_id: str) -> None:
         await self.db.run(
             "delete_all_account_data",

@@ -575,6 +575,23 @@ class EventStore:
         )
         return [r[0] for r in rows]
 
+    async def own_messages_before(
+        self, room_id: str, user_id: str, before_ts: int, limit: int
+    ) -> list[str]:
+        """The user's messages (not state, not redactions) in the room sent before
+        ``before_ts`` and not redacted yet, oldest first."""
+        rows = await self.db.run(
+            "own_messages_before",
+            lambda txn: txn.select(
+                "SELECT e.event_id FROM events e WHERE e.room_id = ? AND e.sender = ? "
+                "AND e.origin_server_ts < ? AND e.state_key IS NULL AND e.rejected = 0 "
+                "AND e.type <> 'm.room.redaction' AND NOT EXISTS (SELECT 1 FROM redactions r "
+                "WHERE r.event_id = e.event_id) ORDER BY e.stream_ordering LIMIT ?",
+                (room_id, user_id, before_ts, limit),
+            ),
+        )
+        return [r[0] for r in rows]
+
     async def rooms_ever_in(self, user_id: str) -> list[str]:
         """Every room the user has had a membership in (joined, invited, left...)."""
         rows = await self.db.run(
