@@ -35,11 +35,11 @@ class ErasureService:
         logger.info("Erased %s: %d events pruned", user_id, pruned)
 
     async def _prune_room(self, user_id: str, room_id: str) -> int:
-        """Prune the user's messages and own membership events in one room. Other state
-        they set (a room's name or topic) belongs to the room and stays."""
+        """Prune the user's messages and every membership event about them in one room.
+        Other state they set (a room's name or topic) belongs to the room and stays."""
         version = await self.hs.room_events.room_version(room_id)
         replacements = {}
-        for event in await self.store.events_sent_by(user_id, room_id):
+        for event in await self.store.events_of(user_id, room_id):
             is_state = event.state_key is not None
             if is_state and not (
                 event.event_type == "m.room.member" and event.state_key == user_id

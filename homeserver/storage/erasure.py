@@ -70,25 +70,33 @@ class ErasureStore:
 
         await self.db.run("erase_user_rows", txn_fn)
 
-    async def events_sent_by(self, user_id: str, room_id: str) -> list[SentEvent]:
+    async def events_of(self, user_id: str, room_id: str) -> list[SentEvent]:
+        """The events the user sent in the room, and the membership events about them
+        (an invite copies the invitee's name and avatar into its content)."""
         rows = await self.db.run(
-            "events_sent_by",
+            "events_of_user",
             lambda txn: txn.select(
                 "SELECT event_id, room_id, type, state_key, json FROM events "
-                "WHERE room_id = ? AND sender = ?",
-                (room_id, user_id),
+                "WHERE room_id = ? AND (sender = ? OR (type = 'm.room.member' AND state_key = ?))",
+                (room_id, user_id, user_id),
             ),
         )
         return [SentEvent(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def replace_event_json(self, pruned: dict[str, str]) -> None:
-        """Store events as pruned (their content gone) and drop them from search."""
+        """Store events as pruned (their content gone); drop them from search and from the
+        relations index (a pruned event relates to nothing any more)."""
 
         def txn_fn(txn: Txn) -> None:
             txn.execute_many(
                 "UPDATE events SET json = ? WHERE event_id = ?",
                 [(text, event_id) for event_id, text in pruned.items()],
             )
-            txn.execute_many("DELETE FROM event_search WHERE event_id = ?", [(e,) for e in pruned])
+            ids = [(e,) for e in pruned]
+            txn.execute_many("DELETE FROM event_search WHERE event_id = ?", ids)
+            txn.execute_many("DELETE FROM event_relations WHERE event_id = ?", ids)
+            if txn.engine.name == "sqlite":
+                # The full-text index keeps deleted words in its segments until merged.
+                txn.execute("INSERT INTO event_search (event_search) VALUES ('optimize')")
 
         await self.db.run("prune_events", txn_fn)
