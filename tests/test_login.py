@@ -226,3 +226,14 @@ def test_login_account_rate_limit(server_factory: Callable[..., ServerProcess]) 
     assert isinstance(resp.body["retry_after_ms"], int)
     # The limit is per account: someone else from the same address can still log in.
     assert Client(server).login(unaffected.user_id or "").status == 200
+
+
+def test_passwords_are_stored_only_as_bcrypt_hashes(server: ServerProcess) -> None:
+    """The policy's promise: a one-way hash, never the password itself."""
+    from tests.harness import db_rows
+
+    user = new_user(server)
+    rows = db_rows(server, "SELECT password_hash FROM users WHERE user_id = ?", (user.user_id,))
+    stored = str(rows[0][0])
+    assert stored.startswith("$2b$12$") or stored.startswith("$2b$04$"), stored[:7]
+    assert PASSWORD not in stored and len(stored) == 60
