@@ -228,7 +228,7 @@ def test_versions_flags_cross_signing_and_served_features(client: Client) -> Non
     assert flags["org.matrix.msc2285.stable"] is True
     # Nothing is flagged that is not served.
     assert all(value is True for value in flags.values())
-    assert "org.matrix.simplified_msc3575" not in flags
+    assert flags["org.matrix.simplified_msc3575"] is True  # sliding sync, for Element X
     assert flags["org.matrix.msc3814"] is True  # dehydrated devices are served
 
 
