@@ -324,6 +324,9 @@ class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str | None = None
     access_log: bool = True
+    # The access log is the operator's record; false writes "-" where the client's
+    # address would be, so no log keeps an IP.
+    access_log_ips: bool = True
 
 
 class MetricsConfig(_Section):

@@ -80,6 +80,7 @@ async def listen(hs: HomeServer, reactor: Any) -> list[Any]:
             max_body_size=hs.config.http.max_body_bytes,
             max_upload_size=hs.config.media.max_upload_bytes,
             access_log=hs.config.logging.access_log and bool(json_resources),
+            access_log_ips=hs.config.logging.access_log_ips,
             name=f"listener:{listener.port}",
         )
         for address in listener.bind_addresses:

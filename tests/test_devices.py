@@ -238,3 +238,24 @@ def test_logout_removes_client_ip_rows(alice: Client) -> None:
     devices = device_map(alice)
     assert other.device_id not in devices
     assert quick.device_id not in devices
+
+
+def test_only_the_latest_address_of_a_session_is_kept(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """No history: a session seen from a second address forgets the first; with
+    logging.access_log_ips off, the access log holds no address either."""
+    srv = server_factory({
+        "privacy": {"client_ip_flush_interval": "100ms", "trusted_proxies": ["127.0.0.1/32"]},
+        "logging": {"access_log_ips": False},
+    })  # fmt: skip
+    a = new_user(srv)
+    first, second = "198.51.100.7", "203.0.113.9"
+    assert a.get("account/whoami", headers={"X-Forwarded-For": first}).status == 200
+    assert wait_for(lambda: [r[0] for r in client_ip_rows(srv, a.user_id, a.device_id)] == [first])
+    assert a.get("account/whoami", headers={"X-Forwarded-For": second,
+                                            "User-Agent": "Second/2.0"}).status == 200  # fmt: skip
+    assert wait_for(lambda: [r[0] for r in client_ip_rows(srv, a.user_id, a.device_id)] == [second])
+    assert first not in all_table_text(srv)
+    log = srv.log_text()
+    assert "/account/whoami" in log and first not in log and second not in log

@@ -272,9 +272,11 @@ class MatrixSite(server.Site):
         access_log: bool,
         name: str,
         max_upload_size: int = 50 * 1024 * 1024,
+        access_log_ips: bool = True,
     ) -> None:
         super().__init__(resource)
         self.access_log = access_log
+        self.access_log_ips = access_log_ips
         self.listener_name = name
 
         class _Request(MatrixRequest):
@@ -293,7 +295,9 @@ class MatrixSite(server.Site):
         if self.access_log and access_logger.isEnabledFor(logging.INFO):
             access_logger.info(
                 "%s %s %s %s %d %.1fms %s",
-                request.client_ip or getattr(request.getClientAddress(), "host", "-"),
+                (request.client_ip or getattr(request.getClientAddress(), "host", "-"))
+                if self.access_log_ips
+                else "-",
                 request.requester_id or "-",
                 method,
                 _redact_query(request.uri.decode("utf-8", "replace")),

@@ -18,25 +18,12 @@ class DeviceRecord:
     last_seen_user_agent: str | None
 
 
-# The most recent sighting of each device, from the retained client IP records.
+# Each device with its latest sighting (the only one kept).
 _DEVICE_SELECT = """
 SELECT d.user_id, d.device_id, d.display_name, c.ip, c.last_seen_ts, c.user_agent
 FROM devices d
 LEFT JOIN client_ips c ON c.user_id = d.user_id AND c.device_id = d.device_id
-  AND c.last_seen_ts = (
-    SELECT MAX(c2.last_seen_ts) FROM client_ips c2
-    WHERE c2.user_id = d.user_id AND c2.device_id = d.device_id
-  )
 """
-
-
-def _dedupe(rows: list[tuple]) -> list[DeviceRecord]:
-    seen: dict[tuple[str, str], DeviceRecord] = {}
-    for row in rows:
-        key = (row[0], row[1])
-        if key not in seen:
-            seen[key] = DeviceRecord(*row)
-    return list(seen.values())
 
 
 @dataclass(frozen=True)
@@ -179,7 +166,7 @@ class DeviceStore:
                 _DEVICE_SELECT + " WHERE d.user_id = ? ORDER BY d.device_id", (user_id,)
             ),
         )
-        return _dedupe(rows)
+        return [DeviceRecord(*row) for row in rows]
 
     async def get_device(self, user_id: str, device_id: str) -> DeviceRecord | None:
         rows = await self.db.run(
@@ -188,8 +175,7 @@ class DeviceStore:
                 _DEVICE_SELECT + " WHERE d.user_id = ? AND d.device_id = ?", (user_id, device_id)
             ),
         )
-        found = _dedupe(rows)
-        return found[0] if found else None
+        return DeviceRecord(*rows[0]) if rows else None
 
     async def update_display_name(self, user_id: str, device_id: str, name: str | None) -> bool:
         def txn_fn(txn: Txn) -> bool:
@@ -234,7 +220,8 @@ class DeviceStore:
     # Client IP records
 
     async def upsert_client_ips(self, rows: list[tuple[str, str, str, str, int]]) -> None:
-        """Write a batch of (user, device, ip, user agent, last seen) sightings at once."""
+        """Write a batch of (user, device, ip, user agent, last seen) sightings at once: each
+        session keeps only its latest address and user agent."""
 
         def txn_fn(txn: Txn) -> None:
             # Skip sightings of devices deleted while the batch waited, so that a logout
@@ -243,9 +230,9 @@ class DeviceStore:
                 "INSERT INTO client_ips (user_id, device_id, ip, user_agent, last_seen_ts) "
                 "SELECT ?, ?, ?, ?, ? "
                 "WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?) "
-                "ON CONFLICT (user_id, device_id, ip, user_agent) "
-                "DO UPDATE SET last_seen_ts = excluded.last_seen_ts "
-                "WHERE client_ips.last_seen_ts < excluded.last_seen_ts",
+                "ON CONFLICT (user_id, device_id) DO UPDATE SET ip = excluded.ip, "
+                "user_agent = excluded.user_agent, last_seen_ts = excluded.last_seen_ts "
+                "WHERE client_ips.last_seen_ts <= excluded.last_seen_ts",
                 [(*row, row[0], row[1]) for row in rows],
             )
 
@@ -259,7 +246,7 @@ class DeviceStore:
         return await self.db.run("purge_client_ips", txn_fn)
 
     async def get_client_ips(self, user_id: str) -> list[tuple[str, str, str, int]]:
-        """Every retained (device, ip, user agent, last seen) of a user: for export and admins."""
+        """Each session's latest (device, ip, user agent, last seen): for export and admins."""
         return await self.db.run(
             "get_client_ips",
             lambda txn: txn.select(
