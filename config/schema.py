@@ -486,6 +486,33 @@ class RoomsConfig(_Section):
         return int(self.sliding_sync_connection_lifetime)
 
 
+class RetentionConfig(_Section):
+    """Room message retention (MSC1763) and how long redacted content is kept."""
+
+    # Purge messages past a room's m.room.retention max_lifetime (or the default below).
+    enabled: bool = False
+    # For rooms without an m.room.retention event (unset: such rooms keep everything).
+    default_max_lifetime: Duration | None = None
+    # A room's own max_lifetime is held within these bounds (unset: no bound).
+    allowed_lifetime_min: Duration | None = None
+    allowed_lifetime_max: Duration | None = None
+    purge_interval: Duration = "1h"
+    # A redacted event's original content is deleted from the database this long after
+    # the redaction (unset: kept; it is never served either way).
+    redaction_retention_period: Duration | None = "7d"
+
+    def __post_init__(self) -> None:
+        _normalise(self, "purge_interval", parse_duration_ms)
+        for name in ("default_max_lifetime", "allowed_lifetime_min", "allowed_lifetime_max",
+                     "redaction_retention_period"):  # fmt: skip
+            if getattr(self, name) is not None:
+                _normalise(self, name, parse_duration_ms)
+
+    def ms(self, name: str) -> int | None:
+        value = getattr(self, name)
+        return None if value is None else int(value)
+
+
 class HttpConfig(_Section):
     max_request_body_size: Size = "1M"
     cors_allowed_origin: str = "*"
@@ -526,6 +553,7 @@ class HomeserverConfig(_Section):
     server_notices: ServerNoticesConfig = msgspec.field(default_factory=ServerNoticesConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     voip: VoipConfig = msgspec.field(default_factory=VoipConfig)
     user_directory: UserDirectoryConfig = msgspec.field(default_factory=UserDirectoryConfig)

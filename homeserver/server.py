@@ -46,6 +46,7 @@ from homeserver.services.profile import ProfileService
 from homeserver.services.push import PushService
 from homeserver.services.room_access import RelationReads, RoomAccessService, RoomReads
 from homeserver.services.room_events import RoomEventService
+from homeserver.services.room_retention import RoomRetention
 from homeserver.services.room_shutdown import RoomShutdown
 from homeserver.services.rooms import RoomService
 from homeserver.services.server_notices import ServerNotices
@@ -163,6 +164,7 @@ class HomeServer:
         self.server_notices = ServerNotices(self)
         self.exports = ExportService(self)
         self.message_retention = MessageRetention(self)
+        self.room_retention = RoomRetention(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
         for stream in (
             self.room_events.stream,
@@ -220,6 +222,7 @@ class HomeServer:
         self.sliding_sync.start()
         self.exports.start()
         self.message_retention.start()
+        self.room_retention.start()
 
     def build_router(self, resources: Sequence[str]) -> Router:
         from homeserver.api import register_servlets

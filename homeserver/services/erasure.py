@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from crypto.canonical import canonical_json
-from homeserver.storage.erasure import ErasureStore
+from homeserver.storage.erasure import ErasureStore, SentEvent
 from rooms.redaction import redact
 
 if TYPE_CHECKING:
@@ -37,14 +37,18 @@ class ErasureService:
     async def _prune_room(self, user_id: str, room_id: str) -> int:
         """Prune the user's messages and every membership event about them in one room.
         Other state they set (a room's name or topic) belongs to the room and stays."""
-        version = await self.hs.room_events.room_version(room_id)
+        return await self.prune([
+            event for event in await self.store.events_of(user_id, room_id)
+            if event.state_key is None
+            or (event.event_type == "m.room.member" and event.state_key == user_id)
+        ])  # fmt: skip
+
+    async def prune(self, events: list[SentEvent]) -> int:
+        """Store events as a redaction leaves them (their content gone); returns how many
+        changed."""
         replacements = {}
-        for event in await self.store.events_of(user_id, room_id):
-            is_state = event.state_key is not None
-            if is_state and not (
-                event.event_type == "m.room.member" and event.state_key == user_id
-            ):
-                continue
+        for event in events:
+            version = await self.hs.room_events.room_version(event.room_id)
             pruned = canonical_json(redact(json.loads(event.json), version)).decode("utf-8")
             if pruned != event.json:
                 replacements[event.event_id] = pruned

@@ -83,6 +83,28 @@ class ErasureStore:
         )
         return [SentEvent(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
+    async def redacted_before(self, before_ts: int, limit: int) -> list[SentEvent]:
+        """Events redacted before ``before_ts`` whose stored content was not pruned yet."""
+        rows = await self.db.run(
+            "redacted_before",
+            lambda txn: txn.select(
+                "SELECT DISTINCT e.event_id, e.room_id, e.type, e.state_key, e.json "
+                "FROM redactions r JOIN events re ON re.event_id = r.redacted_by "
+                "JOIN events e ON e.event_id = r.event_id "
+                "WHERE r.pruned = 0 AND re.origin_server_ts < ? LIMIT ?",
+                (before_ts, limit),
+            ),
+        )
+        return [SentEvent(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def mark_redactions_pruned(self, event_ids: list[str]) -> None:
+        await self.db.run(
+            "mark_redactions_pruned",
+            lambda txn: txn.execute_many(
+                "UPDATE redactions SET pruned = 1 WHERE event_id = ?", [(e,) for e in event_ids]
+            ),
+        )
+
     async def replace_event_json(self, pruned: dict[str, str]) -> None:
         """Store events as pruned (their content gone); drop them from search and from the
         relations index (a pruned event relates to nothing any more)."""
