@@ -52,6 +52,8 @@ def parse_config(raw: Any, base_dir: str = ".") -> HomeserverConfig:
     config.signing_key_path = _resolve(base_dir, config.signing_key_path)
     config.media.store_path = _resolve(base_dir, config.media.store_path)
     config.privacy.export_path = _resolve(base_dir, config.privacy.export_path)
+    if config.consent.template_path:
+        config.consent.template_path = _resolve(base_dir, config.consent.template_path)
     if config.logging.file:
         config.logging.file = _resolve(base_dir, config.logging.file)
     if config.federation.ca_file:

@@ -486,6 +486,29 @@ class RoomsConfig(_Section):
         return int(self.sliding_sync_connection_lifetime)
 
 
+class ConsentConfig(_Section):
+    """The privacy policy and terms users accept: served at /_matrix/consent, asked for at
+    registration (m.login.terms), and required again whenever ``version`` changes."""
+
+    enabled: bool = False
+    version: str = "1.0"
+    policy_name: str = "Privacy policy and terms of use"
+    # An HTML file the operator writes ($name, $version, $server, $form are filled in);
+    # unset: a built-in page with the age rules.
+    template_path: str | None = None
+    # Users confirm they are at least this old (GDPR: 16; COPPA: 13); unset: not asked.
+    minimum_age: int | None = 16
+    # Sending is refused (M_CONSENT_NOT_GIVEN) until the current version is accepted.
+    block_until_consent: bool = True
+    # Sent from the server notices user when the version changes ($url: the user's link).
+    notice: str = (
+        "Our privacy policy and terms have changed. Please read and accept them to keep "
+        "sending messages: $url"
+    )
+    # The key of the links' signatures; unset: derived from the server's signing key.
+    form_secret: str | None = None
+
+
 class RetentionConfig(_Section):
     """Room message retention (MSC1763) and how long redacted content is kept."""
 
@@ -554,6 +577,7 @@ class HomeserverConfig(_Section):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    consent: ConsentConfig = msgspec.field(default_factory=ConsentConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     voip: VoipConfig = msgspec.field(default_factory=VoipConfig)
     user_directory: UserDirectoryConfig = msgspec.field(default_factory=UserDirectoryConfig)

@@ -33,6 +33,7 @@ from homeserver.services.accounts import AccountService
 from homeserver.services.admin import AdminService
 from homeserver.services.auth import AuthService
 from homeserver.services.client_ips import ClientIpService
+from homeserver.services.consent import ConsentService
 from homeserver.services.devices import DeviceService
 from homeserver.services.discovery import DiscoveryService
 from homeserver.services.e2ee import E2eeService
@@ -162,6 +163,7 @@ class HomeServer:
         self.tasks = TaskScheduler(self)
         self.room_shutdown = RoomShutdown(self)
         self.server_notices = ServerNotices(self)
+        self.consent = ConsentService(self)
         self.exports = ExportService(self)
         self.message_retention = MessageRetention(self)
         self.room_retention = RoomRetention(self)
@@ -223,6 +225,7 @@ class HomeServer:
         self.exports.start()
         self.message_retention.start()
         self.room_retention.start()
+        defer.ensureDeferred(self.consent.notify_new_version())
 
     def build_router(self, resources: Sequence[str]) -> Router:
         from homeserver.api import register_servlets

@@ -18,8 +18,11 @@ def register_servlets(hs: HomeServer, router: Router, resources: Sequence[str]) 
     from keybackup import servlets as keybackup_servlets
 
     if "client" in resources:
+        from homeserver.api import consent
+
         register_client_servlets(hs, router)
         keybackup_servlets.register(hs, router)
+        consent.register(hs, router)
     if "client" in resources or "media" in resources:
         media.register(hs, router)
     if "admin" in resources:

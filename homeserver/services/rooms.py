@@ -116,6 +116,7 @@ class RoomService:
 
     async def create_room(self, requester: Requester, body: JsonDict) -> JsonDict:
         self.require_active(requester)
+        await self.hs.consent.require(requester.user_id)
         user_id = requester.user_id
         version_id = body.get("room_version", self.hs.config.rooms.default_room_version)
         version = get_room_version(version_id) if isinstance(version_id, str) else None
@@ -443,6 +444,7 @@ class RoomService:
         self, requester: Requester, room_id: str, event_type: str, state_key: str, content: JsonDict
     ) -> StoredEvent:
         self.require_active(requester)
+        await self.hs.consent.require(requester.user_id)
         await self.require_room(room_id)
         if event_type == "m.room.canonical_alias":
             await self._check_canonical_alias(room_id, content)
@@ -494,6 +496,7 @@ class RoomService:
         self, requester: Requester, room_id: str, event_type: str, content: JsonDict, txn_id: str
     ) -> StoredEvent:
         self.require_active(requester)
+        await self.hs.consent.require(requester.user_id)
         await self.require_room(room_id)
         self.hs.ratelimiter.check("message", requester.user_id)
         txn = TxnKey(requester.user_id, requester.device_id, f"send {room_id} {event_type}", txn_id)

@@ -21,6 +21,7 @@ DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REGISTRATION_TOKEN = "m.login.registration_token"
 EMAIL_IDENTITY = "m.login.email.identity"
+TERMS = "m.login.terms"
 
 _SESSION_TTL_MS = 30 * 60 * 1000
 
@@ -55,6 +56,7 @@ class InteractiveAuthService:
             PASSWORD: self._check_password,
             REGISTRATION_TOKEN: self._check_registration_token,
             EMAIL_IDENTITY: self._check_email,
+            TERMS: self._check_terms,
         }
 
     def _expire_sessions(self) -> None:
@@ -67,7 +69,7 @@ class InteractiveAuthService:
     ) -> InteractiveAuthRequired:
         body: dict[str, Any] = {
             "flows": [{"stages": stages} for stages in flows],
-            "params": {},
+            "params": self.params(flows),
             "session": session.session_id,
         }
         if session.completed:
@@ -125,8 +127,18 @@ class InteractiveAuthService:
             return session.results
         raise self._challenge(session, flows)
 
+    def params(self, flows: list[list[str]]) -> dict[str, Any]:
+        """What clients need to complete the stages: the policies to accept, for terms."""
+        if any(TERMS in stages for stages in flows):
+            return {TERMS: self.hs.consent.terms_params()}
+        return {}
+
     async def _check_dummy(self, auth: dict[str, Any], session: UiaSession) -> bool:
         return True
+
+    async def _check_terms(self, auth: dict[str, Any], session: UiaSession) -> str:
+        """The client shows the policies and sends this once the user accepted them all."""
+        return self.hs.config.consent.version
 
     async def _check_password(self, auth: dict[str, Any], session: UiaSession) -> str:
         if session.user_id is None:

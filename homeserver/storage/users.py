@@ -96,6 +96,50 @@ class UserStore:
             ),
         )
 
+    # Consent to the privacy policy and terms
+
+    async def get_consent_version(self, user_id: str) -> str | None:
+        row = await self.db.run(
+            "get_consent_version",
+            lambda txn: txn.select_one(
+                "SELECT consent_version FROM users WHERE user_id = ?", (user_id,)
+            ),
+        )
+        return str(row[0]) if row and row[0] is not None else None
+
+    async def set_consent(self, user_id: str, version: str, now_ms: int) -> None:
+        await self.db.run(
+            "set_consent",
+            lambda txn: txn.execute(
+                "UPDATE users SET consent_version = ?, consent_ts = ? WHERE user_id = ?",
+                (version, now_ms, user_id),
+            ),
+        )
+
+    async def users_to_notify_of_consent(self, version: str, except_user: str) -> list[str]:
+        """Active users who have not accepted ``version`` and were not told of it yet
+        (when none has been told: every such user)."""
+        rows = await self.db.run(
+            "users_to_notify_of_consent",
+            lambda txn: txn.select(
+                "SELECT user_id FROM users WHERE deactivated = 0 AND user_id <> ? "
+                "AND (consent_version IS NULL OR consent_version <> ?) "
+                "AND NOT EXISTS (SELECT 1 FROM consent_notices WHERE version = ?)",
+                (except_user, version, version),
+            ),
+        )
+        return [r[0] for r in rows]
+
+    async def mark_consent_notice_sent(self, version: str, now_ms: int) -> None:
+        await self.db.run(
+            "mark_consent_notice_sent",
+            lambda txn: txn.execute(
+                "INSERT INTO consent_notices (version, sent_ts) VALUES (?, ?) "
+                "ON CONFLICT (version) DO NOTHING",
+                (version, now_ms),
+            ),
+        )
+
     # External (SSO) identities
 
     async def get_external_ids(self, user_id: str) -> list[tuple[str, str]]:

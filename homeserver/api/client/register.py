@@ -15,7 +15,7 @@ from homeserver.http.servlet import (
     query_string,
     require,
 )
-from homeserver.services.uia import DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN
+from homeserver.services.uia import DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN, TERMS
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -28,15 +28,19 @@ def register(hs: HomeServer, router: Router) -> None:
         first = REGISTRATION_TOKEN if config.requires_token else DUMMY
         if hs.config.email.enabled and hs.config.email.registration_email:
             # The address is optional: a flow without it, and one with it.
-            return (
+            found = (
                 [[first], [first, EMAIL_IDENTITY]]
                 if config.requires_token
                 else [[first], [EMAIL_IDENTITY]]
             )
-        return [[first]]
+        else:
+            found = [[first]]
+        if hs.consent.enabled:  # every way in goes through accepting the policy
+            found = [[s for s in stages if s != DUMMY] + [TERMS] for stages in found]
+        return found
 
     async def get_flows(request: MatrixRequest) -> tuple[int, Any]:
-        return 200, {"flows": [{"stages": s} for s in flows()], "params": {}}
+        return 200, {"flows": [{"stages": s} for s in flows()], "params": hs.uia.params(flows())}
 
     async def post_register(request: MatrixRequest) -> tuple[int, Any]:
         kind = query_string(request, "kind", "user")
@@ -71,6 +75,9 @@ def register(hs: HomeServer, router: Router) -> None:
         if token is not None:
             await hs.accounts.consume_registration_token(token)
         user_id = await hs.accounts.create_account(localpart, password)
+        accepted = results.get(TERMS)
+        if accepted is not None:
+            await hs.consent.record(user_id, accepted)
         email_session = results.get(EMAIL_IDENTITY)
         if email_session is not None:
             await hs.threepids.add_to_account(user_id, email_session)
