@@ -62,6 +62,12 @@ class ErasureStore:
             txn.execute_many(
                 "DELETE FROM threepid_validations WHERE address = ?", [(a,) for a in addresses]
             )
+            # Notes to other servers about them not sent yet (typing, receipts, presence,
+            # to-device); their queued events go out as stored, that is, pruned.
+            txn.execute(
+                "DELETE FROM federation_outbox WHERE kind = 'edu' AND payload LIKE ? ESCAPE '\\'",
+                (f'%"{escape_like(user_id)}"%',),
+            )
             # Messages the user sent that their recipients have not fetched yet.
             txn.execute(
                 "DELETE FROM to_device_messages WHERE message_json LIKE ? ESCAPE '\\'",
