@@ -486,6 +486,21 @@ class RoomsConfig(_Section):
         return int(self.sliding_sync_connection_lifetime)
 
 
+class CachesConfig(_Section):
+    """Sizes of the in-memory caches (entries; see homeserver/caches.py for the names and
+    defaults), all scaled by ``global_factor``."""
+
+    global_factor: float = 1.0
+    sizes: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.global_factor <= 0:
+            raise ValueError("caches.global_factor must be positive")
+        for name, size in self.sizes.items():
+            if size < 1:
+                raise ValueError(f"caches.sizes.{name} must be at least 1")
+
+
 class ConsentConfig(_Section):
     """The privacy policy and terms users accept: served at /_matrix/consent, asked for at
     registration (m.login.terms), and required again whenever ``version`` changes."""
@@ -578,6 +593,7 @@ class HomeserverConfig(_Section):
     rooms: RoomsConfig = msgspec.field(default_factory=RoomsConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     consent: ConsentConfig = msgspec.field(default_factory=ConsentConfig)
+    caches: CachesConfig = msgspec.field(default_factory=CachesConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     voip: VoipConfig = msgspec.field(default_factory=VoipConfig)
     user_directory: UserDirectoryConfig = msgspec.field(default_factory=UserDirectoryConfig)

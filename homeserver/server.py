@@ -11,6 +11,7 @@ from signedjson.types import SigningKey
 from twisted.internet import defer
 
 from config.schema import HomeserverConfig
+from homeserver import caches
 from homeserver.clock import Clock
 from homeserver.federation.acl import ServerAcl
 from homeserver.federation.auth import FederationAuth
@@ -111,6 +112,7 @@ class HomeServer:
         stream_positions: dict[str, int],
         e2ee_positions: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
+        caches.configure(config.caches.sizes, config.caches.global_factor)
         self.config = config
         self.reactor = reactor
         self.db = db
@@ -214,7 +216,20 @@ class HomeServer:
         except Exception:
             logger.exception("Queueing %s for federation failed", event.event_id)
 
+    def _register_memory_tables(self) -> None:
+        tables = {
+            "room_locks": lambda: len(self.room_events._locks),
+            "sync_listeners": self.notifier.listener_count,
+            "uia_sessions": lambda: len(self.uia._sessions),
+            "ratelimit_buckets": lambda: len(self.ratelimiter._buckets),
+            "typing_rooms": lambda: len(self.typing._typing),
+            "client_ip_buffer": lambda: len(self.client_ips._pending),
+        }
+        for name, size in tables.items():
+            caches.register_table(name, size)
+
     def start_background_tasks(self) -> None:
+        self._register_memory_tables()
         self.client_ips.start()
         if self.config.federation.enabled:
             defer.ensureDeferred(self.federation_sender.start())

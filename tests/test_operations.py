@@ -285,3 +285,40 @@ def test_restart_keeps_users_and_sessions(server_factory: Callable[..., ServerPr
     assert again.token != old_token
     # Login fails with a wrong password after the restart, too: the hash was kept.
     assert Client(srv).login(user.user_id, "not the password").status == 403
+
+
+def test_caches_are_bounded_by_config_and_measured(server_factory: Any) -> None:
+    """Every cache reports its size, capacity (from caches.sizes, scaled by the global
+    factor), hits and misses; in-memory tables shrink back once their work is done."""
+    import re
+    import time
+
+    import requests
+
+    from tests.harness import create_room, new_user, q
+    from tests.test_rooms_basic import send
+
+    server = server_factory({"caches": {"global_factor": 2.0, "sizes": {"events": 123}}})
+    alice = new_user(server)
+    room_id = create_room(alice)
+    for i in range(5):
+        send(alice, room_id, f"m{i}")
+    assert alice.get(f"rooms/{q(room_id)}/messages", params={"dir": "b"}).status == 200
+    assert alice.put(f"rooms/{q(room_id)}/typing/{q(alice.user_id or '')}",
+                     {"typing": True, "timeout": 5000}).status == 200  # fmt: skip
+    assert alice.put(f"rooms/{q(room_id)}/typing/{q(alice.user_id or '')}",
+                     {"typing": False}).status == 200  # fmt: skip
+    time.sleep(0.2)
+    text = requests.get(server.metrics_url + "/metrics", timeout=10).text
+
+    def value(metric: str, name: str) -> float:
+        found = re.search(rf'^{metric}{{name="{name}"}} ([0-9.e+]+)$', text, re.M)
+        assert found, (metric, name)
+        return float(found.group(1))
+
+    assert value("homeserver_cache_capacity", "events") == 246  # 123, doubled
+    assert value("homeserver_cache_capacity", "state_groups") == 4000
+    assert 0 < value("homeserver_cache_size", "events") <= 246
+    assert value("homeserver_cache_hits_total", "events") > 0
+    assert value("homeserver_memory_table_size", "room_locks") == 0  # dropped when free
+    assert value("homeserver_memory_table_size", "typing_rooms") == 0

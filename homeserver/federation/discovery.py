@@ -24,6 +24,8 @@ from twisted.names import client as dns_client
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DomainError
 
+from homeserver.caches import MeasuredLRU
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8448
@@ -36,7 +38,6 @@ WELL_KNOWN_MIN_TTL_MS = 5 * 60 * 1000
 # Failures: first one cached this long, doubling per consecutive failure up to the cap.
 WELL_KNOWN_FAILURE_INITIAL_TTL_MS = 5 * 60 * 1000
 WELL_KNOWN_FAILURE_MAX_TTL_MS = 3600 * 1000
-WELL_KNOWN_CACHE_SIZE = 4096
 WELL_KNOWN_MAX_BODY_BYTES = 50 * 1024
 WELL_KNOWN_MAX_REDIRECTS = 5
 
@@ -255,13 +256,15 @@ class ServerResolver:
         srv_lookup: SrvLookup,
         *,
         rng: random.Random | None = None,
-        cache_size: int = WELL_KNOWN_CACHE_SIZE,
+        cache_size: int | None = None,
     ) -> None:
         self._clock_ms = clock_ms
         self._fetch_well_known = fetch_well_known
         self._srv_lookup = srv_lookup
         self._rng = rng if rng is not None else random.Random()
-        self._well_known_cache: LRUCache[str, _WellKnownEntry] = LRUCache(maxsize=cache_size)
+        self._well_known_cache: LRUCache[str, _WellKnownEntry] = MeasuredLRU(
+            "well_known", cache_size
+        )
         # Hostnames with a fetch in progress -> callers waiting for it, so one fetch serves all.
         self._in_flight: dict[str, list[defer.Deferred[ServerName | None]]] = {}
 

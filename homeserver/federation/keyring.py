@@ -16,6 +16,7 @@ from signedjson.key import encode_verify_key_base64, get_verify_key
 from twisted.internet import defer
 
 from crypto.canonical import sign, verify
+from homeserver.caches import MeasuredLRU
 from homeserver.federation.client import FederationError
 from homeserver.storage.federation import StoredKey
 
@@ -87,9 +88,9 @@ class Keyring:
         self.clock = hs.clock
         self.server_name = hs.config.server_name
         self.config = hs.config.federation
-        self._cache: LRUCache[str, dict[str, StoredKey]] = LRUCache(maxsize=5_000)
+        self._cache: LRUCache[str, dict[str, StoredKey]] = MeasuredLRU("server_keys")
         self._fetching: dict[str, defer.Deferred[None]] = {}
-        self._last_fetch: LRUCache[str, int] = LRUCache(maxsize=5_000)
+        self._last_fetch: LRUCache[str, int] = MeasuredLRU("server_key_fetches")
         self._published: tuple[int, JsonDict] | None = None
         key = hs.signing_key
         self.own_key_id = f"{key.alg}:{key.version}"

@@ -63,21 +63,27 @@ class FederationReceiver:
         if len(pdus) > MAX_PDUS_PER_TXN or len(edus) > MAX_EDUS_PER_TXN:
             raise bad_json("Too many PDUs or EDUs in one transaction")
         lock = self._locks.setdefault(origin, DeferredLock())
-        async with lock:
-            done = await self.store.get_inbound_txn(origin, txn_id)
-            if done is not None:
-                return done
-            results: JsonDict = {}
-            for pdu in pdus:
-                event_id, error = await self._on_pdu(origin, pdu)
-                if event_id is not None:
-                    results[event_id] = {"error": error} if error else {}
-            for edu in edus:
-                await self.hs.federation_edus.on_edu(origin, edu)
-            response = {"pdus": results}
-            await self.store.store_inbound_txn(origin, txn_id, response, self.hs.clock.time_msec())
-        if not lock.locked and not lock.waiting:
-            self._locks.pop(origin, None)  # one lock per origin with work, not per origin ever
+        try:
+            async with lock:
+                done = await self.store.get_inbound_txn(origin, txn_id)
+                if done is not None:
+                    return done
+                results: JsonDict = {}
+                for pdu in pdus:
+                    event_id, error = await self._on_pdu(origin, pdu)
+                    if event_id is not None:
+                        results[event_id] = {"error": error} if error else {}
+                for edu in edus:
+                    await self.hs.federation_edus.on_edu(origin, edu)
+                response = {"pdus": results}
+                await self.store.store_inbound_txn(
+                    origin, txn_id, response, self.hs.clock.time_msec()
+                )
+        finally:
+            # One lock per origin with work in hand, not per origin ever (a repeated or
+            # failed transaction too).
+            if not lock.locked and not lock.waiting and self._locks.get(origin) is lock:
+                del self._locks[origin]
         self.hs.federation_sender.wake(origin)
         return response
 

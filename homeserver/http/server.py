@@ -31,6 +31,7 @@ from homeserver.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("homeserver.access")
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 JsonDict = dict[str, Any]
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
@@ -289,9 +290,11 @@ class MatrixSite(server.Site):
         assert isinstance(request, MatrixRequest)
         elapsed = time.perf_counter() - request.started
         method = request.method.decode("ascii", "replace")
+        # A made-up method would otherwise add a permanent series to the metrics.
+        label = method if method in KNOWN_METHODS else "OTHER"
         code = request.code
-        metrics.HTTP_REQUESTS.labels(request.servlet_name, method, str(code)).inc()
-        metrics.HTTP_REQUEST_SECONDS.labels(request.servlet_name, method).observe(elapsed)
+        metrics.HTTP_REQUESTS.labels(request.servlet_name, label, str(code)).inc()
+        metrics.HTTP_REQUEST_SECONDS.labels(request.servlet_name, label).observe(elapsed)
         if self.access_log and access_logger.isEnabledFor(logging.INFO):
             access_logger.info(
                 "%s %s %s %s %d %.1fms %s",

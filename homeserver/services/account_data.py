@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
+from homeserver.caches import MeasuredLRU
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.streams import StreamIdGenerator
 
@@ -23,7 +24,7 @@ class AccountDataService:
         self.store = hs.stores.account_data
         self.stream = StreamIdGenerator(current_stream_id)
         # Who each user ignores, read often (every read filters by it), written rarely.
-        self._ignored: LRUCache[str, frozenset[str]] = LRUCache(maxsize=10_000)
+        self._ignored: LRUCache[str, frozenset[str]] = MeasuredLRU("ignored_users")
 
     async def direct_rooms(self, user_id: str) -> set[str]:
         """The rooms the user's m.direct account data names as direct chats."""

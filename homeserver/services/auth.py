@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from cachetools import LRUCache
 
 from crypto.tokens import hash_token, mint_access_token
+from homeserver.caches import MeasuredLRU
 from homeserver.errors import Codes, MatrixError
 from homeserver.http.server import MatrixRequest
 from homeserver.storage.devices import TokenOwner
@@ -34,7 +35,7 @@ class AuthService:
         self.address_resolver = hs.address_resolver
         self.clock = hs.clock
         # token hash -> its owner; revocation removes entries immediately.
-        self._token_cache: LRUCache[str, TokenOwner] = LRUCache(maxsize=50_000)
+        self._token_cache: LRUCache[str, TokenOwner] = MeasuredLRU("access_tokens")
         self.hs = hs
 
     @staticmethod

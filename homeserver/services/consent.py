@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from cachetools import LRUCache
 
+from homeserver.caches import MeasuredLRU
 from homeserver.errors import MatrixError
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class ConsentService:
             if secret
             else hmac.new(hs.signing_key.encode(), b"consent form", hashlib.sha256).digest()
         )
-        self._accepted: LRUCache[str, str | None] = LRUCache(maxsize=10_000)
+        self._accepted: LRUCache[str, str | None] = MeasuredLRU("consent")
         template = DEFAULT_TEMPLATE
         if self.config.template_path:
             with open(self.config.template_path, encoding="utf-8") as f:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
+
+from homeserver.caches import MeasuredLRU
 from homeserver.errors import forbidden, invalid_param
 from homeserver.streams import StreamIdGenerator
 
@@ -21,8 +24,11 @@ class TypingService:
         self.clock = hs.clock
         self.position = 0
         # room -> user -> expiry (ms); room -> position of its last change
+        # Rooms with someone typing now (a room leaves when its last typer stops).
         self._typing: dict[str, dict[str, int]] = {}
-        self._changed_at: dict[str, int] = {}
+        # When each room's typing last changed: the rooms least recently changed are
+        # forgotten first (a sync older than that sees no change, harmlessly).
+        self._changed_at: LRUCache[str, int] = MeasuredLRU("typing_changes")
         self._timers: dict[tuple[str, str], Any] = {}
 
     async def set_typing(self, user_id: str, room_id: str, typing: bool, timeout_ms: int) -> None:
@@ -36,8 +42,9 @@ class TypingService:
         timer = self._timers.pop((room_id, user_id), None)
         if timer is not None and timer.active():
             timer.cancel()
-        users = self._typing.setdefault(room_id, {})
+        users = self._typing.get(room_id, {})
         if typing:
+            self._typing[room_id] = users
             timeout_ms = max(0, min(timeout_ms, MAX_TYPING_TIMEOUT_MS))
             users[user_id] = self.clock.time_msec() + timeout_ms
             self._timers[(room_id, user_id)] = self.clock.call_later(
@@ -47,11 +54,16 @@ class TypingService:
             del users[user_id]
         else:
             return
+        if not users:
+            self._typing.pop(room_id, None)
         await self._changed(room_id)
 
     def _expire(self, room_id: str, user_id: str) -> None:
         self._timers.pop((room_id, user_id), None)
-        if self._typing.get(room_id, {}).pop(user_id, None) is not None:
+        users = self._typing.get(room_id, {})
+        if users.pop(user_id, None) is not None:
+            if not users:
+                self._typing.pop(room_id, None)
             from twisted.internet import defer
 
             defer.ensureDeferred(self._changed(room_id))

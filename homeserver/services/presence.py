@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
+
+from homeserver.caches import MeasuredLRU
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 
 if TYPE_CHECKING:
@@ -31,7 +34,8 @@ class PresenceService:
         self.hs = hs
         self.enabled = hs.config.presence.enabled
         self.position = 0
-        self._users: dict[str, UserPresence] = {}
+        # The least recently updated users are forgotten first (shown offline).
+        self._users: LRUCache[str, UserPresence] = MeasuredLRU("presence")
 
     def forget_user(self, user_id: str) -> None:
         self._users.pop(user_id, None)

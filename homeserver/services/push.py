@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from cachetools import LRUCache
 from twisted.internet import defer
 
+from homeserver.caches import MeasuredLRU
 from homeserver.errors import Codes, MatrixError, not_found
 from homeserver.http.outbound import BlockedAddress, parse_http_url
 from homeserver.storage.events import StoredEvent
@@ -43,10 +44,12 @@ class PushService:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.stores.push
-        self._rules: LRUCache[str, JsonDict] = LRUCache(maxsize=10_000)
+        self._rules: LRUCache[str, JsonDict] = MeasuredLRU("push_rules")
         # Evaluated on every event for every member: the merged ruleset is kept ready.
-        self._effective: LRUCache[str, dict[str, list[JsonDict]]] = LRUCache(maxsize=10_000)
-        self._pushers: LRUCache[str, list[JsonDict]] = LRUCache(maxsize=10_000)
+        self._effective: LRUCache[str, dict[str, list[JsonDict]]] = MeasuredLRU(
+            "effective_push_rules"
+        )
+        self._pushers: LRUCache[str, list[JsonDict]] = MeasuredLRU("pushers")
 
     # Rules
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from twisted.internet import defer
 from twisted.internet.defer import DeferredLock
 
 from crypto.canonical import canonical_json
+from homeserver.caches import MeasuredLRU
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.storage.events import (
     MAX_STATE_CHAIN,
@@ -106,16 +108,16 @@ class RoomEventService:
         self.stream = StreamIdGenerator(max_stream)
         self._next_state_group = max_state_group
         self._locks: dict[str, DeferredLock] = {}
-        self._event_cache: LRUCache[str, StoredEvent] = LRUCache(maxsize=20_000)
-        self._state_cache: LRUCache[int, StateIds] = LRUCache(maxsize=2_000)
-        self._room_versions: dict[str, RoomVersion] = {}
+        self._event_cache: LRUCache[str, StoredEvent] = MeasuredLRU("events")
+        self._state_cache: LRUCache[int, StateIds] = MeasuredLRU("state_groups")
+        self._room_versions: LRUCache[str, RoomVersion] = MeasuredLRU("room_versions")
         # This process is the rooms' only writer, so these stay right once loaded.
-        self._extremities: dict[str, list[str]] = {}
-        self._chain_lengths: LRUCache[int, int] = LRUCache(maxsize=20_000)
-        self._joined: LRUCache[str, set[str]] = LRUCache(maxsize=10_000)
+        self._extremities: LRUCache[str, list[str]] = MeasuredLRU("forward_extremities")
+        self._chain_lengths: LRUCache[int, int] = MeasuredLRU("state_chain_lengths")
+        self._joined: LRUCache[str, set[str]] = MeasuredLRU("joined_members")
         # Recent client transactions -> event ID, loaded at start-up, so that a client's
         # retry is recognised without a database round trip.
-        self._txn_ids: LRUCache[TxnKey, str] = LRUCache(maxsize=200_000)
+        self._txn_ids: LRUCache[TxnKey, str] = MeasuredLRU("transaction_ids")
         self.on_new_event: list[Any] = []
         # The lowest stream position handed to backfilled history in this process.
         self._backfill_floor = 1
@@ -216,11 +218,20 @@ class RoomEventService:
 
     # Writing
 
-    def _lock(self, room_id: str) -> DeferredLock:
+    @asynccontextmanager
+    async def _lock(self, room_id: str) -> AsyncIterator[None]:
+        """The room's writer lock, dropped from the table once nobody holds or awaits it
+        (a table of every room ever written to would only grow)."""
         lock = self._locks.get(room_id)
         if lock is None:
             lock = self._locks[room_id] = DeferredLock()
-        return lock
+        await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting and self._locks.get(room_id) is lock:
+                del self._locks[room_id]
 
     def _allocate_state_group(self) -> int:
         self._next_state_group += 1
@@ -840,9 +851,9 @@ class RoomEventService:
                 self._joined[room_id].add(state_key)
             else:
                 self._joined[room_id].discard(state_key)
-        self._extremities[room_id] = [
-            e for e in self._extremities.get(room_id, []) if e not in prev_ids
-        ] + [event_id]
+        known = self._extremities.get(room_id)
+        if known is not None:  # (when not cached, the next read loads them from the store)
+            self._extremities[room_id] = [e for e in known if e not in prev_ids] + [event_id]
         stored = StoredEvent(
             event_id,
             room_id,

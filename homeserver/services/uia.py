@@ -24,6 +24,7 @@ EMAIL_IDENTITY = "m.login.email.identity"
 TERMS = "m.login.terms"
 
 _SESSION_TTL_MS = 30 * 60 * 1000
+MAX_SESSIONS = 10_000
 
 
 @dataclass
@@ -98,6 +99,8 @@ class InteractiveAuthService:
         if session_id is None:
             session = UiaSession(mint_opaque_id(), operation, user_id, self.clock.time_msec())
             self._sessions[session.session_id] = session
+            while len(self._sessions) > MAX_SESSIONS:  # the oldest go first
+                del self._sessions[next(iter(self._sessions))]
         else:
             found = self._sessions.get(session_id)
             if found is None:

@@ -7,6 +7,7 @@ of statements is applied) lives here and nowhere else.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
@@ -104,14 +105,9 @@ class PostgresEngine(Engine):
     def __init__(self, args: dict[str, Any], cp_min: int, cp_max: int) -> None:
         self.args = {k: v for k, v in args.items() if v is not None}
         self._pool_size = (cp_min, cp_max)
-        self._converted: dict[str, str] = {}
 
     def convert_sql(self, sql: str) -> str:
-        converted = self._converted.get(sql)
-        if converted is None:
-            converted = sql.replace("%", "%%").replace("?", "%s")
-            self._converted[sql] = converted
-        return converted
+        return _to_pyformat(sql)
 
     def connection_kwargs(self) -> dict[str, Any]:
         return dict(self.args)
@@ -232,6 +228,13 @@ class Database:
         for callback in after:
             callback()
         return result
+
+
+@functools.lru_cache(maxsize=5_000)
+def _to_pyformat(sql: str) -> str:
+    """``?`` placeholders as psycopg2's ``%s`` (bounded: queries with IN lists of every
+    length are distinct texts; thread-safe, as the database threads call it)."""
+    return sql.replace("%", "%%").replace("?", "%s")
 
 
 def escape_like(value: str) -> str:

@@ -1,0 +1,145 @@
+"""Every in-memory cache of the server, bounded and measured: each has a name, a size from
+the configuration (``caches.sizes.<name>``, scaled by ``caches.global_factor``), and its
+size, capacity, hits, misses and evictions on /metrics."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from cachetools import LRUCache
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# The default capacity of each cache (entries), sized for a small server; the operator's
+# caches.sizes overrides any of them.
+DEFAULT_SIZES: dict[str, int] = {
+    "events": 20_000,
+    "state_groups": 2_000,
+    "state_chain_lengths": 20_000,
+    "joined_members": 10_000,
+    "transaction_ids": 200_000,
+    "room_versions": 50_000,
+    "forward_extremities": 20_000,
+    "access_tokens": 50_000,
+    "ignored_users": 10_000,
+    "push_rules": 10_000,
+    "effective_push_rules": 10_000,
+    "pushers": 10_000,
+    "consent": 10_000,
+    "server_keys": 5_000,
+    "server_key_fetches": 5_000,
+    "well_known": 4_096,
+    "presence": 50_000,
+    "typing_changes": 50_000,
+    "sql_statements": 5_000,
+}
+
+_sizes: dict[str, int] = {}
+_factor = 1.0
+
+
+def configure(sizes: dict[str, int], factor: float) -> None:
+    """Set capacities from the configuration (before the caches are built)."""
+    global _factor
+    _sizes.clear()
+    _sizes.update(sizes)
+    _factor = factor
+
+
+def capacity(name: str) -> int:
+    base = _sizes.get(name, DEFAULT_SIZES.get(name, 10_000))
+    return max(1, int(base * _factor))
+
+
+class MeasuredLRU(LRUCache[K, V], Generic[K, V]):
+    """An LRU cache that counts its hits, misses and evictions."""
+
+    def __init__(self, name: str, maxsize: int | None = None) -> None:
+        super().__init__(maxsize=maxsize if maxsize is not None else capacity(name))
+        self.name = name
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        _registry[id(self)] = self
+
+    def __getitem__(self, key: K) -> V:
+        try:
+            value: V = super().__getitem__(key)
+        except KeyError:
+            self.misses += 1
+            raise
+        self.hits += 1
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        # "key in cache" then "cache[key]" (and get(), which does just that) is the usual
+        # look-up: a miss is counted here, a hit when the value is read.
+        found = super().__contains__(key)
+        if not found:
+            self.misses += 1
+        return found
+
+    def popitem(self) -> tuple[K, V]:
+        item = super().popitem()
+        self.evictions += 1
+        return item
+
+
+# Live caches by identity (a cache compares equal to another with the same content, so a
+# WeakSet would merge them).
+_registry: weakref.WeakValueDictionary[int, MeasuredLRU[Any, Any]] = weakref.WeakValueDictionary()
+# Other in-memory tables (bounded by what is in progress, not by a capacity): their sizes.
+_tables: dict[str, Callable[[], int]] = {}
+
+
+def register_table(name: str, size: Callable[[], int]) -> None:
+    _tables[name] = size
+
+
+def new_cache(name: str) -> MeasuredLRU[Any, Any]:
+    return MeasuredLRU(name)
+
+
+class _CacheCollector(Collector):
+    """Reads every live cache at scrape time (no bookkeeping on the hot path)."""
+
+    def collect(self) -> Iterator[Any]:
+        size = GaugeMetricFamily("homeserver_cache_size", "Entries in the cache", labels=["name"])
+        cap = GaugeMetricFamily(
+            "homeserver_cache_capacity", "Most entries the cache holds", labels=["name"]
+        )
+        hits = CounterMetricFamily("homeserver_cache_hits", "Look-ups answered", labels=["name"])
+        misses = CounterMetricFamily(
+            "homeserver_cache_misses", "Look-ups not answered", labels=["name"]
+        )
+        evictions = CounterMetricFamily(
+            "homeserver_cache_evictions", "Entries dropped to make room", labels=["name"]
+        )
+        totals: dict[str, list[float]] = {}
+        for cache in list(_registry.values()):
+            entry = totals.setdefault(cache.name, [0, 0, 0, 0, 0])
+            for i, value in enumerate(
+                (len(cache), cache.maxsize, cache.hits, cache.misses, cache.evictions)
+            ):
+                entry[i] += value
+        for name, (n, m, h, miss, ev) in sorted(totals.items()):
+            size.add_metric([name], n)
+            cap.add_metric([name], m)
+            hits.add_metric([name], h)
+            misses.add_metric([name], miss)
+            evictions.add_metric([name], ev)
+        yield from (size, cap, hits, misses, evictions)
+        tables = GaugeMetricFamily(
+            "homeserver_memory_table_size", "Entries of an in-memory table", labels=["name"]
+        )
+        for name, measure in sorted(_tables.items()):
+            tables.add_metric([name], measure())
+        yield tables
+
+
+REGISTRY.register(_CacheCollector())
