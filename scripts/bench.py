@@ -1027,7 +1027,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per scenario")
     parser.add_argument("--output", help="where to write the JSON results")
     parser.add_argument("--only", nargs="+", help="run only these scenarios")
+    parser.add_argument(
+        "--soak", action="store_true", help="steady mixed load, each server in turn (soak.py)"
+    )
+    parser.add_argument("--minutes", type=float, default=60, help="with --soak: per server")
+    parser.add_argument("--rate", type=float, default=80, help="with --soak: requests/s")
     args = parser.parse_args(argv)
+    if args.soak:
+        from scripts.soak import run as run_soak
+
+        return run_soak(args.minutes, "sqlite" if args.db == "both" else args.db, args.rate)
 
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     if "postgres" in kinds and not postgres_reachable():
