@@ -16,13 +16,14 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 # The default capacity of each cache (entries), sized for a small server; the operator's
-# caches.sizes overrides any of them.
+# caches.sizes overrides any of them. An event costs about 2 KiB cached as stored, 5 KiB
+# once parsed; a transaction ID about 0.6 KiB.
 DEFAULT_SIZES: dict[str, int] = {
-    "events": 20_000,
+    "events": 10_000,
     "state_groups": 2_000,
     "state_chain_lengths": 20_000,
     "joined_members": 10_000,
-    "transaction_ids": 200_000,
+    "transaction_ids": 50_000,
     "room_versions": 50_000,
     "forward_extremities": 20_000,
     "access_tokens": 50_000,

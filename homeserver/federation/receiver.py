@@ -8,7 +8,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from twisted.internet import defer
 from twisted.internet.defer import DeferredLock
 
 from homeserver.errors import bad_json
@@ -48,11 +47,10 @@ class FederationReceiver:
 
     def start(self) -> None:
         """Forget answered transaction IDs once no server would still retry them."""
-        self.hs.clock.looping_call(self._purge_old_transactions, 3_600_000)
+        self.hs.clock.every(3_600_000, self._purge_old_transactions)
 
-    def _purge_old_transactions(self) -> None:
-        cutoff = self.hs.clock.time_msec() - TXN_MEMORY_MS
-        defer.ensureDeferred(self.store.purge_inbound_txns(cutoff))
+    async def _purge_old_transactions(self) -> None:
+        await self.store.purge_inbound_txns(self.hs.clock.time_msec() - TXN_MEMORY_MS)
 
     async def on_transaction(self, origin: str, txn_id: str, body: Any) -> JsonDict:
         if not isinstance(body, dict):

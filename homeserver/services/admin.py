@@ -30,12 +30,7 @@ class AdminService:
         """Load the rate-limit exceptions, and keep the audit log within its retention."""
         self.hs.ratelimiter.overrides = await self.store.get_overrides()
         await self.purge_audit_log()
-        self.hs.clock.looping_call(self._purge_in_background, 3_600_000)
-
-    def _purge_in_background(self) -> None:
-        from twisted.internet import defer
-
-        defer.ensureDeferred(self.purge_audit_log())
+        self.hs.clock.every(3_600_000, self.purge_audit_log)
 
     async def purge_audit_log(self) -> None:
         retention = int(self.hs.config.admin.audit_log_retention)

@@ -23,13 +23,7 @@ class MessageRetention:
         self.hs = hs
 
     def start(self) -> None:
-        interval = self.hs.config.privacy.message_retention_interval_ms
-        self.hs.clock.looping_call(self._run_in_background, interval)
-
-    def _run_in_background(self) -> None:
-        from twisted.internet import defer
-
-        defer.ensureDeferred(self.run_once())
+        self.hs.clock.every(self.hs.config.privacy.message_retention_interval_ms, self.run_once)
 
     async def run_once(self) -> int:
         """Apply every user's setting once; returns how many messages were redacted."""

@@ -25,12 +25,7 @@ class RoomRetention:
         self.config = hs.config.retention
 
     def start(self) -> None:
-        self.hs.clock.looping_call(self._run_in_background, int(self.config.purge_interval))
-
-    def _run_in_background(self) -> None:
-        from twisted.internet import defer
-
-        defer.ensureDeferred(self.run_once())
+        self.hs.clock.every(int(self.config.purge_interval), self.run_once)
 
     async def run_once(self) -> dict[str, int]:
         purged = await self.purge_expired_messages() if self.config.enabled else 0

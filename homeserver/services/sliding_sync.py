@@ -83,12 +83,7 @@ class SlidingSyncService:
         self.classic = hs.sync
 
     def start(self) -> None:
-        self.hs.clock.looping_call(self._expire_in_background, EXPIRY_CHECK_MS)
-
-    def _expire_in_background(self) -> None:
-        from twisted.internet import defer
-
-        defer.ensureDeferred(self.expire_connections())
+        self.hs.clock.every(EXPIRY_CHECK_MS, self.expire_connections)
 
     async def expire_connections(self) -> int:
         lifetime = self.hs.config.rooms.sliding_sync_connection_lifetime_ms
