@@ -93,6 +93,36 @@ privacy:
   # Addresses of reverse proxies whose X-Forwarded-For header is believed. Requests
   # from any other peer are recorded with the peer's own address.
   trusted_proxies: []
+  # Data exports (users' own and admins'): where they are written, how long kept.
+  export_path: "exports"
+  export_retention: 7d
+  # How often users' own "delete my messages older than..." settings are applied.
+  message_retention_interval: 1h
+
+# The privacy policy and terms users accept (served at /_matrix/consent; asked for at
+# registration; required again, with a server notice, whenever the version changes).
+consent:
+  enabled: false
+  version: "1.0"
+  #template_path: "privacy_policy.html"
+  minimum_age: 16
+
+# Message retention of rooms (MSC1763, m.room.retention), and deletion of the original
+# content of redacted events.
+retention:
+  enabled: false
+  #default_max_lifetime: 365d
+  #allowed_lifetime_min: 1d
+  #allowed_lifetime_max: 3650d
+  purge_interval: 1h
+  redaction_retention_period: 7d
+
+# In-memory cache capacities (entries), scaled by global_factor; names and defaults in
+# homeserver/caches.py, sizes and hit rates on /metrics.
+caches:
+  global_factor: 1.0
+  #sizes:
+  #  events: 10000
 
 media:
   store_path: "{media_store_path}"
@@ -141,6 +171,8 @@ logging:
   # Write the log to a file instead of standard error.
   #file: "homeserver.log"
   access_log: true
+  # false: the access log writes "-" instead of each client's IP address.
+  access_log_ips: true
 
 metrics:
   enabled: true
