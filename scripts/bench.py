@@ -133,6 +133,7 @@ class Server:
     pg_database: str | None = None
     process: subprocess.Popen[bytes] | None = None
     rss_after_start: float = 0.0
+    metrics_port: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -200,10 +201,14 @@ def ours(db_kind: str) -> Server:
             "args": {"host": PG["host"], "port": PG["port"], "dbname": pg_database},
         }
     )
+    metrics_port = free_port()
     config = {
         "server_name": "bench.local",
         "signing_key_path": "signing.key",
-        "listeners": [{"port": port, "bind_addresses": ["127.0.0.1"], "resources": ["client"]}],
+        "listeners": [
+            {"port": port, "bind_addresses": ["127.0.0.1"], "resources": ["client"]},
+            {"port": metrics_port, "bind_addresses": ["127.0.0.1"], "resources": ["metrics"]},
+        ],
         "database": database,
         "registration": {"enabled": True, "password_min_length": 0},
         "password_hashing": {"bcrypt_rounds": BCRYPT_ROUNDS},
@@ -220,6 +225,7 @@ def ours(db_kind: str) -> Server:
         [sys.executable, "-m", "homeserver", "-c", "homeserver.yaml"],
         env={"PYTHONPATH": ROOT},
         pg_database=pg_database,
+        metrics_port=metrics_port,
     )
 
 

@@ -117,6 +117,29 @@ class Soak:
             self.minute.error_kinds[kind] = self.minute.error_kinds.get(kind, 0) + 1
         return status, result
 
+    async def cache_stats(self) -> JsonBody:
+        """Size and hit rate of each cache, from the server's /metrics (ours only)."""
+        if self.server.metrics_port is None:
+            return {}
+        url = f"http://127.0.0.1:{self.server.metrics_port}/metrics"
+        try:
+            async with self.api.http.get(url) as r:
+                text = await r.text()
+        except aiohttp.ClientError:
+            return {}
+        values: dict[str, dict[str, float]] = {}
+        for line in text.splitlines():
+            for metric in ("size", "hits_total", "misses_total"):
+                prefix = f'homeserver_cache_{metric}{{name="'
+                if line.startswith(prefix):
+                    name, _, value = line[len(prefix) :].partition('"} ')
+                    values.setdefault(name, {})[metric] = float(value)
+        return {
+            name: {"size": v.get("size", 0), "hits": v.get("hits_total", 0),
+                   "misses": v.get("misses_total", 0)}
+            for name, v in values.items()
+        }  # fmt: skip
+
     # Set-up
 
     async def set_up(self) -> None:
@@ -294,6 +317,7 @@ class Soak:
                     "wakeup_p95": pct(m.wakeups_ms, 95), "wakeup_p99": pct(m.wakeups_ms, 99),
                     "wakeups": len(m.wakeups_ms), "error_kinds": m.error_kinds,
                 })  # fmt: skip
+                series[-1]["caches"] = await self.cache_stats()
                 print(f"  {self.server.name} minute {len(series)}: {json.dumps(series[-1])}",
                       flush=True)  # fmt: skip
                 cpu_mark = cpu_now
