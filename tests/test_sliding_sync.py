@@ -211,7 +211,9 @@ def test_lazy_members_me_and_state_changes(alice: Client, bob: Client, client: C
 
 def test_unknown_positions_and_bad_requests(alice: Client) -> None:
     first = ok(sliding(alice, {"conn_id": "a", "lists": ROOM_LIST}))
-    for pos, conn in (("999", "a"), ("garbage", "a"), (first["pos"], "other")):
+    prefix = first["pos"].split(".")[0]
+    for pos, conn in (("999", "a"), ("garbage", "a"), (first["pos"], "other"),
+                      (f"{prefix}.²", "a"), (f"{prefix}.{'9' * 30}", "a")):  # fmt: skip
         resp = sliding(alice, {"conn_id": conn, "lists": ROOM_LIST}, pos=pos)
         assert resp.status == 400 and resp.body["errcode"] == "M_UNKNOWN_POS", resp
     # Starting the connection again makes its old positions unknown.

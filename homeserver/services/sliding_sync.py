@@ -132,10 +132,15 @@ class SlidingSyncService:
         self, requester: Requester, request: SlidingSyncRequest, now_ms: int
     ) -> tuple[str, SyncToken, dict[str, SentRoom]]:
         lifetime = self.hs.config.rooms.sliding_sync_connection_lifetime_ms
-        found = await self.store.resume(
-            requester.user_id, requester.device_id, request.conn_id, request.pos or "",
-            now_ms - lifetime, now_ms,
-        )  # fmt: skip
+        # A position is "<the connection key's first characters>.<number>".
+        prefix, _, number = (request.pos or "").partition(".")
+        pos = parse_position(number)
+        found = None
+        if len(prefix) == POS_PREFIX and pos is not None:
+            found = await self.store.resume(
+                requester.user_id, requester.device_id, request.conn_id, prefix, pos,
+                now_ms - lifetime, now_ms,
+            )  # fmt: skip
         if found is None:
             raise MatrixError(400, UNKNOWN_POS, "Unknown or expired position: start again")
         key, token, sent = found

@@ -258,13 +258,6 @@ class MediaStore:
         )
         return str(row[0]) if row and row[0] else None
 
-    async def user_media_ids_all(self, user_id: str) -> list[str]:
-        rows = await self.db.run(
-            "user_media_ids_all",
-            lambda txn: txn.select("SELECT media_id FROM media WHERE user_id = ?", (user_id,)),
-        )
-        return [r[0] for r in rows]
-
     async def old_media(self, before_ts: int, size_gt: int) -> list[str]:
         rows = await self.db.run(
             "old_media",

@@ -197,18 +197,15 @@ class SlidingSyncStore:
         user_id: str,
         device_id: str,
         conn_id: str,
-        pos_text: str,
+        prefix: str,
+        pos: int,
         used_since_ms: int,
         now_ms: int,
     ) -> tuple[str, str, dict[str, SentRoom]] | None:
-        """Carry a connection on from a position the client sent (``<key prefix>.<n>``):
+        """Carry a connection on from a position the client sent (``<key prefix>.<pos>``):
         its key, the stream token of that position, and what it had sent then; None if the
         connection or position is unknown, or the connection unused since before
         ``used_since_ms``. The position is confirmed (see ``_confirm``)."""
-        prefix, _, number = pos_text.partition(".")
-        if len(prefix) != POS_PREFIX or not number.isdigit() or len(number) > 18:
-            return None
-        pos = int(number)
 
         def txn_fn(txn: Txn) -> tuple[str, str, dict[str, SentRoom]] | None:
             row = txn.select_one(

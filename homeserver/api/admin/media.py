@@ -53,7 +53,7 @@ def register(hs: HomeServer, router: Router) -> None:
 
     async def quarantine_user(request: MatrixRequest, user_id: str) -> tuple[int, Any]:
         requester = await hs.auth.require_admin(request)
-        media = await hs.media.store.user_media_ids_all(user_id)
+        media = await hs.media.store.user_media_ids(user_id)
         count = await hs.media.store.quarantine(media, requester.user_id)
         await hs.admin.audit(request, requester, "media.quarantine_user", user_id)
         return 200, {"num_quarantined": count}
