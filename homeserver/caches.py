@@ -38,6 +38,7 @@ DEFAULT_SIZES: dict[str, int] = {
     "presence": 50_000,
     "typing_changes": 50_000,
     "sql_statements": 5_000,
+    "parked_sync_listeners": 10_000,
 }
 
 _sizes: dict[str, int] = {}

@@ -4,6 +4,10 @@ A sync registers its interest (``listen``) *before* it reads the stream position
 builds its answer from, and waits on that same registration. A notification that arrives
 while the answer is being built is therefore never lost: the wait returns at once and the
 sync looks again.
+
+A sync that returns parks its listener under the token it handed out: the client's next
+sync, from that token, takes the listener back and, if nothing was notified in between,
+goes straight to waiting instead of building an answer it already knows is empty.
 """
 
 from __future__ import annotations
@@ -12,18 +16,22 @@ from collections.abc import Iterable
 
 from twisted.internet import defer
 
+from homeserver.caches import MeasuredLRU
 from homeserver.clock import Clock
+
+ParkKey = tuple[str, str, str]  # (user, device, the token the sync handed out)
 
 
 class Listener:
     """One sync's interest in one user's notifications, from ``listen`` until ``close``."""
 
-    __slots__ = ("_deferred", "_notifier", "notified", "user_id")
+    __slots__ = ("_deferred", "_notifier", "notified", "parked", "user_id")
 
     def __init__(self, notifier: Notifier, user_id: str) -> None:
         self._notifier = notifier
         self.user_id = user_id
         self.notified = False
+        self.parked = False
         self._deferred: defer.Deferred[None] | None = None
 
     def fire(self) -> None:
@@ -53,14 +61,41 @@ class Listener:
         self._notifier._remove(self)
 
 
+class _ParkedListeners(MeasuredLRU[ParkKey, Listener]):
+    """Bounded: a client that stops syncing leaves one parked listener, closed when the
+    least recently parked ones make room."""
+
+    def popitem(self) -> tuple[ParkKey, Listener]:
+        key, listener = super().popitem()
+        listener.close()
+        return key, listener
+
+
 class Notifier:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._listeners: dict[str, set[Listener]] = {}
+        self._parked = _ParkedListeners("parked_sync_listeners")
 
     def listen(self, user_id: str) -> Listener:
         listener = Listener(self, user_id)
         self._listeners.setdefault(user_id, set()).add(listener)
+        return listener
+
+    def park(self, key: ParkKey, listener: Listener) -> None:
+        """Keep ``listener`` (registered before the answer that handed out the token in
+        ``key`` was read) for the sync that continues from that token."""
+        listener.parked = True
+        previous = self._parked.pop(key, None)
+        if previous is not None:
+            previous.close()
+        self._parked[key] = listener
+
+    def unpark(self, key: ParkKey) -> Listener | None:
+        """The listener parked under ``key``, now the caller's to wait on and close."""
+        listener = self._parked.pop(key, None)
+        if listener is not None:
+            listener.parked = False
         return listener
 
     def _remove(self, listener: Listener) -> None:
@@ -84,4 +119,5 @@ class Notifier:
                 listener.fire()
 
     def listener_count(self) -> int:
-        return sum(len(group) for group in self._listeners.values())
+        """Syncs waiting now (parked listeners wait for no one yet)."""
+        return sum(1 for group in self._listeners.values() for lis in group if not lis.parked)

@@ -102,6 +102,58 @@ def test_notify_all_wakes_every_listener() -> None:
     assert notifier.listener_count() == 0
 
 
+def _chained_syncs(notify_between: bool) -> tuple[list[int], Any, SyncService]:
+    """A first sync hands out a token; the second continues from it."""
+    calls: list[int] = []
+    token = str(SyncToken(5, 1, 1, 0))
+
+    def on_build(notifier: Notifier) -> None:
+        calls.append(1)
+
+    service = make_sync_service(
+        [({"next_batch": token}, True), ({"next_batch": "later"}, True)], on_build
+    )
+    first = run_sync(service)
+    assert first.called and first.result == {"next_batch": token}
+    if notify_between:
+        service.hs.notifier.notify_users(["@a:test"])
+    requester = SimpleNamespace(user_id="@a:test", device_id="D")
+    second = defer.ensureDeferred(
+        service.sync(requester, SyncToken.parse(token), 30_000, False, None)  # type: ignore[arg-type]
+    )
+    return calls, second, service
+
+
+def test_sync_from_a_quiet_token_waits_without_building() -> None:
+    calls, second, service = _chained_syncs(notify_between=False)
+    assert not second.called
+    assert calls == [1], "nothing was notified: the answer is known to be empty"
+    assert service.hs.notifier.listener_count() == 1
+    service.hs.notifier.notify_users(["@a:test"])
+    assert second.called and second.result == {"next_batch": "later"}
+    assert calls == [1, 1]
+
+
+def test_change_between_two_syncs_is_answered_at_once() -> None:
+    """Notified after the first answer was read and before the client came back: the
+    parked listener remembers it, so the next sync builds at once."""
+    calls, second, _ = _chained_syncs(notify_between=True)
+    assert second.called and second.result == {"next_batch": "later"}
+    assert calls == [1, 1]
+
+
+def test_parked_listeners_are_bounded() -> None:
+    notifier = Notifier(Clock(task.Clock()))
+    notifier._parked = type(notifier._parked)("parked_sync_listeners", 3)
+    for i in range(10):
+        notifier.park(("@a:x", "D", f"s{i}"), notifier.listen("@a:x"))
+    assert len(notifier._parked) == 3
+    # Evicted listeners are closed, not left registered with nobody to take them back.
+    assert sum(len(group) for group in notifier._listeners.values()) == 3
+    assert notifier.unpark(("@a:x", "D", "s9")) is not None
+    assert notifier.unpark(("@a:x", "D", "s0")) is None
+
+
 def test_sync_started_with_a_write_returns_promptly(alice: Client) -> None:
     """The matrix-js-sdk pattern that made secret storage set-up take minutes: account data
     written while the next long-poll is starting."""

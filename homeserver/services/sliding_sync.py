@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import MatrixError
 from homeserver.services.auth import Requester
 from homeserver.services.filters import SyncFilter
-from homeserver.services.sync import _page_size, _Prefetch
+from homeserver.services.sync import _page_size
 from homeserver.storage.events import StateKey, StoredEvent
 from homeserver.storage.sliding_sync import POS_PREFIX, RoomMembership, SentRoom
+from homeserver.storage.sync import RoomBatch
 from homeserver.streams import SyncToken, parse_position
 from rooms.sliding_sync import (
     ExtensionScope,
@@ -372,7 +373,7 @@ class SlidingSyncService:
         same timeline reader and visibility check as /sync; the first page of every joined
         room read in one query per distinct starting point."""
         event_store = self.hs.stores.events
-        batch = _Prefetch(
+        batch = RoomBatch(
             summaries={}, unread={},
             records=await event_store.get_membership_records(user_id, [p.room_id for p in plans]),
         )  # fmt: skip

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from homeserver.services.auth import Requester
 from homeserver.services.filters import SyncFilter
 from homeserver.storage.events import StoredEvent
+from homeserver.storage.sync import RoomBatch
 from homeserver.streams import SyncToken
 
 if TYPE_CHECKING:
@@ -21,14 +21,6 @@ STRIPPED_STATE_TYPES = (
     "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
     "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
 )  # fmt: skip
-
-
-@dataclass
-class _Prefetch:
-    summaries: dict[str, list[tuple[str, str]]]
-    unread: dict[str, tuple[int, int, dict[str, tuple[int, int]]]]
-    records: dict[str, tuple[list[tuple[int, str]], bool]]
-    first_pages: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 def _page_size(sync_filter: SyncFilter) -> int:
@@ -64,20 +56,40 @@ class SyncService:
         full_state: bool,
         sync_filter: SyncFilter,
     ) -> JsonDict:
+        notifier = self.hs.notifier
+        user_id, device_id = requester.user_id, requester.device_id or ""
+        deadline = time.monotonic() + timeout_ms / 1000
+        if since is not None and not full_state and timeout_ms > 0:
+            # The sync that handed out ``since`` left its listener: if nothing was notified
+            # since, the answer would be empty, so wait before building anything.
+            parked = notifier.unpark((user_id, device_id, str(since)))
+            if parked is not None:
+                try:
+                    await parked.wait(timeout_ms)
+                finally:
+                    parked.close()
         if since is not None and since.typing > self.hs.typing.position:
             since.typing = 0  # typing and presence positions do not survive a restart
         if since is not None and since.presence > self.hs.presence.position:
             since.presence = 0
-        deadline = time.monotonic() + timeout_ms / 1000
         while True:
             # Listen before reading any position: a change notified while the answer is
             # being built then ends the wait at once instead of being lost.
-            listener = self.hs.notifier.listen(requester.user_id)
+            listener = notifier.listen(user_id)
             try:
                 result, changed = await self._build(requester, since, full_state, sync_filter)
-                remaining = int((deadline - time.monotonic()) * 1000)
-                if changed or since is None or full_state or remaining <= 0:
-                    return result
+            except BaseException:
+                listener.close()
+                raise
+            remaining = int((deadline - time.monotonic()) * 1000)
+            if changed or since is None or full_state or remaining <= 0:
+                token = result.get("next_batch")
+                if isinstance(token, str):
+                    notifier.park((user_id, device_id, token), listener)
+                else:
+                    listener.close()
+                return result
+            try:
                 await listener.wait(remaining)
             finally:
                 listener.close()
@@ -92,23 +104,16 @@ class SyncService:
         user_id = requester.user_id
         now = self.current_token()
         rooms: JsonDict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
-        joined = [
-            r for r in await self.event_store.get_rooms_for_user(user_id, ["join"])
-            if sync_filter.allows_room(r)
-        ]  # fmt: skip
+        window = await self.store.read_window(user_id, since, now)
+        all_joined = window.rooms("join")
+        joined = [r for r in all_joined if sync_filter.allows_room(r)]
         membership_changes: dict[str, tuple[str, int]] = {}
-        if since is not None:
-            for room_id, membership, stream in await self.store.get_membership_changes(
-                user_id, since.events, now.events
-            ):
-                membership_changes[room_id] = (membership, stream)
+        for room_id, membership, stream in window.membership_changes:
+            membership_changes[room_id] = (membership, stream)
 
-        account_data_rows = await self.store.get_account_data_since(
-            user_id, since.account_data if since else 0, now.account_data
-        )
         room_account_data: dict[str, list[JsonDict]] = {}
         global_account_data = []
-        for room_id, data_type, content in account_data_rows:
+        for room_id, data_type, content in window.account_data:
             entry = {"type": data_type, "content": content}
             if room_id:
                 room_account_data.setdefault(room_id, []).append(entry)
@@ -123,10 +128,7 @@ class SyncService:
         receipts = await self.hs.receipts.receipt_events(
             user_id, joined, since.receipts if since else 0, now.receipts
         )
-        if since is None or full_state:
-            changed_rooms = set(joined)
-        else:
-            changed_rooms = await self.store.get_changed_rooms(joined, since.events, now.events)
+        changed_rooms = set(joined) if since is None or full_state else window.changed_rooms
         device = (requester.user_id, requester.device_id)
         included = []
         for room_id in joined:
@@ -151,7 +153,7 @@ class SyncService:
             rooms["join"][room_id] = entry
 
         ignored = await self.hs.account_data.ignored_users(user_id)
-        for room_id in await self.event_store.get_rooms_for_user(user_id, ["invite"]):
+        for room_id in window.rooms("invite"):
             if not sync_filter.allows_room(room_id):
                 continue
             if ignored and await self._invited_by(room_id, user_id) in ignored:
@@ -159,12 +161,11 @@ class SyncService:
             if since is None or membership_changes.get(room_id, ("", 0))[0] == "invite":
                 rooms["invite"][room_id] = {"invite_state": {"events": await self.stripped_state(
                     room_id, user_id)}}  # fmt: skip
-        for room_id in await self.event_store.get_rooms_for_user(user_id, ["knock"]):
+        for room_id in window.rooms("knock"):
             if since is None or membership_changes.get(room_id, ("", 0))[0] == "knock":
                 rooms["knock"][room_id] = {"knock_state": {"events": await self.stripped_state(
                     room_id, user_id)}}  # fmt: skip
-        left = await self.event_store.get_rooms_for_user(user_id, ["leave", "ban"])
-        for room_id in left:
+        for room_id in window.rooms("leave", "ban"):
             if not sync_filter.allows_room(room_id):
                 continue
             change = membership_changes.get(room_id)
@@ -189,15 +190,15 @@ class SyncService:
             or global_account_data or presence
         )  # fmt: skip
         await self._serialize_all(rooms, device)
-        e2ee = self.hs.e2ee
-        to_device = await e2ee.store.take_to_device(
+        device_state = await self.hs.e2ee.store.device_sync_state(
             user_id, requester.device_id, since.to_device if since else 0, now.to_device,
             TO_DEVICE_BATCH,
         )  # fmt: skip
+        to_device = device_state.to_device
         if len(to_device) == TO_DEVICE_BATCH:
             now.to_device = to_device[-1][0]  # the rest comes with the next sync
         device_changes = await self._device_list_changes(
-            user_id, since, now, joined, membership_changes
+            user_id, since, now, all_joined, membership_changes, window.member_changes
         )
         if to_device or device_changes["changed"] or device_changes["left"]:
             changed = True
@@ -208,12 +209,8 @@ class SyncService:
             "presence": {"events": presence},
             "to_device": {"events": [message for _, message in to_device]},
             "device_lists": device_changes,
-            "device_one_time_keys_count": await e2ee.store.count_one_time_keys(
-                user_id, requester.device_id
-            ),
-            "device_unused_fallback_key_types": await e2ee.store.unused_fallback_key_types(
-                user_id, requester.device_id
-            ),
+            "device_one_time_keys_count": device_state.one_time_key_counts,
+            "device_unused_fallback_key_types": device_state.unused_fallback_key_types,
         }
         return response, changed
 
@@ -234,14 +231,11 @@ class SyncService:
 
     async def device_list_changes(self, user_id: str, since: SyncToken, now: SyncToken) -> JsonDict:
         """For /keys/changes: the same answer /sync gives for that window."""
-        joined = await self.event_store.get_rooms_for_user(user_id, ["join"])
-        membership_changes = {
-            room_id: (membership, stream)
-            for room_id, membership, stream in await self.store.get_membership_changes(
-                user_id, since.events, now.events
-            )
-        }
-        return await self._device_list_changes(user_id, since, now, joined, membership_changes)
+        window = await self.store.read_window(user_id, since, now)
+        membership_changes = {room: (m, stream) for room, m, stream in window.membership_changes}
+        return await self._device_list_changes(
+            user_id, since, now, window.rooms("join"), membership_changes, window.member_changes
+        )
 
     async def _device_list_changes(
         self,
@@ -250,12 +244,14 @@ class SyncService:
         now: SyncToken,
         joined: list[str],
         membership_changes: dict[str, tuple[str, int]],
+        member_changes: set[str],
     ) -> JsonDict:
-        """Users whose keys changed, who newly share a room, or who share none any more."""
+        """Users whose keys changed, who newly share a room, or who share none any more
+        (over every joined room: a room filter narrows what the answer shows, not whose
+        keys the client must track)."""
         if since is None:
             return {"changed": [], "left": []}
         keys_moved = since.device_lists < now.device_lists
-        member_changes = await self.store.get_member_changes(joined, since.events, now.events)
         if not keys_moved and not member_changes and not membership_changes:
             return {"changed": [], "left": []}  # nothing moved: no need to look at members
         sharing: set[str] = {user_id}
@@ -287,21 +283,15 @@ class SyncService:
         since: SyncToken | None,
         now: SyncToken,
         sync_filter: SyncFilter,
-    ) -> _Prefetch:
-        """What every included room needs, read in a few queries for all rooms at once."""
-        batch = _Prefetch(
-            summaries=await self.event_store.get_member_summaries(room_ids),
-            unread=await self.hs.stores.push.get_unread_counts_many(user_id, room_ids),
-            records=await self.event_store.get_membership_records(user_id, room_ids),
+    ) -> RoomBatch:
+        """What every included room needs, read in one transaction for all rooms at once."""
+        page = None if sync_filter.timeline.types else _page_size(sync_filter)
+        batch = await self.store.read_room_batch(
+            user_id, room_ids, since.events if since else None, now.events, page
         )
-        if not sync_filter.timeline.types:
-            page = _page_size(sync_filter)
-            batch.first_pages = await self.event_store.get_latest_event_ids(
-                room_ids, since.events if since else None, now.events, page
-            )
-            await self.events.get_events(
-                e for rows in batch.first_pages.values() for e, _ in rows
-            )  # loads them into the cache in one round trip
+        await self.events.get_events(
+            e for rows in batch.first_pages.values() for e, _ in rows
+        )  # loads them into the cache in one round trip
         return batch
 
     async def _timeline(
@@ -311,7 +301,7 @@ class SyncService:
         after: int | None,
         upto: int,
         sync_filter: SyncFilter,
-        batch: _Prefetch | None = None,
+        batch: RoomBatch | None = None,
     ) -> tuple[list[StoredEvent], bool, int]:
         """The newest events in (after, upto], limited; returns (events, limited, first pos)."""
         limit = sync_filter.timeline.limit
@@ -419,7 +409,7 @@ class SyncService:
         now: SyncToken,
         sync_filter: SyncFilter,
         full: bool,
-        batch: _Prefetch | None = None,
+        batch: RoomBatch | None = None,
     ) -> JsonDict:
         after = None if since is None else since.events
         timeline, limited, first = await self._timeline(

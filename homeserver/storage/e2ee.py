@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from homeserver.storage.engine import Database, Txn
 
@@ -108,15 +108,9 @@ class E2eeStore:
         await self.db.run("add_one_time_keys", txn_fn)
 
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
-        rows = await self.db.run(
-            "count_one_time_keys",
-            lambda txn: txn.select(
-                "SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = ? "
-                "AND device_id = ? GROUP BY algorithm",
-                (user_id, device_id),
-            ),
+        return await self.db.run(
+            "count_one_time_keys", _count_one_time_keys_txn, user_id, device_id
         )
-        return {r[0]: int(r[1]) for r in rows}
 
     async def set_fallback_key(
         self, user_id: str, device_id: str, algorithm: str, key_id: str, key_json: str
@@ -139,15 +133,9 @@ class E2eeStore:
         await self.db.run("set_fallback_key", txn_fn)
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
-        rows = await self.db.run(
-            "unused_fallback_key_types",
-            lambda txn: txn.select(
-                "SELECT algorithm FROM fallback_keys WHERE user_id = ? AND device_id = ? "
-                "AND used = 0",
-                (user_id, device_id),
-            ),
+        return await self.db.run(
+            "unused_fallback_key_types", _unused_fallback_key_types_txn, user_id, device_id
         )
-        return sorted(r[0] for r in rows)
 
     async def claim_keys(
         self, requests: Sequence[tuple[str, str, str]]
@@ -292,24 +280,25 @@ class E2eeStore:
     async def take_to_device(
         self, user_id: str, device_id: str, acknowledged: int, upto: int, limit: int
     ) -> list[tuple[int, JsonDict]]:
-        """Delete what the device acknowledged (up to ``acknowledged``); return the next batch."""
+        return await self.db.run(
+            "take_to_device", _take_to_device_txn, user_id, device_id, acknowledged, upto, limit
+        )
 
-        def txn_fn(txn: Txn) -> list[tuple[int, JsonDict]]:
-            txn.execute(
-                "DELETE FROM to_device_messages WHERE user_id = ? AND device_id = ? "
-                "AND stream_id <= ?",
-                (user_id, device_id, acknowledged),
+    async def device_sync_state(
+        self, user_id: str, device_id: str, acknowledged: int, upto: int, limit: int
+    ) -> DeviceSyncState:
+        """What every /sync tells a device about its keys and messages, in one transaction:
+        its next to-device batch (after deleting what it acknowledged), its one-time key
+        counts and its unused fallback key types."""
+
+        def txn_fn(txn: Txn) -> DeviceSyncState:
+            return DeviceSyncState(
+                _take_to_device_txn(txn, user_id, device_id, acknowledged, upto, limit),
+                _count_one_time_keys_txn(txn, user_id, device_id),
+                _unused_fallback_key_types_txn(txn, user_id, device_id),
             )
-            return [
-                (int(r[0]), json.loads(r[1]))
-                for r in txn.select(
-                    "SELECT stream_id, message_json FROM to_device_messages WHERE user_id = ? "
-                    "AND device_id = ? AND stream_id <= ? ORDER BY stream_id LIMIT ?",
-                    (user_id, device_id, upto, limit),
-                )
-            ]
 
-        return await self.db.run("take_to_device", txn_fn)
+        return await self.db.run("device_sync_state", txn_fn)
 
     async def record_to_device_txn(
         self, user_id: str, device_id: str, txn_id: str, now_ms: int
@@ -384,3 +373,51 @@ class E2eeStore:
             return str(row[0]) if row else None
 
         return await self.db.run("delete_dehydrated_device", txn_fn)
+
+
+class DeviceSyncState(NamedTuple):
+    to_device: list[tuple[int, JsonDict]]
+    one_time_key_counts: dict[str, int]
+    unused_fallback_key_types: list[str]
+
+
+def _count_one_time_keys_txn(txn: Txn, user_id: str, device_id: str) -> dict[str, int]:
+    rows = txn.select(
+        "SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = ? "
+        "AND device_id = ? GROUP BY algorithm",
+        (user_id, device_id),
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def _unused_fallback_key_types_txn(txn: Txn, user_id: str, device_id: str) -> list[str]:
+    rows = txn.select(
+        "SELECT algorithm FROM fallback_keys WHERE user_id = ? AND device_id = ? AND used = 0",
+        (user_id, device_id),
+    )
+    return sorted(r[0] for r in rows)
+
+
+def _take_to_device_txn(
+    txn: Txn, user_id: str, device_id: str, acknowledged: int, upto: int, limit: int
+) -> list[tuple[int, JsonDict]]:
+    """Delete what the device acknowledged (up to ``acknowledged``); return the next batch.
+    Looks before deleting: most syncs have nothing to delete, and then stay reads."""
+    acknowledged_rows = txn.select(
+        "SELECT 1 FROM to_device_messages WHERE user_id = ? AND device_id = ? "
+        "AND stream_id <= ? LIMIT 1",
+        (user_id, device_id, acknowledged),
+    )
+    if acknowledged_rows:
+        txn.execute(
+            "DELETE FROM to_device_messages WHERE user_id = ? AND device_id = ? AND stream_id <= ?",
+            (user_id, device_id, acknowledged),
+        )
+    return [
+        (int(r[0]), json.loads(r[1]))
+        for r in txn.select(
+            "SELECT stream_id, message_json FROM to_device_messages WHERE user_id = ? "
+            "AND device_id = ? AND stream_id > ? AND stream_id <= ? ORDER BY stream_id LIMIT ?",
+            (user_id, device_id, acknowledged, upto, limit),
+        )
+    ]

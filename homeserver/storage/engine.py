@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +47,14 @@ class Engine:
 
     def on_new_connection(self, conn: Any) -> None:
         pass
+
+    def start_transaction(self, conn: Any) -> None:
+        """Called as each pooled transaction starts, on its connection."""
+
+    def begin_before(self, conn: Any, sql: str) -> bool:
+        """Open the transaction before ``sql`` if it is still autocommitting; True once
+        it is open."""
+        return True
 
     def connect(self) -> Any:
         raise NotImplementedError
@@ -112,14 +121,30 @@ class PostgresEngine(Engine):
     def connection_kwargs(self) -> dict[str, Any]:
         return dict(self.args)
 
+    # Pooled connections start each transaction autocommitting, and BEGIN only before the
+    # first statement that writes or locks: a transaction of plain reads is then one round
+    # trip per query instead of three (BEGIN, query, COMMIT). Under READ COMMITTED each
+    # statement reads its own snapshot inside a transaction or out of one, so nothing a
+    # caller can observe changes; this is also what Python's sqlite3 does for SQLite.
     def on_new_connection(self, conn: Any) -> None:
-        conn.set_session(isolation_level="READ COMMITTED")
+        conn.set_session(isolation_level="READ COMMITTED", autocommit=True)
+
+    def start_transaction(self, conn: Any) -> None:
+        if not conn.autocommit:
+            conn.autocommit = True  # the previous transaction has committed or rolled back
+
+    def begin_before(self, conn: Any, sql: str) -> bool:
+        if _is_plain_read(sql):
+            return False
+        conn.autocommit = False  # psycopg2 sends BEGIN ahead of the next statement
+        return True
 
     def connect(self) -> Any:
+        """A connection for migrations: one transaction throughout, committed explicitly."""
         import psycopg2
 
         conn = psycopg2.connect(**self.connection_kwargs())
-        self.on_new_connection(conn)
+        conn.set_session(isolation_level="READ COMMITTED", autocommit=False)
         return conn
 
     def apply_script(self, conn: Any, script: str) -> None:
@@ -151,11 +176,18 @@ class Txn:
         self._cursor = cursor
         self.engine = engine
         self._after_commit: list[Callable[[], None]] = []
+        self._connection = cursor.connection
+        engine.start_transaction(self._connection)
+        self._open = False
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        if not self._open:
+            self._open = self.engine.begin_before(self._connection, sql)
         self._cursor.execute(self.engine.convert_sql(sql), tuple(args))
 
     def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        if not self._open:
+            self._open = self.engine.begin_before(self._connection, "")
         self._cursor.executemany(self.engine.convert_sql(sql), [tuple(r) for r in rows])
 
     def fetchone(self) -> Row | None:
@@ -235,6 +267,15 @@ def _to_pyformat(sql: str) -> str:
     """``?`` placeholders as psycopg2's ``%s`` (bounded: queries with IN lists of every
     length are distinct texts; thread-safe, as the database threads call it)."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+_LOCKING_CLAUSE = re.compile(r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY|KEY)\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=5_000)
+def _is_plain_read(sql: str) -> bool:
+    """A SELECT that neither writes nor locks rows (so it needs no open transaction)."""
+    return sql.lstrip()[:6].upper() == "SELECT" and not _LOCKING_CLAUSE.search(sql)
 
 
 def escape_like(value: str) -> str:

@@ -631,65 +631,22 @@ class EventStore:
         self, room_ids: Sequence[str]
     ) -> dict[str, list[tuple[str, str]]]:
         """get_member_summary for many rooms in one query."""
-        if not room_ids:
-            return {}
-        marks = ",".join("?" * len(room_ids))
-        rows = await self.db.run(
-            "get_member_summaries",
-            lambda txn: txn.select(
-                f"SELECT room_id, state_key, membership FROM current_state WHERE room_id IN "
-                f"({marks}) AND type = 'm.room.member' AND membership IN ('join', 'invite')",
-                list(room_ids),
-            ),
-        )
-        result: dict[str, list[tuple[str, str]]] = {r: [] for r in room_ids}
-        for room_id, user_id, membership in rows:
-            result[room_id].append((user_id, membership))
-        return result
+        return await self.db.run("get_member_summaries", member_summaries_txn, room_ids)
 
     async def get_membership_records(
         self, user_id: str, room_ids: Sequence[str]
     ) -> dict[str, tuple[list[tuple[int, str]], bool]]:
         """get_membership_record for many rooms in one query."""
-        if not room_ids:
-            return {}
-        marks = ",".join("?" * len(room_ids))
-        rows = await self.db.run(
-            "get_membership_records",
-            lambda txn: txn.select(
-                f"SELECT room_id, stream_ordering, membership, forgotten FROM room_memberships "
-                f"WHERE user_id = ? AND room_id IN ({marks}) ORDER BY stream_ordering",
-                (user_id, *room_ids),
-            ),
+        return await self.db.run(
+            "get_membership_records", membership_records_txn, user_id, room_ids
         )
-        result: dict[str, tuple[list[tuple[int, str]], bool]] = {r: ([], False) for r in room_ids}
-        for room_id, stream, membership, forgotten in rows:
-            history, _ = result[room_id]
-            history.append((int(stream), membership))
-            result[room_id] = (history, bool(forgotten))
-        return result
 
     async def get_latest_event_ids(
         self, room_ids: Sequence[str], after: int | None, upto: int, limit: int
     ) -> dict[str, list[tuple[str, int]]]:
-        """The newest ``limit`` events of each room in (after, upto], newest first, in one
-        query (a window function per room)."""
-        if not room_ids:
-            return {}
-        marks = ",".join("?" * len(room_ids))
-        sql = (
-            f"SELECT room_id, event_id, stream_ordering FROM (SELECT room_id, event_id, "
-            f"stream_ordering, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY stream_ordering "
-            f"DESC) AS n FROM events WHERE room_id IN ({marks}) AND rejected = 0 "
-            f"AND stream_ordering <= ? AND stream_ordering > ?) AS ranked WHERE n <= ? "
-            f"ORDER BY room_id, stream_ordering DESC"
+        return await self.db.run(
+            "get_latest_event_ids", latest_event_ids_txn, room_ids, after, upto, limit
         )
-        args = (*room_ids, upto, after if after is not None else -1, limit)
-        rows = await self.db.run("get_latest_event_ids", lambda txn: txn.select(sql, args))
-        result: dict[str, list[tuple[str, int]]] = {r: [] for r in room_ids}
-        for room_id, event_id, stream in rows:
-            result[room_id].append((event_id, int(stream)))
-        return result
 
     async def get_membership_history(self, user_id: str, room_id: str) -> list[tuple[int, str]]:
         """(stream ordering, membership) of each change of ``user_id`` in the room, oldest first."""
@@ -845,3 +802,69 @@ class EventStore:
             ),
         )
         return [r[0] for r in rows]
+
+
+def user_memberships_txn(txn: Txn, user_id: str) -> dict[str, str]:
+    """Every room the user has a membership in, with that membership."""
+    rows = txn.select(
+        "SELECT room_id, membership FROM current_state WHERE type = 'm.room.member' "
+        "AND state_key = ?",
+        (user_id,),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+def member_summaries_txn(txn: Txn, room_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    if not room_ids:
+        return {}
+    marks = ",".join("?" * len(room_ids))
+    rows = txn.select(
+        f"SELECT room_id, state_key, membership FROM current_state WHERE room_id IN "
+        f"({marks}) AND type = 'm.room.member' AND membership IN ('join', 'invite')",
+        list(room_ids),
+    )
+    result: dict[str, list[tuple[str, str]]] = {r: [] for r in room_ids}
+    for room_id, user_id, membership in rows:
+        result[room_id].append((user_id, membership))
+    return result
+
+
+def membership_records_txn(
+    txn: Txn, user_id: str, room_ids: Sequence[str]
+) -> dict[str, tuple[list[tuple[int, str]], bool]]:
+    if not room_ids:
+        return {}
+    marks = ",".join("?" * len(room_ids))
+    rows = txn.select(
+        f"SELECT room_id, stream_ordering, membership, forgotten FROM room_memberships "
+        f"WHERE user_id = ? AND room_id IN ({marks}) ORDER BY stream_ordering",
+        (user_id, *room_ids),
+    )
+    result: dict[str, tuple[list[tuple[int, str]], bool]] = {r: ([], False) for r in room_ids}
+    for room_id, stream, membership, forgotten in rows:
+        history, _ = result[room_id]
+        history.append((int(stream), membership))
+        result[room_id] = (history, bool(forgotten))
+    return result
+
+
+def latest_event_ids_txn(
+    txn: Txn, room_ids: Sequence[str], after: int | None, upto: int, limit: int
+) -> dict[str, list[tuple[str, int]]]:
+    """The newest ``limit`` events of each room in (after, upto], newest first, in one
+    query (a window function per room)."""
+    if not room_ids:
+        return {}
+    marks = ",".join("?" * len(room_ids))
+    sql = (
+        f"SELECT room_id, event_id, stream_ordering FROM (SELECT room_id, event_id, "
+        f"stream_ordering, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY stream_ordering "
+        f"DESC) AS n FROM events WHERE room_id IN ({marks}) AND rejected = 0 "
+        f"AND stream_ordering <= ? AND stream_ordering > ?) AS ranked WHERE n <= ? "
+        f"ORDER BY room_id, stream_ordering DESC"
+    )
+    rows = txn.select(sql, (*room_ids, upto, after if after is not None else -1, limit))
+    result: dict[str, list[tuple[str, int]]] = {r: [] for r in room_ids}
+    for room_id, event_id, stream in rows:
+        result[room_id].append((event_id, int(stream)))
+    return result

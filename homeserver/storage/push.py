@@ -23,7 +23,7 @@ SELECT MAX(pos) FROM (
 """
 
 
-def _unread_counts(
+def unread_counts_txn(
     txn: Txn, user_id: str, room_id: str
 ) -> tuple[int, int, dict[str, tuple[int, int]]]:
     """Counts per thread. An unthreaded receipt (or the user's own latest event) reads every
@@ -92,7 +92,7 @@ class PushStore:
         self, user_id: str, room_ids: Sequence[str]
     ) -> dict[str, tuple[int, int, dict[str, tuple[int, int]]]]:
         def txn_fn(txn: Txn) -> dict[str, tuple[int, int, dict[str, tuple[int, int]]]]:
-            return {room_id: _unread_counts(txn, user_id, room_id) for room_id in room_ids}
+            return {room_id: unread_counts_txn(txn, user_id, room_id) for room_id in room_ids}
 
         return await self.db.run("get_unread_counts", txn_fn)
 

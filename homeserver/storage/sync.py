@@ -4,11 +4,42 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.storage.engine import Database, Txn
+from homeserver.storage.events import (
+    latest_event_ids_txn,
+    member_summaries_txn,
+    membership_records_txn,
+    user_memberships_txn,
+)
+from homeserver.storage.push import unread_counts_txn
+from homeserver.streams import SyncToken
 
 JsonDict = dict[str, Any]
+
+
+@dataclass
+class SyncWindow:
+    memberships: dict[str, str]  # room -> the user's membership there now
+    account_data: list[tuple[str, str, JsonDict]] = field(default_factory=list)
+    membership_changes: list[tuple[str, str, int]] = field(default_factory=list)
+    changed_rooms: set[str] = field(default_factory=set)  # joined rooms with new events
+    member_changes: set[str] = field(default_factory=set)  # in any joined room
+
+    def rooms(self, *memberships: str) -> list[str]:
+        return [room for room, m in self.memberships.items() if m in memberships]
+
+
+@dataclass
+class RoomBatch:
+    """What every room in a sync answer needs, read for all of them at once."""
+
+    summaries: dict[str, list[tuple[str, str]]]
+    unread: dict[str, tuple[int, int, dict[str, tuple[int, int]]]]
+    records: dict[str, tuple[list[tuple[int, str]], bool]]
+    first_pages: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 class SyncStore:
@@ -96,62 +127,57 @@ class SyncStore:
 
     # Changes since a position
 
-    async def get_changed_rooms(self, room_ids: Sequence[str], after: int, upto: int) -> set[str]:
-        if not room_ids or after >= upto:
-            return set()
-        marks = ",".join("?" * len(room_ids))
-        rows = await self.db.run(
-            "get_changed_rooms",
-            lambda txn: txn.select(
-                f"SELECT DISTINCT room_id FROM events WHERE room_id IN ({marks}) "
-                f"AND stream_ordering > ? AND stream_ordering <= ?",
-                (*room_ids, after, upto),
-            ),
-        )
-        return {r[0] for r in rows}
-
-    async def get_membership_changes(
-        self, user_id: str, after: int, upto: int
-    ) -> list[tuple[str, str, int]]:
-        """(room, membership, stream) of the user's membership changes in (after, upto]."""
-        rows = await self.db.run(
-            "get_membership_changes",
-            lambda txn: txn.select(
-                "SELECT room_id, membership, stream_ordering FROM room_memberships "
-                "WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ? "
-                "ORDER BY stream_ordering",
-                (user_id, after, upto),
-            ),
-        )
-        return [(r[0], r[1], int(r[2])) for r in rows]
-
-    async def get_member_changes(self, room_ids: Sequence[str], after: int, upto: int) -> set[str]:
-        """Users whose membership of any of the rooms changed in (after, upto]."""
-        if not room_ids or after >= upto:
-            return set()
-        marks = ",".join("?" * len(room_ids))
-        rows = await self.db.run(
-            "get_member_changes",
-            lambda txn: txn.select(
-                f"SELECT DISTINCT user_id FROM room_memberships WHERE room_id IN ({marks}) "
-                f"AND stream_ordering > ? AND stream_ordering <= ?",
-                (*room_ids, after, upto),
-            ),
-        )
-        return {r[0] for r in rows}
-
     async def get_account_data_since(
         self, user_id: str, after: int, upto: int
     ) -> list[tuple[str, str, JsonDict]]:
-        rows = await self.db.run(
-            "get_account_data_since",
-            lambda txn: txn.select(
-                "SELECT room_id, data_type, content FROM account_data WHERE user_id = ? "
-                "AND stream_id > ? AND stream_id <= ? ORDER BY stream_id",
-                (user_id, after, upto),
-            ),
-        )
-        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+        return await self.db.run("get_account_data_since", _account_data_txn, user_id, after, upto)
+
+    async def read_window(
+        self, user_id: str, since: SyncToken | None, now: SyncToken
+    ) -> SyncWindow:
+        """Everything about the user's rooms and account data a sync from ``since`` to
+        ``now`` starts from, in one transaction (one hand-off to the database thread)."""
+
+        def txn_fn(txn: Txn) -> SyncWindow:
+            memberships = user_memberships_txn(txn, user_id)
+            window = SyncWindow(memberships)
+            after_data = since.account_data if since is not None else 0
+            if after_data < now.account_data:
+                window.account_data = _account_data_txn(txn, user_id, after_data, now.account_data)
+            if since is None or since.events >= now.events:
+                return window
+            joined = [room for room, m in memberships.items() if m == "join"]
+            window.membership_changes = _membership_changes_txn(
+                txn, user_id, since.events, now.events
+            )
+            window.changed_rooms = _changed_rooms_txn(txn, joined, since.events, now.events)
+            window.member_changes = _member_changes_txn(txn, joined, since.events, now.events)
+            return window
+
+        return await self.db.run("read_sync_window", txn_fn)
+
+    async def read_room_batch(
+        self,
+        user_id: str,
+        room_ids: Sequence[str],
+        after: int | None,
+        upto: int,
+        page: int | None,
+    ) -> RoomBatch:
+        """Member summaries, unread counts, the user's membership records and (given a
+        ``page`` size) the newest events in (after, upto] of each room, in one transaction."""
+
+        def txn_fn(txn: Txn) -> RoomBatch:
+            batch = RoomBatch(
+                member_summaries_txn(txn, room_ids),
+                {room_id: unread_counts_txn(txn, user_id, room_id) for room_id in room_ids},
+                membership_records_txn(txn, user_id, room_ids),
+            )
+            if page is not None:
+                batch.first_pages = latest_event_ids_txn(txn, room_ids, after, upto, page)
+            return batch
+
+        return await self.db.run("read_sync_rooms", txn_fn)
 
     async def get_state_changes(self, room_id: str, after: int, before: int) -> list[str]:
         """IDs of state events sent in the room in (after, before)."""
@@ -164,3 +190,50 @@ class SyncStore:
             ),
         )
         return [r[0] for r in rows]
+
+
+def _changed_rooms_txn(txn: Txn, room_ids: Sequence[str], after: int, upto: int) -> set[str]:
+    if not room_ids or after >= upto:
+        return set()
+    marks = ",".join("?" * len(room_ids))
+    rows = txn.select(
+        f"SELECT DISTINCT room_id FROM events WHERE room_id IN ({marks}) "
+        f"AND stream_ordering > ? AND stream_ordering <= ?",
+        (*room_ids, after, upto),
+    )
+    return {r[0] for r in rows}
+
+
+def _membership_changes_txn(
+    txn: Txn, user_id: str, after: int, upto: int
+) -> list[tuple[str, str, int]]:
+    rows = txn.select(
+        "SELECT room_id, membership, stream_ordering FROM room_memberships "
+        "WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ? "
+        "ORDER BY stream_ordering",
+        (user_id, after, upto),
+    )
+    return [(r[0], r[1], int(r[2])) for r in rows]
+
+
+def _member_changes_txn(txn: Txn, room_ids: Sequence[str], after: int, upto: int) -> set[str]:
+    if not room_ids or after >= upto:
+        return set()
+    marks = ",".join("?" * len(room_ids))
+    rows = txn.select(
+        f"SELECT DISTINCT user_id FROM room_memberships WHERE room_id IN ({marks}) "
+        f"AND stream_ordering > ? AND stream_ordering <= ?",
+        (*room_ids, after, upto),
+    )
+    return {r[0] for r in rows}
+
+
+def _account_data_txn(
+    txn: Txn, user_id: str, after: int, upto: int
+) -> list[tuple[str, str, JsonDict]]:
+    rows = txn.select(
+        "SELECT room_id, data_type, content FROM account_data WHERE user_id = ? "
+        "AND stream_id > ? AND stream_id <= ? ORDER BY stream_id",
+        (user_id, after, upto),
+    )
+    return [(r[0], r[1], json.loads(r[2])) for r in rows]
