@@ -30,6 +30,7 @@ DEFAULT_SIZES: dict[str, int] = {
     "ignored_users": 10_000,
     "push_rules": 10_000,
     "effective_push_rules": 10_000,
+    "compiled_push_rules": 10_000,
     "pushers": 10_000,
     "consent": 10_000,
     "server_keys": 5_000,

@@ -4,6 +4,7 @@ own rules, and evaluation of a rule set against an event. Pure, no I/O."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -328,11 +329,62 @@ def _rule_matches(kind: str, rule: JsonDict, event: JsonDict, ctx: PushContext) 
 
 def evaluate(rules: dict[str, list[JsonDict]], event: JsonDict, ctx: PushContext) -> list[Any]:
     """The actions of the first matching rule, or [] (no notification)."""
-    for kind in KINDS:
-        for rule in rules.get(kind, []):
-            if _rule_matches(kind, rule, event, ctx):
-                return [a for a in rule.get("actions", []) if a not in _LEGACY_ACTIONS]
-    return []
+    return EventEvaluation(event).first_match(CompiledRules(rules), ctx)[0]
+
+
+class CompiledRules:
+    """A user's rule set prepared for evaluating many events: each enabled rule with a key
+    naming what it matches on (kind, ID, pattern, conditions; never its actions), and its
+    actions ready to store."""
+
+    __slots__ = ("entries", "uses_display_name")
+
+    def __init__(self, rules: dict[str, list[JsonDict]]) -> None:
+        self.entries: list[tuple[str, str, bool, JsonDict, list[Any], str]] = []
+        self.uses_display_name = False
+        for kind in KINDS:
+            for rule in rules.get(kind, []):
+                if not rule.get("enabled", True):
+                    continue
+                key = json.dumps(
+                    [kind, rule.get("rule_id"), rule.get("pattern"), rule.get("conditions")],
+                    sort_keys=True,
+                )
+                by_name = any(
+                    isinstance(c, dict) and c.get("kind") == "contains_display_name"
+                    for c in rule.get("conditions", [])
+                )
+                self.uses_display_name |= by_name
+                actions = [a for a in rule.get("actions", []) if a not in _LEGACY_ACTIONS]
+                self.entries.append((kind, key, by_name, rule, actions, json.dumps(actions)))
+
+
+class EventEvaluation:
+    """One event evaluated for many members. Most members share most rules (the server
+    defaults differ between users only in their own ID and name), so each distinct rule is
+    matched against the event once, not once per member.
+
+    Every member's context must differ only in ``user_id`` and ``display_name``: the member
+    count, sender power and notification levels belong to the event."""
+
+    __slots__ = ("_event", "_memo")
+
+    def __init__(self, event: JsonDict) -> None:
+        self._event = event
+        self._memo: dict[Any, bool] = {}
+
+    def first_match(self, rules: CompiledRules, ctx: PushContext) -> tuple[list[Any], str]:
+        """The actions of the first matching rule (and as JSON), or ([], "[]")."""
+        memo = self._memo
+        for kind, key, by_name, rule, actions, actions_json in rules.entries:
+            memo_key: Any = (key, ctx.display_name) if by_name else key
+            matched = memo.get(memo_key)
+            if matched is None:
+                matched = _rule_matches(kind, rule, self._event, ctx)
+                memo[memo_key] = matched
+            if matched:
+                return actions, actions_json
+        return [], "[]"
 
 
 def notifies(actions: list[Any]) -> bool:

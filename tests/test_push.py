@@ -517,6 +517,27 @@ def test_keyword_content_rule_highlights(
     wait_unread(alice, room3, (3, 1))
 
 
+def test_display_name_rule_reads_each_members_own_name(
+    alice: Client, bob: Client, carol: Client, room3: str
+) -> None:
+    """A user's rule on their display name matches their name in the room, and only for
+    them (one event is evaluated for all members at once)."""
+    for user, name in ((alice, "Zelda"), (carol, "Quincy")):
+        resp = user.put(
+            f"rooms/{q(room3)}/state/m.room.member/{q(user.user_id or '')}",
+            {"membership": "join", "displayname": name},
+        )
+        assert resp.status == 200, resp
+        rule = {"conditions": [{"kind": "contains_display_name"}], "actions": ["notify", HIGHLIGHT]}
+        assert user.put("pushrules/global/override/my_name", rule).status == 200
+    send(bob, room3, "Zelda, are you there?")
+    wait_unread(alice, room3, (1, 1))
+    wait_unread(carol, room3, (1, 0))
+    send(bob, room3, "and Quincy?")
+    wait_unread(alice, room3, (2, 1))
+    wait_unread(carol, room3, (2, 1))
+
+
 def test_one_to_one_rule(alice: Client, bob: Client, carol: Client, room3: str) -> None:
     direct = create_room(alice, preset="private_chat", invite=[bob.user_id])
     join(bob, direct)

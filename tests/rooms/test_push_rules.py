@@ -3,6 +3,7 @@ priority across kinds, the server-default rules, validation of a user's own rule
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -623,3 +624,41 @@ def test_kinds_and_condition_kinds() -> None:
         "room_member_count",
         "sender_notification_permission",
     }
+
+
+# One event for many members: each distinct rule matched once, answers never shared wrongly
+
+
+def test_one_evaluation_serves_many_members_each_their_own_answer() -> None:
+    by_name = stored(
+        override=[
+            user_rule(
+                "by_name", ["notify", HIGHLIGHT], conditions=[{"kind": "contains_display_name"}]
+            )
+        ]
+    )
+    members = {
+        "@ann:example.org": ("Ann", empty_user_rules()),
+        "@bob:example.org": ("Bob", empty_user_rules()),
+        "@cat:example.org": ("Cat", stored(room=[user_rule(ROOM, [])])),  # muted the room
+        "@dan:example.org": ("Dan", stored(content=[user_rule("w", ["notify"], pattern="lunch")])),
+        "@eve:example.org": ("Eve", by_name),
+        "@fay:example.org": ("Fay", by_name),  # the same rule; her name is not in the body
+    }
+    event = message("Eve: lunch?", **{"m.mentions": {"user_ids": ["@ann:example.org"]}})
+    evaluation = push_rules.EventEvaluation(event)
+    answers = {}
+    for user_id, (name, rules) in members.items():
+        context = PushContext(user_id, name, 10, 0, {})
+        compiled = push_rules.CompiledRules(effective_rules(user_id, rules))
+        actions, actions_json = evaluation.first_match(compiled, context)
+        # The same as evaluating this member alone.
+        alone = evaluate(effective_rules(user_id, rules), event, context)
+        assert actions == alone and actions_json == json.dumps(alone)
+        answers[user_id] = actions
+    assert highlights(answers["@ann:example.org"])  # mentioned
+    assert notifies(answers["@bob:example.org"]) and not highlights(answers["@bob:example.org"])
+    assert answers["@cat:example.org"] == []  # their own room rule: silent
+    assert answers["@dan:example.org"] == ["notify"]  # their keyword
+    assert highlights(answers["@eve:example.org"])  # their name
+    assert not highlights(answers["@fay:example.org"])
