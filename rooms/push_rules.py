@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -329,17 +330,21 @@ def _rule_matches(kind: str, rule: JsonDict, event: JsonDict, ctx: PushContext) 
 
 def evaluate(rules: dict[str, list[JsonDict]], event: JsonDict, ctx: PushContext) -> list[Any]:
     """The actions of the first matching rule, or [] (no notification)."""
-    return EventEvaluation(event).first_match(CompiledRules(rules), ctx)[0]
+    return EventEvaluation(event).first_match(CompiledRules(rules, ctx.user_id), ctx)[0]
 
 
 class CompiledRules:
     """A user's rule set prepared for evaluating many events: each enabled rule with a key
     naming what it matches on (kind, ID, pattern, conditions; never its actions), and its
-    actions ready to store."""
+    actions ready to store.
 
-    __slots__ = ("entries", "uses_display_name")
+    ``shape`` is the whole rule set (actions included) with the user's own ID written as a
+    placeholder: members with the same shape differ only in rules that name themselves, and
+    those can only match an event that contains their ID."""
 
-    def __init__(self, rules: dict[str, list[JsonDict]]) -> None:
+    __slots__ = ("entries", "shape", "uses_display_name")
+
+    def __init__(self, rules: dict[str, list[JsonDict]], user_id: str | None = None) -> None:
         self.entries: list[tuple[str, str, bool, JsonDict, list[Any], str]] = []
         self.uses_display_name = False
         for kind in KINDS:
@@ -357,24 +362,48 @@ class CompiledRules:
                 self.uses_display_name |= by_name
                 actions = [a for a in rule.get("actions", []) if a not in _LEGACY_ACTIONS]
                 self.entries.append((kind, key, by_name, rule, actions, json.dumps(actions)))
+        self.shape: str | None = None
+        # Glob characters in an ID could match text other than the ID itself; a non-ASCII
+        # one is escaped in the keys and may fold case differently: neither is shared.
+        if user_id and user_id.isascii() and not any(c in user_id for c in '*?"\\'):
+            placeholder = "\x00user\x00"
+            self.shape = sys.intern(
+                "\n".join(
+                    key.replace(user_id, placeholder) + actions_json
+                    for _, key, _, _, _, actions_json in self.entries
+                )
+            )
 
 
 class EventEvaluation:
     """One event evaluated for many members. Most members share most rules (the server
-    defaults differ between users only in their own ID and name), so each distinct rule is
-    matched against the event once, not once per member.
+    defaults differ between users only in their own ID), so each distinct rule is matched
+    against the event once, and members whose rule sets have the same shape and who are
+    not named in the event share one answer: the cost of an event grows with the number of
+    distinct rule sets among its members, not with the members.
 
     Every member's context must differ only in ``user_id`` and ``display_name``: the member
     count, sender power and notification levels belong to the event."""
 
-    __slots__ = ("_event", "_memo")
+    __slots__ = ("_event", "_memo", "_shared", "_text")
 
     def __init__(self, event: JsonDict) -> None:
         self._event = event
         self._memo: dict[Any, bool] = {}
+        self._shared: dict[str, tuple[list[Any], str]] = {}
+        self._text = json.dumps(event, ensure_ascii=False).lower()
 
     def first_match(self, rules: CompiledRules, ctx: PushContext) -> tuple[list[Any], str]:
         """The actions of the first matching rule (and as JSON), or ([], "[]")."""
+        shape = rules.shape
+        if shape is None or rules.uses_display_name or ctx.user_id.lower() in self._text:
+            return self._walk(rules, ctx)
+        answer = self._shared.get(shape)
+        if answer is None:
+            answer = self._shared[shape] = self._walk(rules, ctx)
+        return answer
+
+    def _walk(self, rules: CompiledRules, ctx: PushContext) -> tuple[list[Any], str]:
         memo = self._memo
         for kind, key, by_name, rule, actions, actions_json in rules.entries:
             memo_key: Any = (key, ctx.display_name) if by_name else key

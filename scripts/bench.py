@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import platform
@@ -41,6 +43,9 @@ SYNAPSE_VENV = os.path.join(BENCH_DIR, "synapse-venv")
 PG = {"host": "127.0.0.1", "port": 5432, "dbname": "test"}
 PASSWORD = "bench-password-1234"
 BCRYPT_ROUNDS = 12
+# Both servers get it, so the benchmark can make an admin and, through the admin API, the
+# members of large rooms without hashing a password for each.
+SHARED_SECRET = "bench-shared-secret"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Scenarios the issue tracker names that need features not built yet: reported as skipped.
@@ -206,13 +211,19 @@ def ours(db_kind: str) -> Server:
         "server_name": "bench.local",
         "signing_key_path": "signing.key",
         "listeners": [
-            {"port": port, "bind_addresses": ["127.0.0.1"], "resources": ["client"]},
+            {"port": port, "bind_addresses": ["127.0.0.1"], "resources": ["client", "admin"]},
             {"port": metrics_port, "bind_addresses": ["127.0.0.1"], "resources": ["metrics"]},
         ],
         "database": database,
-        "registration": {"enabled": True, "password_min_length": 0},
+        "registration": {
+            "enabled": True,
+            "password_min_length": 0,
+            "shared_secret": SHARED_SECRET,
+        },
         "password_hashing": {"bcrypt_rounds": BCRYPT_ROUNDS},
         "rate_limiting": {"enabled": False},
+        # Set-up makes the members of large rooms through the admin API's log-in-as.
+        "admin": {"allow_login_as": True},
         "logging": {"level": "WARNING", "access_log": False},
     }
     with open(os.path.join(directory, "homeserver.yaml"), "w", encoding="utf-8") as f:
@@ -275,6 +286,7 @@ def synapse(db_kind: str) -> Server:
             ],
             "enable_registration": True,
             "enable_registration_without_verification": True,
+            "registration_shared_secret": SHARED_SECRET,
             "bcrypt_rounds": BCRYPT_ROUNDS,
             "rc_message": unlimited,
             "rc_registration": unlimited,
@@ -326,10 +338,84 @@ def synapse(db_kind: str) -> Server:
 # The load generator
 
 
+@dataclass
+class LargeRoom:
+    """A public room grown member by member, shared by the scenarios that need a large room
+    (built once per server, not once per round)."""
+
+    room_id: str
+    tokens: list[str]
+
+
 class Api:
     def __init__(self, http: aiohttp.ClientSession, server: Server) -> None:
         self.http = http
         self.base = server.base_url + "/_matrix/client/v3/"
+        self.server_base = server.base_url
+        self._admin_token: str | None = None
+        self._large_room: LargeRoom | None = None
+
+    async def admin_call(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        """A call under /_synapse/admin/ (the admin API both servers speak)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        url = self.server_base + "/_synapse/admin/" + path
+        async with self.http.request(method, url, json=body, headers=headers) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def admin_token(self) -> str:
+        """An admin, registered with the shared secret (once per server)."""
+        if self._admin_token is None:
+            status, result = await self.admin_call("GET", "v1/register")
+            if status != 200:
+                raise RuntimeError(f"shared-secret nonce: {status} {result}")
+            nonce, username = result["nonce"], "benchadmin" + secrets.token_hex(3)
+            message = "\x00".join([nonce, username, PASSWORD, "admin"]).encode()
+            mac = hmac.new(SHARED_SECRET.encode(), message, hashlib.sha1).hexdigest()
+            body = {"nonce": nonce, "username": username, "password": PASSWORD, "admin": True,
+                    "mac": mac}  # fmt: skip
+            status, result = await self.admin_call("POST", "v1/register", body)
+            if status != 200:
+                raise RuntimeError(f"shared-secret registration: {status} {result}")
+            self._admin_token = str(result["access_token"])
+        return self._admin_token
+
+    async def quick_users(self, count: int, prefix: str) -> list[str]:
+        """``count`` users without passwords, each with an access token from the admin API's
+        log-in-as (set-up for large rooms: no password hash per member)."""
+        admin = await self.admin_token()
+        _, who = await self.call("GET", "account/whoami", None, admin)
+        server_name = str(who["user_id"]).split(":", 1)[1]
+
+        async def one(i: int) -> str:
+            user_id = quote(f"@{prefix}_{i}:{server_name}")
+            status, result = await self.admin_call("PUT", f"v2/users/{user_id}", {}, admin)
+            if status not in (200, 201):
+                raise RuntimeError(f"admin create user: {status} {result}")
+            status, result = await self.admin_call("POST", f"v1/users/{user_id}/login", {}, admin)
+            if status != 200:
+                raise RuntimeError(f"admin log in as: {status} {result}")
+            return str(result["access_token"])
+
+        tokens: list[str] = []
+        for start in range(0, count, 8):
+            tokens += await asyncio.gather(*(one(i) for i in range(start, min(count, start + 8))))
+        return tokens
+
+    async def large_room(self, members: int) -> LargeRoom:
+        """The shared public room, grown to at least ``members`` members."""
+        if self._large_room is None:
+            creator = (await self.quick_users(1, "large" + secrets.token_hex(3)))[0]
+            self._large_room = LargeRoom(await self.create_room(creator), [creator])
+        room = self._large_room
+        missing = members - len(room.tokens)
+        if missing > 0:
+            new = await self.quick_users(missing, "member" + secrets.token_hex(3))
+            for start in range(0, len(new), 4):
+                await asyncio.gather(*(self.join(t, room.room_id) for t in new[start : start + 4]))
+            room.tokens += new
+        return room
 
     async def call(
         self, method: str, path: str, body: Any = None, token: str | None = None
@@ -423,7 +509,8 @@ class Api:
         return room_ids
 
     async def users(self, count: int, prefix: str) -> list[str]:
-        """Register ``count`` users, 4 at a time (set-up, not measured)."""
+        """Register ``count`` users through /register, 4 at a time (what the registration
+        scenarios measure; other set-up uses ``quick_users``)."""
         tokens: list[str] = []
         for start in range(0, count, 4):
             batch = range(start, min(count, start + 4))
@@ -558,7 +645,7 @@ async def scenario_login_burst(api: Api, server: Server, size: int) -> Measureme
 
 async def scenario_send_one_room(api: Api, server: Server, size: int) -> Measurement:
     """10 members of one room, each sending concurrently: ``size`` messages in all."""
-    tokens = await api.users(10, "snd" + secrets.token_hex(3))
+    tokens = await api.quick_users(10, "snd" + secrets.token_hex(3))
     room_id = await api.create_room(tokens[0])
     for token in tokens[1:]:
         await api.join(token, room_id)
@@ -571,7 +658,7 @@ async def scenario_send_one_room(api: Api, server: Server, size: int) -> Measure
 
 async def scenario_send_room_100_members(api: Api, server: Server, size: int) -> Measurement:
     """As send_one_room, in a room ten times larger (100 members, 10 of them sending)."""
-    tokens = await api.users(100, "big100" + secrets.token_hex(3))
+    tokens = await api.quick_users(100, "big100" + secrets.token_hex(3))
     room_id = await api.create_room(tokens[0])
     for token in tokens[1:]:
         await api.join(token, room_id)
@@ -582,9 +669,19 @@ async def scenario_send_room_100_members(api: Api, server: Server, size: int) ->
     return await run_concurrent(server, size, 10, op)
 
 
+async def scenario_send_room_1000_members(api: Api, server: Server, size: int) -> Measurement:
+    """As send_one_room, in a room of 1,000 members (10 of them sending)."""
+    room = await api.large_room(1000)
+
+    async def op(i: int) -> None:
+        await api.send_text(room.tokens[i % 10], room.room_id, f"message {i}")
+
+    return await run_concurrent(server, size, 10, op)
+
+
 async def scenario_send_50_rooms(api: Api, server: Server, size: int) -> Measurement:
     """One user sending round-robin into 50 rooms, 10 requests in flight."""
-    token = (await api.users(1, "many" + secrets.token_hex(3)))[0]
+    token = (await api.quick_users(1, "many" + secrets.token_hex(3)))[0]
     room_ids = [await api.create_room(token) for _ in range(50)]
 
     async def op(i: int) -> None:
@@ -594,23 +691,22 @@ async def scenario_send_50_rooms(api: Api, server: Server, size: int) -> Measure
 
 
 async def scenario_join_large_room(api: Api, server: Server, size: int) -> Measurement:
-    """Joining a public room that already has ``size`` members (the last joins are timed)."""
-    timed = min(20, size // 2)
-    tokens = await api.users(size, "big" + secrets.token_hex(3))
-    room_id = await api.create_room(tokens[0])
-    for token in tokens[1 : size - timed]:
-        await api.join(token, room_id)
-    late = tokens[size - timed :]
+    """Joining the public room once it has ``size`` members (20 joins, one at a time, timed;
+    the room grows by them, so a later round joins a slightly larger room)."""
+    room = await api.large_room(size)
+    late = await api.quick_users(20, "late" + secrets.token_hex(3))
 
     async def op(i: int) -> None:
-        await api.join(late[i], room_id)
+        await api.join(late[i], room.room_id)
 
-    return await run_concurrent(server, timed, 1, op)
+    measurement = await run_concurrent(server, len(late), 1, op)
+    room.tokens += late
+    return measurement
 
 
 async def scenario_sync_wakeup(api: Api, server: Server, size: int) -> Measurement:
     """Time from a send returning to the other member's waiting /sync returning."""
-    sender, reader = await api.users(2, "wake" + secrets.token_hex(3))
+    sender, reader = await api.quick_users(2, "wake" + secrets.token_hex(3))
     room_id = await api.create_room(sender)
     await api.join(reader, room_id)
     since = (await api.sync(reader))["next_batch"]
@@ -633,7 +729,7 @@ async def scenario_sync_wakeup_under_writes(api: Api, server: Server, size: int)
     """Time from an account-data write returning until the writer's own long-polling /sync
     delivers it, the sync started in the same moment as the write (what matrix-js-sdk does
     while setting up secret storage), while four others send 20 messages/s each in the room."""
-    tokens = await api.users(6, "wakew" + secrets.token_hex(3))
+    tokens = await api.quick_users(6, "wakew" + secrets.token_hex(3))
     readers, senders = tokens[:2], tokens[2:]
     room_id = await api.create_room(senders[0])
     for token in tokens[1:]:
@@ -681,7 +777,7 @@ async def scenario_sync_wakeup_under_writes(api: Api, server: Server, size: int)
 
 def scenario_initial_sync(rooms: int, messages: int) -> Callable[..., Awaitable[Measurement]]:
     async def scenario(api: Api, server: Server, size: int) -> Measurement:
-        token = (await api.users(1, "isync" + secrets.token_hex(3)))[0]
+        token = (await api.quick_users(1, "isync" + secrets.token_hex(3)))[0]
         await api.filled_rooms(token, rooms, messages)
 
         async def op(i: int) -> None:
@@ -694,7 +790,7 @@ def scenario_initial_sync(rooms: int, messages: int) -> Callable[..., Awaitable[
 
 async def scenario_incremental_sync(api: Api, server: Server, size: int) -> Measurement:
     """A user in ``size`` rooms; one room changes; time the incremental sync."""
-    token = (await api.users(1, "inc" + secrets.token_hex(3)))[0]
+    token = (await api.quick_users(1, "inc" + secrets.token_hex(3)))[0]
     room_ids = await api.filled_rooms(token, size, 1)
     since = (await api.sync(token))["next_batch"]
     repeats = 10
@@ -728,7 +824,7 @@ _sliding_accounts: dict[int, tuple[str, list[str]]] = {}
 async def _sliding_account(api: Api, server: Server, rooms: int) -> tuple[str, list[str]]:
     key = id(server)
     if key not in _sliding_accounts or len(_sliding_accounts[key][1]) != rooms:
-        token = (await api.users(1, "ss" + secrets.token_hex(3)))[0]
+        token = (await api.quick_users(1, "ss" + secrets.token_hex(3)))[0]
         _sliding_accounts[key] = (token, await api.filled_rooms(token, rooms, 1))
     return _sliding_accounts[key]
 
@@ -807,7 +903,7 @@ async def scenario_key_backup_upload(api: Api, server: Server, size: int) -> Mea
 
     ``first_10_p50_ms`` and ``last_10_p50_ms`` show whether a batch gets slower as the
     backup grows."""
-    token = (await api.users(1, "kb" + secrets.token_hex(3)))[0]
+    token = (await api.quick_users(1, "kb" + secrets.token_hex(3)))[0]
     version = await _backup(api, token)
     batches = size // 100
 
@@ -832,7 +928,7 @@ async def scenario_key_backup_upload(api: Api, server: Server, size: int) -> Mea
 
 async def scenario_key_backup_download(api: Api, server: Server, size: int) -> Measurement:
     """Download every key of a backup of ``size`` sessions (one download is one operation)."""
-    token = (await api.users(1, "kbd" + secrets.token_hex(3)))[0]
+    token = (await api.quick_users(1, "kbd" + secrets.token_hex(3)))[0]
     version = await _backup(api, token)
     for i in range(size // 100):
         rooms = {f"!r{i % 10}:bench.local": {
@@ -853,8 +949,8 @@ async def scenario_one_time_keys(api: Api, server: Server, size: int) -> Measure
     a key someone else also got, or an error; ``upload_ops_per_s`` the upload batches."""
     from unpaddedbase64 import encode_base64
 
-    owner = (await api.users(1, "otk" + secrets.token_hex(3)))[0]
-    claimer = (await api.users(1, "otc" + secrets.token_hex(3)))[0]
+    owner = (await api.quick_users(1, "otk" + secrets.token_hex(3)))[0]
+    claimer = (await api.quick_users(1, "otc" + secrets.token_hex(3)))[0]
     status, whoami = await api.call("GET", "account/whoami", None, owner)
     user_id, device_id = whoami["user_id"], whoami["device_id"]
     started = time.perf_counter()
@@ -892,6 +988,7 @@ SCENARIOS: dict[str, Callable[[Api, Server, int], Awaitable[Measurement]]] = {
     "whoami_during_login_burst": scenario_login_burst,
     "send_one_room": scenario_send_one_room,
     "send_room_100_members": scenario_send_room_100_members,
+    "send_room_1000_members": scenario_send_room_1000_members,
     "send_50_rooms": scenario_send_50_rooms,
     "join_large_room": scenario_join_large_room,
     "sync_wakeup": scenario_sync_wakeup,
@@ -911,8 +1008,9 @@ SIZES_FULL = {
     "whoami_during_login_burst": 30,
     "send_one_room": 1000,
     "send_room_100_members": 1000,
+    "send_room_1000_members": 300,
     "send_50_rooms": 1000,
-    "join_large_room": 200,
+    "join_large_room": 2000,
     "sync_wakeup": 50,
     "sync_wakeup_under_writes": 200,
     "initial_sync_20_rooms": 5,

@@ -87,7 +87,7 @@ class PushService:
     async def compiled_rules(self, user_id: str) -> push_rules.CompiledRules:
         compiled = self._compiled.get(user_id)
         if compiled is None:
-            compiled = push_rules.CompiledRules(await self.ruleset(user_id))
+            compiled = push_rules.CompiledRules(await self.ruleset(user_id), user_id)
             self._compiled[user_id] = compiled
         return compiled
 

@@ -104,7 +104,9 @@ class SyncService:
         user_id = requester.user_id
         now = self.current_token()
         rooms: JsonDict = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
-        window = await self.store.read_window(user_id, since, now)
+        window = await self.store.read_window(
+            user_id, since, now, requester.device_id, TO_DEVICE_BATCH
+        )
         all_joined = window.rooms("join")
         joined = [r for r in all_joined if sync_filter.allows_room(r)]
         membership_changes: dict[str, tuple[str, int]] = {}
@@ -190,10 +192,8 @@ class SyncService:
             or global_account_data or presence
         )  # fmt: skip
         await self._serialize_all(rooms, device)
-        device_state = await self.hs.e2ee.store.device_sync_state(
-            user_id, requester.device_id, since.to_device if since else 0, now.to_device,
-            TO_DEVICE_BATCH,
-        )  # fmt: skip
+        device_state = window.device
+        assert device_state is not None
         to_device = device_state.to_device
         if len(to_device) == TO_DEVICE_BATCH:
             now.to_device = to_device[-1][0]  # the rest comes with the next sync

@@ -284,22 +284,6 @@ class E2eeStore:
             "take_to_device", _take_to_device_txn, user_id, device_id, acknowledged, upto, limit
         )
 
-    async def device_sync_state(
-        self, user_id: str, device_id: str, acknowledged: int, upto: int, limit: int
-    ) -> DeviceSyncState:
-        """What every /sync tells a device about its keys and messages, in one transaction:
-        its next to-device batch (after deleting what it acknowledged), its one-time key
-        counts and its unused fallback key types."""
-
-        def txn_fn(txn: Txn) -> DeviceSyncState:
-            return DeviceSyncState(
-                _take_to_device_txn(txn, user_id, device_id, acknowledged, upto, limit),
-                _count_one_time_keys_txn(txn, user_id, device_id),
-                _unused_fallback_key_types_txn(txn, user_id, device_id),
-            )
-
-        return await self.db.run("device_sync_state", txn_fn)
-
     async def record_to_device_txn(
         self, user_id: str, device_id: str, txn_id: str, now_ms: int
     ) -> bool:
@@ -379,6 +363,19 @@ class DeviceSyncState(NamedTuple):
     to_device: list[tuple[int, JsonDict]]
     one_time_key_counts: dict[str, int]
     unused_fallback_key_types: list[str]
+
+
+def device_sync_state_txn(
+    txn: Txn, user_id: str, device_id: str, acknowledged: int, upto: int, limit: int
+) -> DeviceSyncState:
+    """What every /sync tells a device about its keys and messages: its next to-device
+    batch (after deleting what it acknowledged), its one-time key counts and its unused
+    fallback key types."""
+    return DeviceSyncState(
+        _take_to_device_txn(txn, user_id, device_id, acknowledged, upto, limit),
+        _count_one_time_keys_txn(txn, user_id, device_id),
+        _unused_fallback_key_types_txn(txn, user_id, device_id),
+    )
 
 
 def _count_one_time_keys_txn(txn: Txn, user_id: str, device_id: str) -> dict[str, int]:

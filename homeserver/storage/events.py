@@ -851,20 +851,34 @@ def membership_records_txn(
 def latest_event_ids_txn(
     txn: Txn, room_ids: Sequence[str], after: int | None, upto: int, limit: int
 ) -> dict[str, list[tuple[str, int]]]:
-    """The newest ``limit`` events of each room in (after, upto], newest first, in one
-    query (a window function per room)."""
-    if not room_ids:
-        return {}
-    marks = ",".join("?" * len(room_ids))
-    sql = (
-        f"SELECT room_id, event_id, stream_ordering FROM (SELECT room_id, event_id, "
-        f"stream_ordering, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY stream_ordering "
-        f"DESC) AS n FROM events WHERE room_id IN ({marks}) AND rejected = 0 "
-        f"AND stream_ordering <= ? AND stream_ordering > ?) AS ranked WHERE n <= ? "
-        f"ORDER BY room_id, stream_ordering DESC"
+    """The newest ``limit`` events of each room in (after, upto], newest first: one short
+    index range per room, so the cost follows the rooms and the page size, never the
+    length of their histories (a window function over all rooms sorts every event). On
+    PostgreSQL the ranges go in one statement (a lateral join); SQLite, in process, runs
+    them one by one."""
+    lower = after if after is not None else -1
+    page = (
+        "SELECT event_id, stream_ordering FROM events WHERE room_id = {room} "
+        "AND stream_ordering <= ? AND stream_ordering > ? AND rejected = 0 "
+        "ORDER BY stream_ordering DESC LIMIT ?"
     )
-    rows = txn.select(sql, (*room_ids, upto, after if after is not None else -1, limit))
-    result: dict[str, list[tuple[str, int]]] = {r: [] for r in room_ids}
-    for room_id, event_id, stream in rows:
-        result[room_id].append((event_id, int(stream)))
+    result: dict[str, list[tuple[str, int]]] = {room_id: [] for room_id in room_ids}
+    unique = list(result)
+    if txn.engine.name == "postgres":
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            values = ",".join("(?)" for _ in chunk)
+            for room_id, event_id, stream in txn.select(
+                f"SELECT r.room_id, p.event_id, p.stream_ordering FROM (VALUES {values}) "
+                f"AS r (room_id) CROSS JOIN LATERAL ({page.format(room='r.room_id')}) AS p "
+                f"ORDER BY r.room_id, p.stream_ordering DESC",
+                (*chunk, upto, lower, limit),
+            ):
+                result[room_id].append((event_id, int(stream)))
+        return result
+    for room_id in unique:
+        result[room_id] = [
+            (event_id, int(stream))
+            for event_id, stream in txn.select(page.format(room="?"), (room_id, upto, lower, limit))
+        ]
     return result

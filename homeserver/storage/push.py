@@ -23,39 +23,78 @@ SELECT MAX(pos) FROM (
 """
 
 
-def unread_counts_txn(
-    txn: Txn, user_id: str, room_id: str
-) -> tuple[int, int, dict[str, tuple[int, int]]]:
-    """Counts per thread. An unthreaded receipt (or the user's own latest event) reads every
-    thread up to it; a ``main`` receipt reads the main timeline; a thread receipt its thread."""
-    receipts = {
-        thread: int(pos)
-        for thread, pos in txn.select(
-            "SELECT r.thread_id, MAX(e.stream_ordering) FROM receipts r "
-            "JOIN events e ON e.event_id = r.event_id WHERE r.room_id = ? AND r.user_id = ? "
-            "AND r.receipt_type IN ('m.read', 'm.read.private') GROUP BY r.thread_id",
-            (room_id, user_id),
-        )
-    }
-    own = txn.select_one(
-        "SELECT MAX(stream_ordering) FROM events WHERE room_id = ? AND sender = ?",
-        (room_id, user_id),
-    )
-    everywhere = max(receipts.get("", 0), int(own[0]) if own and own[0] is not None else 0)
-    total = highlight = 0
-    threads: dict[str, tuple[int, int]] = {}
-    for thread, stream, is_highlight in txn.select(
-        "SELECT thread_id, stream_ordering, highlight FROM event_push_actions "
-        "WHERE user_id = ? AND room_id = ? AND stream_ordering > ?",
-        (user_id, room_id, everywhere),
+UnreadCounts = tuple[int, int, dict[str, tuple[int, int]]]
+_CHUNK = 200  # rooms per statement
+
+
+def unread_counts_txn(txn: Txn, user_id: str, room_ids: Sequence[str]) -> dict[str, UnreadCounts]:
+    """Counts per room and thread, a few statements for all the rooms together. An
+    unthreaded receipt (or the user's own latest event) reads every thread up to it; a
+    ``main`` receipt reads the main timeline; a thread receipt its thread."""
+    result: dict[str, UnreadCounts] = {}
+    unique = list(dict.fromkeys(room_ids))
+    for start in range(0, len(unique), _CHUNK):
+        result.update(_unread_chunk(txn, user_id, unique[start : start + _CHUNK]))
+    return result
+
+
+def _unread_chunk(txn: Txn, user_id: str, room_ids: list[str]) -> dict[str, UnreadCounts]:
+    marks = ",".join("?" * len(room_ids))
+    receipts: dict[str, dict[str, int]] = {room_id: {} for room_id in room_ids}
+    for room_id, thread, pos in txn.select(
+        f"SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) FROM receipts r "
+        f"JOIN events e ON e.event_id = r.event_id WHERE r.room_id IN ({marks}) "
+        f"AND r.user_id = ? AND r.receipt_type IN ('m.read', 'm.read.private') "
+        f"GROUP BY r.room_id, r.thread_id",
+        (*room_ids, user_id),
     ):
-        if stream <= receipts.get(thread, 0):
-            continue
-        total += 1
-        highlight += int(is_highlight)
-        count, high = threads.get(thread, (0, 0))
-        threads[thread] = (count + 1, high + int(is_highlight))
-    return total, highlight, threads
+        receipts[room_id][thread] = int(pos)
+    own: dict[str, int | None] = dict(
+        txn.select(
+            f"SELECT room_id, MAX(stream_ordering) FROM events WHERE room_id IN ({marks}) "
+            f"AND sender = ? GROUP BY room_id",
+            (*room_ids, user_id),
+        )
+    )
+    everywhere = {
+        room_id: max(receipts[room_id].get("", 0), int(own.get(room_id) or 0))
+        for room_id in room_ids
+    }
+    # Counted by the database, not row by row here: a user who has not read a busy room
+    # for a while has many rows past their read position.
+    values = ",".join("(?, CAST(? AS BIGINT))" for _ in room_ids)
+    positions = [v for room_id in room_ids for v in (room_id, everywhere[room_id])]
+    threads: dict[str, dict[str, tuple[int, int]]] = {room_id: {} for room_id in room_ids}
+    for counted_room, thread, count, high in txn.select(
+        f"WITH read_upto (room_id, pos) AS (VALUES {values}) "
+        f"SELECT a.room_id, a.thread_id, COUNT(*), SUM(a.highlight) FROM event_push_actions a "
+        f"JOIN read_upto ON read_upto.room_id = a.room_id WHERE a.user_id = ? "
+        f"AND a.stream_ordering > read_upto.pos GROUP BY a.room_id, a.thread_id",
+        (*positions, user_id),
+    ):
+        threads[counted_room][thread] = (int(count), int(high or 0))
+    for room_id in room_ids:
+        for thread, read_upto in receipts[room_id].items():
+            if thread and thread in threads[room_id] and read_upto > everywhere[room_id]:
+                # The thread's own receipt reads further into it (rare: looked up alone).
+                row = txn.select_one(
+                    "SELECT COUNT(*), SUM(highlight) FROM event_push_actions WHERE user_id = ? "
+                    "AND room_id = ? AND thread_id = ? AND stream_ordering > ?",
+                    (user_id, room_id, thread, read_upto),
+                )
+                count, high = (int(row[0]), int(row[1] or 0)) if row else (0, 0)
+                if count:
+                    threads[room_id][thread] = (count, high)
+                else:
+                    del threads[room_id][thread]
+    return {
+        room_id: (
+            sum(count for count, _ in counts.values()),
+            sum(high for _, high in counts.values()),
+            counts,
+        )
+        for room_id, counts in threads.items()
+    }
 
 
 class PushStore:
@@ -90,11 +129,8 @@ class PushStore:
 
     async def get_unread_counts_many(
         self, user_id: str, room_ids: Sequence[str]
-    ) -> dict[str, tuple[int, int, dict[str, tuple[int, int]]]]:
-        def txn_fn(txn: Txn) -> dict[str, tuple[int, int, dict[str, tuple[int, int]]]]:
-            return {room_id: unread_counts_txn(txn, user_id, room_id) for room_id in room_ids}
-
-        return await self.db.run("get_unread_counts", txn_fn)
+    ) -> dict[str, UnreadCounts]:
+        return await self.db.run("get_unread_counts", unread_counts_txn, user_id, room_ids)
 
     async def get_notifications(
         self, user_id: str, before: int | None, limit: int, only_highlight: bool

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from homeserver.storage.e2ee import DeviceSyncState, device_sync_state_txn
 from homeserver.storage.engine import Database, Txn
 from homeserver.storage.events import (
     latest_event_ids_txn,
@@ -27,6 +28,7 @@ class SyncWindow:
     membership_changes: list[tuple[str, str, int]] = field(default_factory=list)
     changed_rooms: set[str] = field(default_factory=set)  # joined rooms with new events
     member_changes: set[str] = field(default_factory=set)  # in any joined room
+    device: DeviceSyncState | None = None  # when read for a device
 
     def rooms(self, *memberships: str) -> list[str]:
         return [room for room, m in self.memberships.items() if m in memberships]
@@ -133,14 +135,26 @@ class SyncStore:
         return await self.db.run("get_account_data_since", _account_data_txn, user_id, after, upto)
 
     async def read_window(
-        self, user_id: str, since: SyncToken | None, now: SyncToken
+        self,
+        user_id: str,
+        since: SyncToken | None,
+        now: SyncToken,
+        device_id: str | None = None,
+        to_device_limit: int = 100,
     ) -> SyncWindow:
         """Everything about the user's rooms and account data a sync from ``since`` to
-        ``now`` starts from, in one transaction (one hand-off to the database thread)."""
+        ``now`` starts from, and with ``device_id`` that device's state (its next to-device
+        batch, after deleting what it acknowledged), in one transaction (one hand-off to
+        the database thread)."""
 
         def txn_fn(txn: Txn) -> SyncWindow:
             memberships = user_memberships_txn(txn, user_id)
             window = SyncWindow(memberships)
+            if device_id is not None:
+                window.device = device_sync_state_txn(
+                    txn, user_id, device_id, since.to_device if since else 0, now.to_device,
+                    to_device_limit,
+                )  # fmt: skip
             after_data = since.account_data if since is not None else 0
             if after_data < now.account_data:
                 window.account_data = _account_data_txn(txn, user_id, after_data, now.account_data)
@@ -170,7 +184,7 @@ class SyncStore:
         def txn_fn(txn: Txn) -> RoomBatch:
             batch = RoomBatch(
                 member_summaries_txn(txn, room_ids),
-                {room_id: unread_counts_txn(txn, user_id, room_id) for room_id in room_ids},
+                unread_counts_txn(txn, user_id, room_ids),
                 membership_records_txn(txn, user_id, room_ids),
             )
             if page is not None:

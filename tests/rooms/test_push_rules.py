@@ -644,8 +644,14 @@ def test_one_evaluation_serves_many_members_each_their_own_answer() -> None:
         "@dan:example.org": ("Dan", stored(content=[user_rule("w", ["notify"], pattern="lunch")])),
         "@eve:example.org": ("Eve", by_name),
         "@fay:example.org": ("Fay", by_name),  # the same rule; her name is not in the body
+        # Rule sets of the same shape (each names its owner): only the one named matches.
+        "@hal:example.org": ("Hal", own_id_rule("@hal:example.org")),
+        "@gil:example.org": ("Gil", own_id_rule("@gil:example.org")),
+        "@ivy:example.org": ("Ivy", own_id_rule("@ivy:example.org")),
     }
-    event = message("Eve: lunch?", **{"m.mentions": {"user_ids": ["@ann:example.org"]}})
+    event = message(
+        "Eve: lunch? ping @GIL:Example.org", **{"m.mentions": {"user_ids": ["@ann:example.org"]}}
+    )
     evaluation = push_rules.EventEvaluation(event)
     answers = {}
     for user_id, (name, rules) in members.items():
@@ -662,3 +668,13 @@ def test_one_evaluation_serves_many_members_each_their_own_answer() -> None:
     assert answers["@dan:example.org"] == ["notify"]  # their keyword
     assert highlights(answers["@eve:example.org"])  # their name
     assert not highlights(answers["@fay:example.org"])
+    assert answers["@gil:example.org"] == ["notify", {"set_tweak": "sound", "value": "ping"}]
+    assert answers["@hal:example.org"] == answers["@ivy:example.org"] == ["notify"]
+    shapes = {push_rules.CompiledRules(effective_rules(u, r), u).shape for u, (_, r) in
+              members.items() if u in ("@gil:example.org", "@hal:example.org")}  # fmt: skip
+    assert len(shapes) == 1
+
+
+def own_id_rule(user_id: str) -> dict[str, Any]:
+    sound = {"set_tweak": "sound", "value": "ping"}
+    return stored(content=[user_rule("me", ["notify", sound], pattern=user_id)])
