@@ -242,12 +242,23 @@ class PushService:
         for cache in (self._rules, self._effective, self._compiled, self._pushers):
             cache.pop(user_id, None)
 
-    async def pushers_of(self, user_id: str) -> list[JsonDict]:
-        pushers = self._pushers.get(user_id)
-        if pushers is None:
-            pushers = [p for _, p in await self.store.get_pushers(user_id)]
-            self._pushers[user_id] = pushers
-        return pushers
+    async def pushers_of(self, user_ids: list[str]) -> dict[str, list[JsonDict]]:
+        """The users' pushers: the ones not cached read in one query (an event in a large
+        room must not cost a query per member, nor one per member per concurrent send)."""
+        found: dict[str, list[JsonDict]] = {}
+        missing: list[str] = []
+        for user_id in user_ids:
+            pushers = self._pushers.get(user_id)
+            if pushers is None:
+                missing.append(user_id)
+            else:
+                found[user_id] = pushers
+        if missing:
+            loaded = await self.store.get_pushers_of(missing)
+            for user_id, pushers in loaded.items():
+                self._pushers[user_id] = pushers
+            found.update(loaded)
+        return found
 
     async def set_pusher(self, user_id: str, body: JsonDict) -> None:
         pushkey = body.get("pushkey")
@@ -289,8 +300,9 @@ class PushService:
     async def deliver(self, event: StoredEvent, notified: list[tuple[str, list[Any]]]) -> None:
         """Send notifications to the users' push gateways (in the background)."""
         try:
+            pushers = await self.pushers_of([user_id for user_id, _ in notified])
             for user_id, actions in notified:
-                for pusher in await self.pushers_of(user_id):
+                for pusher in pushers.get(user_id, []):
                     if pusher.get("kind") == "http":
                         await self._deliver(user_id, pusher, event, actions, 0)
         except Exception:

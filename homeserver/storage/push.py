@@ -174,6 +174,24 @@ class PushStore:
         )
         return [(r[0], json.loads(r[1])) for r in rows]
 
+    async def get_pushers_of(self, user_ids: Sequence[str]) -> dict[str, list[JsonDict]]:
+        """Every given user's pushers (an empty list for most), in one transaction."""
+        unique = list(dict.fromkeys(user_ids))
+
+        def txn_fn(txn: Txn) -> dict[str, list[JsonDict]]:
+            result: dict[str, list[JsonDict]] = {user_id: [] for user_id in unique}
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                for user_id, pusher_json in txn.select(
+                    f"SELECT user_id, pusher_json FROM pushers WHERE user_id IN "
+                    f"({','.join('?' * len(chunk))}) ORDER BY created_ts",
+                    chunk,
+                ):
+                    result[user_id].append(json.loads(pusher_json))
+            return result
+
+        return await self.db.run("get_pushers_of", txn_fn)
+
     async def set_pusher(self, user_id: str, pusher: JsonDict, append: bool, now_ms: int) -> None:
         """Add or replace a pusher; without ``append`` the pushkey leaves other users."""
         app_id, pushkey = pusher["app_id"], pusher["pushkey"]
