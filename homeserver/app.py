@@ -12,6 +12,7 @@ from twisted.web.resource import Resource
 from config import HomeserverConfig
 from config.schema import ListenerConfig
 from crypto.signing_keys import read_signing_key
+from homeserver import metrics
 from homeserver.http.server import JsonResource, MatrixSite, MetricsResource, Router
 from homeserver.server import HomeServer
 from homeserver.storage.engine import Database, engine_from_config
@@ -131,6 +132,7 @@ def run(config: HomeserverConfig) -> int:
 
     reactor: Any = _reactor
     setup_logging(config)
+    metrics.track_gc_pauses()
     exit_code = 0
 
     def _started(_: object) -> None:

@@ -118,7 +118,8 @@ class Soak:
         return status, result
 
     async def cache_stats(self) -> JsonBody:
-        """Size and hit rate of each cache, from the server's /metrics (ours only)."""
+        """Size and hit rate of each cache, and the collector's pauses so far (under
+        ``gc_pauses``), from the server's /metrics (ours only)."""
         if self.server.metrics_port is None:
             return {}
         url = f"http://127.0.0.1:{self.server.metrics_port}/metrics"
@@ -128,17 +129,27 @@ class Soak:
         except aiohttp.ClientError:
             return {}
         values: dict[str, dict[str, float]] = {}
+        gc_pauses: dict[str, float] = {}
         for line in text.splitlines():
+            for metric in ("sum", "count"):
+                # Collector pauses so far, by generation (2 = full collections).
+                prefix = f'homeserver_gc_pause_seconds_{metric}{{generation="'
+                if line.startswith(prefix):
+                    generation, _, value = line[len(prefix) :].partition('"} ')
+                    gc_pauses[f"gen{generation}_{metric}"] = float(value)
             for metric in ("size", "hits_total", "misses_total"):
                 prefix = f'homeserver_cache_{metric}{{name="'
                 if line.startswith(prefix):
                     name, _, value = line[len(prefix) :].partition('"} ')
                     values.setdefault(name, {})[metric] = float(value)
-        return {
+        stats: JsonBody = {
             name: {"size": v.get("size", 0), "hits": v.get("hits_total", 0),
                    "misses": v.get("misses_total", 0)}
             for name, v in values.items()
         }  # fmt: skip
+        if gc_pauses:
+            stats["gc_pauses"] = gc_pauses
+        return stats
 
     # Set-up
 

@@ -83,6 +83,9 @@ def test_metrics_count_requests_and_transactions(alice: Client) -> None:
     total = sum(float(line.rsplit(" ", 1)[1]) for line in whoami)
     assert total >= 3
     assert re.search(r"^homeserver_db_transaction_duration_seconds_count\{", text, re.M), text
+    # Collector pauses are timed (young collections happen within a few requests).
+    young = re.search(r'^homeserver_gc_pause_seconds_count\{generation="0"\} (\S+)$', text, re.M)
+    assert young and float(young.group(1)) > 0, text
     # The metrics port serves metrics only, and the client port does not serve them.
     assert requests.get(alice.server.metrics_url + "/_matrix/client/versions").status_code == 404
     assert (
