@@ -1,0 +1,89 @@
+"""Where one benchmark scenario's time goes, on this server alone.
+
+    .venv/bin/python -m scripts.bench_profile SCENARIO [--size N] [--db sqlite|postgres]
+        [--cprofile]
+
+Runs the scenario from ``scripts/bench.py`` once to warm up and once measured, and prints
+the measurement and, per named database transaction, how many ran per operation and their
+time inside the database thread (from the server's /metrics). With ``--cprofile`` the server
+runs under cProfile and the reactor thread's busiest functions are printed too (cProfile
+inflates Python-heavy code: use it to find where, the plain run to know how much).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pstats
+import re
+import sys
+import urllib.request
+
+import aiohttp
+
+from scripts import bench
+
+_TXN = re.compile(
+    r'^homeserver_db_transaction_duration_seconds_(count|sum)\{name="([^"]+)"\} (\S+)$', re.M
+)
+
+
+def transactions(port: int) -> dict[str, tuple[float, float]]:
+    """(count, seconds) of each named transaction so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:
+        text = resp.read().decode()
+    totals: dict[str, list[float]] = {}
+    for kind, name, value in _TXN.findall(text):
+        totals.setdefault(name, [0.0, 0.0])[0 if kind == "count" else 1] = float(value)
+    return {name: (c, s) for name, (c, s) in totals.items()}
+
+
+async def profile(scenario: str, size: int, db_kind: str, use_cprofile: bool) -> None:
+    server = bench.ours(db_kind)
+    out = os.path.join(server.directory, "server.prof")
+    if use_cprofile:
+        server.command = [sys.executable, "-m", "cProfile", "-o", out, *server.command[1:]]
+    await server.start()
+    assert server.metrics_port is not None
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = bench.Api(http, server)
+            run = bench.SCENARIOS[scenario]
+            await run(api, server, max(1, size // 10))  # warm-up
+            before = transactions(server.metrics_port)
+            measurement = await run(api, server, size)
+            after = transactions(server.metrics_port)
+        summary = measurement.summary()
+        print(scenario, db_kind, {k: round(v, 2) for k, v in summary.items()})
+        rows = []
+        for name, (count, seconds) in after.items():
+            count0, seconds0 = before.get(name, (0.0, 0.0))
+            if count > count0:
+                ops = measurement.ops
+                rows.append(((seconds - seconds0) * 1000 / ops, (count - count0) / ops, name))
+        rows.sort(reverse=True)
+        print(f"{'per op':>8} {'ms/op':>9}  transaction (time inside the database thread)")
+        for ms, per_op, name in rows[:25]:
+            print(f"{per_op:8.2f} {ms:9.3f}  {name}")
+    finally:
+        if use_cprofile and server.process is not None:
+            server.process.terminate()  # a clean stop writes the profile
+            server.process.wait(30)
+            pstats.Stats(out).sort_stats("tottime").print_stats(30)
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenario", choices=sorted(bench.SCENARIOS))
+    parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--cprofile", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(profile(args.scenario, args.size, args.db, args.cprofile))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
