@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import secrets
 import select
 import shutil
@@ -32,9 +33,38 @@ PASSWORD = "correct horse battery staple"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port to listen on, below the kernel's ephemeral range: a port the kernel handed
+    out (port 0) can be taken again by any outbound connection (to PostgreSQL, say) before
+    the server binds it, which made a server fail to start now and then."""
+    low = _ephemeral_low()
+    candidates = [p for p in range(10_000, low) if p not in _handed_out] or list(range(10_000, low))
+    for _ in range(100):
+        port = random.choice(candidates)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # the range is crowded: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outbound connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low = int(f.read().split()[0])
+        if low > 11_000:
+            return low
+    except (OSError, ValueError, IndexError):
+        pass
+    return 32_768
 
 
 def postgres_available() -> str | None:
