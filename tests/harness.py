@@ -37,9 +37,10 @@ def free_port() -> int:
     out (port 0) can be taken again by any outbound connection (to PostgreSQL, say) before
     the server binds it, which made a server fail to start now and then."""
     low = _ephemeral_low()
-    candidates = [p for p in range(10_000, low) if p not in _handed_out] or list(range(10_000, low))
     for _ in range(100):
-        port = random.choice(candidates)
+        port = random.randrange(10_000, low)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))

@@ -17,6 +17,7 @@ from homeserver.notifier import Notifier
 from homeserver.services.sync import SyncService
 from homeserver.streams import StreamIdGenerator, SyncToken
 from tests.harness import Client, q
+from tests.test_rooms_basic import send
 
 
 def make_sync_service(builds: list[tuple[dict[str, Any], bool]], on_build: Any) -> SyncService:
@@ -178,3 +179,26 @@ def test_sync_started_with_a_write_returns_promptly(alice: Client) -> None:
         assert f"org.example.t{attempt}" in types
         assert results["elapsed"] < 10, results["elapsed"]
         token = results["resp"].body["next_batch"]
+
+
+def test_change_between_two_long_polls_comes_at_once_and_a_quiet_one_waits(
+    alice: Client, bob: Client
+) -> None:
+    """Over HTTP, what the parked listener decides: a message sent after one sync answered
+    and before the client polls again ends that poll at once; with nothing new, the poll
+    from the same token waits out its timeout and answers empty."""
+    room_id = alice.post("createRoom", {"preset": "public_chat"}).body["room_id"]
+    assert bob.post(f"join/{q(room_id)}", {}).status == 200
+    token = bob.get("sync", params={"timeout": "0"}).body["next_batch"]
+    for i in range(3):
+        event_id = send(alice, room_id, f"between polls {i}")
+        started = time.monotonic()
+        body = bob.get("sync", params={"since": token, "timeout": "20000"}).body
+        assert time.monotonic() - started < 10
+        timeline = body["rooms"]["join"][room_id]["timeline"]["events"]
+        assert event_id in [e["event_id"] for e in timeline]
+        token = body["next_batch"]
+    started = time.monotonic()
+    body = bob.get("sync", params={"since": token, "timeout": "1500"}).body
+    assert time.monotonic() - started >= 1.4
+    assert room_id not in body["rooms"]["join"]

@@ -57,7 +57,7 @@ class SyncService:
         sync_filter: SyncFilter,
     ) -> JsonDict:
         notifier = self.hs.notifier
-        user_id, device_id = requester.user_id, requester.device_id or ""
+        user_id, device_id = requester.user_id, requester.device_id
         deadline = time.monotonic() + timeout_ms / 1000
         if since is not None and not full_state and timeout_ms > 0:
             # The sync that handed out ``since`` left its listener: if nothing was notified

@@ -207,15 +207,7 @@ class SyncStore:
 
 
 def _changed_rooms_txn(txn: Txn, room_ids: Sequence[str], after: int, upto: int) -> set[str]:
-    if not room_ids or after >= upto:
-        return set()
-    marks = ",".join("?" * len(room_ids))
-    rows = txn.select(
-        f"SELECT DISTINCT room_id FROM events WHERE room_id IN ({marks}) "
-        f"AND stream_ordering > ? AND stream_ordering <= ?",
-        (*room_ids, after, upto),
-    )
-    return {r[0] for r in rows}
+    return _distinct_in_window(txn, "room_id", "events", room_ids, after, upto)
 
 
 def _membership_changes_txn(
@@ -231,11 +223,19 @@ def _membership_changes_txn(
 
 
 def _member_changes_txn(txn: Txn, room_ids: Sequence[str], after: int, upto: int) -> set[str]:
+    return _distinct_in_window(txn, "user_id", "room_memberships", room_ids, after, upto)
+
+
+def _distinct_in_window(
+    txn: Txn, column: str, table: str, room_ids: Sequence[str], after: int, upto: int
+) -> set[str]:
+    """The distinct ``column`` values of ``table`` rows of the rooms in (after, upto] of
+    the event stream (both tables carry the event's ``stream_ordering``)."""
     if not room_ids or after >= upto:
         return set()
     marks = ",".join("?" * len(room_ids))
     rows = txn.select(
-        f"SELECT DISTINCT user_id FROM room_memberships WHERE room_id IN ({marks}) "
+        f"SELECT DISTINCT {column} FROM {table} WHERE room_id IN ({marks}) "
         f"AND stream_ordering > ? AND stream_ordering <= ?",
         (*room_ids, after, upto),
     )
