@@ -416,15 +416,16 @@ def run(minutes: float, db_kind: str, rate: float) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: JsonBody = {"date": stamp, "db": db_kind, "minutes": minutes, "rate": rate,
                          "servers": {}}  # fmt: skip
+    os.makedirs(BENCH_DIR, exist_ok=True)
+    base = os.path.join(BENCH_DIR, f"soak-{stamp}")
     for make in (ours, synapse):
         server = make(db_kind)
         series = asyncio.run(soak_server(server, minutes, rate))
         results["servers"][server.name] = {"series": series, "summary": summary(series)}
-    os.makedirs(BENCH_DIR, exist_ok=True)
-    base = os.path.join(BENCH_DIR, f"soak-{stamp}")
-    with open(base + ".json", "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    plot(results, base + ".png")
+        # Written after each server: a two-hour run interrupted in Synapse's hour keeps ours.
+        with open(base + ".json", "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+        plot(results, base + ".png")
     for name, run_result in results["servers"].items():
         print(f"{name}: {json.dumps(run_result['summary'])}")
     print(f"Written {base}.json and {base}.png")
