@@ -403,6 +403,14 @@ class EventEvaluation:
             answer = self._shared[shape] = self._walk(rules, ctx)
         return answer
 
+    def shared_answer(self, rules: CompiledRules, user_id: str) -> tuple[list[Any], str] | None:
+        """The answer already worked out for a member of the same shape, when it is this
+        member's too; None when ``first_match`` must be asked (with the full context)."""
+        shape = rules.shape
+        if shape is None or rules.uses_display_name or user_id.lower() in self._text:
+            return None
+        return self._shared.get(shape)
+
     def _walk(self, rules: CompiledRules, ctx: PushContext) -> tuple[list[Any], str]:
         memo = self._memo
         for kind, key, by_name, rule, actions, actions_json in rules.entries:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.harness import Client, ServerProcess, free_port, join, new_user
+from tests.harness import Client, ServerProcess, db_rows, free_port, join, leave, new_user
 
 JsonDict = dict[str, Any]
 HIGHLIGHT = {"set_tweak": "highlight"}
@@ -730,6 +730,71 @@ def test_notifications_list(alice: Client, bob: Client, carol: Client, room3: st
     # Others see only their own.
     assert all(n["event"]["sender"] != bob.user_id for n in notifications(bob)["notifications"])
     assert alice.get("notifications", params={"from": "bogus"}).status == 400
+
+
+def stored_notifications(server: ServerProcess, event_id: str) -> tuple[int, list[Any]]:
+    """(shared rows, [(user, notify)] own rows) stored for one event."""
+    shared = db_rows(server, "SELECT COUNT(*) FROM event_notifications WHERE event_id = ?",
+                     (event_id,))  # fmt: skip
+    own = db_rows(server, "SELECT user_id, notify FROM event_push_actions WHERE event_id = ? "
+                  "ORDER BY user_id", (event_id,))  # fmt: skip
+    return int(shared[0][0]), [tuple(row) for row in own]
+
+
+def test_a_room_shares_one_notification_row_and_members_who_differ_keep_their_own(
+    server: ServerProcess, alice: Client, bob: Client, carol: Client, room3: str
+) -> None:
+    """The default rules give every member the same answer: it is stored once per event,
+    whatever the room's size. Only members whose answer differs have rows of their own."""
+    dave = new_user(server)
+    join(dave, room3)
+    # carol mutes the room (a room rule without actions).
+    resp = carol.put(f"pushrules/global/room/{q(room3)}", {"actions": []})
+    assert resp.status == 200, resp
+    plain = send(bob, room3, "hello all")
+    wait_unread(alice, room3, (1, 0))
+    wait_unread(dave, room3, (1, 0))
+    wait_unread(carol, room3, (0, 0))  # muted: the shared notification is not hers
+    wait_unread(bob, room3, (0, 0))  # the sender's own
+    assert stored_notifications(server, plain) == (1, [(carol.user_id, 0)])
+    # A mention of carol goes past her room rule (mentions are overrides).
+    mentioned = send(bob, room3, "carol?", **mention(carol))
+    wait_unread(carol, room3, (1, 1))
+    wait_unread(alice, room3, (2, 0))
+    assert stored_notifications(server, mentioned) == (1, [(carol.user_id, 1)])
+    assert [n["event"]["event_id"] for n in notifications(carol)["notifications"]] == [mentioned]
+    assert [n["event"]["event_id"] for n in notifications(dave)["notifications"]] == [
+        mentioned, plain,
+    ]  # fmt: skip
+    assert notifications(bob)["notifications"] == []
+    # A receipt reads the shared notifications for that member only.
+    receipt(dave, room3, mentioned)
+    wait_unread(dave, room3, (0, 0))
+    wait_unread(alice, room3, (2, 0))
+
+
+def test_shared_notifications_follow_membership(
+    server: ServerProcess, alice: Client, bob: Client, carol: Client, room3: str
+) -> None:
+    """A member is notified of what came while they were joined: not of what came before
+    they joined, nor while they were away."""
+    dave = new_user(server)
+    before = send(bob, room3, "before dave")
+    join(dave, room3)
+    wait_unread(dave, room3, (0, 0))
+    first = send(bob, room3, "welcome dave")
+    wait_unread(dave, room3, (1, 0))
+    leave(dave, room3)
+    away = send(bob, room3, "while dave is away")
+    join(dave, room3)
+    back = send(bob, room3, "welcome back")
+    wait_unread(dave, room3, (1, 0))  # his rejoin read everything before it
+    listed = [n["event"]["event_id"] for n in notifications(dave)["notifications"]]
+    assert listed == [back, first]
+    assert before not in listed and away not in listed
+    # alice was there throughout: all four, shared.
+    listed = [n["event"]["event_id"] for n in notifications(alice)["notifications"]]
+    assert listed == [back, away, first, before]
 
 
 # Pushers

@@ -14,6 +14,7 @@ from homeserver.caches import MeasuredLRU
 from homeserver.errors import Codes, MatrixError, not_found
 from homeserver.http.outbound import BlockedAddress, parse_http_url
 from homeserver.storage.events import StoredEvent
+from homeserver.storage.push import EventNotifications
 from rooms import push_rules
 from rooms.power_levels import power_levels_from_state
 
@@ -38,6 +39,37 @@ def _relates_to(event: JsonDict) -> tuple[str | None, str | None]:
     return (parent if isinstance(parent, str) else None), (
         rel_type if isinstance(rel_type, str) else None
     )
+
+
+def _split_notifications(
+    thread: str,
+    answers: dict[str, list[str]],
+    actions_of: dict[str, list[Any]],
+    outsider: str | None,
+) -> EventNotifications:
+    """The joined members' most common answer stored once for the room, when it notifies
+    and is shared; rows of their own for the others (and for a notified outsider)."""
+
+    def joined_count(actions_json: str) -> int:
+        return sum(1 for u in answers[actions_json] if u != outsider)
+
+    common = max(answers, key=joined_count)
+    shared = None
+    if push_rules.notifies(actions_of[common]) and joined_count(common) > 1:
+        shared = (common, int(push_rules.highlights(actions_of[common])))
+    rows = []
+    for actions_json, users in answers.items():
+        actions = actions_of[actions_json]
+        notify = push_rules.notifies(actions)
+        high = int(push_rules.highlights(actions))
+        for user_id in users:
+            if shared is not None and actions_json == common and user_id != outsider:
+                continue  # the shared row is theirs
+            if notify:
+                rows.append((user_id, actions_json, high, 1))
+            elif shared is not None and user_id != outsider:
+                rows.append((user_id, "[]", 0, 0))  # joined, but not notified
+    return EventNotifications(thread, shared, rows)
 
 
 class PushService:
@@ -185,20 +217,23 @@ class PushService:
     # Evaluating new events
 
     async def evaluate_event(
-        self, data: JsonDict, room_id: str, state_before: int, event_id: str, stream: int
-    ) -> tuple[list[tuple[str, str, str, int, str, str, int]], list[tuple[str, list[Any]]]]:
-        """The notifications an event makes for the room's local members (never its sender):
-        rows to store with the event, and (user, actions) for push delivery."""
+        self, data: JsonDict, room_id: str, state_before: int, event_id: str
+    ) -> tuple[EventNotifications | None, list[tuple[str, list[Any]]]]:
+        """The notifications an event makes for the room's local members (never its
+        sender), to store with the event, and (user, actions) for push delivery."""
         sender = data.get("sender")
         joined = await self.hs.room_events.joined_users(room_id)
-        members = [u for u in joined if u != sender and self.hs.accounts.is_local(u)]
-        if data.get("type") == "m.room.member" and data.get("state_key") not in members:
+        is_local = self.hs.accounts.is_local
+        members = [u for u in joined if u != sender and is_local(u)]
+        outsider = None
+        if data.get("type") == "m.room.member" and data.get("state_key") not in joined:
             target = str(data.get("state_key"))
-            if target != sender and self.hs.accounts.is_local(target):
-                members.append(target)  # an invitee is not joined yet
+            if target != sender and is_local(target):
+                outsider = target  # an invitee is not joined yet
+                members.append(target)
         if not members:
-            return [], []
-        rulesets = {user_id: await self.compiled_rules(user_id) for user_id in members}
+            return None, []
+        rulesets = await self._compiled_rules_of(members)
         state_ids = await self.hs.room_events.state_ids(state_before)
         # Member events only for the display names some rule looks at (the server
         # defaults look at none): not a hundred cache reads per event in a large room.
@@ -212,28 +247,50 @@ class PushService:
         version = await self.hs.room_events.room_version(room_id)
         power = power_levels_from_state(state, version)
         sender_power = power.user_level(str(sender))
-        thread = await self.thread_of(data)
-        rows = []
-        notified = []
         evaluation = push_rules.EventEvaluation(data)
-        for user_id, rules in rulesets.items():
-            display_name = None
-            if rules.uses_display_name:
-                member = state.get(("m.room.member", user_id))
-                name = (member.get("content") or {}).get("displayname") if member else None
-                display_name = name if isinstance(name, str) else None
-            ctx = push_rules.PushContext(
-                user_id, display_name, len(joined), sender_power, power.notifications
+        # Members grouped by their answer (actions as JSON): most share one.
+        answers: dict[str, list[str]] = {}
+        actions_of: dict[str, list[Any]] = {}
+        for user_id in members:
+            rules = rulesets[user_id]
+            answer = evaluation.shared_answer(rules, user_id)
+            if answer is None:
+                display_name = None
+                if rules.uses_display_name:
+                    member = state.get(("m.room.member", user_id))
+                    name = (member.get("content") or {}).get("displayname") if member else None
+                    display_name = name if isinstance(name, str) else None
+                ctx = push_rules.PushContext(
+                    user_id, display_name, len(joined), sender_power, power.notifications
+                )
+                answer = evaluation.first_match(rules, ctx)
+            actions, actions_json = answer
+            group = answers.get(actions_json)
+            if group is None:
+                group = answers[actions_json] = []
+                actions_of[actions_json] = actions
+            group.append(user_id)
+        notified = [
+            (user_id, actions_of[actions_json])
+            for actions_json, users in answers.items()
+            if push_rules.notifies(actions_of[actions_json])
+            for user_id in users
+        ]
+        if not notified:
+            return None, []
+        return (
+            _split_notifications(await self.thread_of(data), answers, actions_of, outsider),
+            notified,
+        )
+
+    async def _compiled_rules_of(self, user_ids: list[str]) -> dict[str, push_rules.CompiledRules]:
+        found = {}
+        for user_id in user_ids:
+            compiled = self._compiled.get(user_id)
+            found[user_id] = (
+                compiled if compiled is not None else await self.compiled_rules(user_id)
             )
-            actions, actions_json = evaluation.first_match(rules, ctx)
-            if not push_rules.notifies(actions):
-                continue
-            rows.append((
-                user_id, room_id, event_id, stream, thread,
-                actions_json, int(push_rules.highlights(actions)),
-            ))  # fmt: skip
-            notified.append((user_id, actions))
-        return rows, notified
+        return found
 
     # Pushers and delivery
 

@@ -810,8 +810,8 @@ class RoomEventService:
         with self.stream.next_id() as stream_ordering:
             # Notification counts are written with the event, so a sync that sees the event
             # sees its counts too.
-            push_rows, notified = await self.hs.push.evaluate_event(
-                event, room_id, before_group, event_id, stream_ordering
+            notifications, notified = await self.hs.push.evaluate_event(
+                event, room_id, before_group, event_id
             )
             await self.store.persist_event(
                 EventToPersist(
@@ -836,7 +836,7 @@ class RoomEventService:
                     redacts=redacts,
                     relation=relation_of(event),
                     search=search_text_of(event),
-                    push_actions=push_rows,
+                    notifications=notifications,
                     replace_current_state=current_rows,
                 )
             )

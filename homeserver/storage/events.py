@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from homeserver.storage.engine import Database, Row, Txn, escape_like
+from homeserver.storage.push import EventNotifications, store_notifications_txn
 from rooms.sliding_sync import BUMP_TYPES
 
 StateKey = tuple[str, str]
@@ -89,8 +90,8 @@ class EventToPersist:
     relation: tuple[str, str] | None = None
     # (key, text) to index for full-text search (unencrypted bodies, names, topics)
     search: tuple[str, str] | None = None
-    # Notifications the event makes: (user, room, event, stream, thread, actions, highlight)
-    push_actions: list[tuple[str, str, str, int, str, str, int]] = field(default_factory=list)
+    # Notifications the event makes (its room's shared answer and members' own rows)
+    notifications: EventNotifications | None = None
     # The room's whole current state after this event, when it is not this event's change
     # on top of the previous one (the first event we hold of a room joined over federation,
     # or a merge of forks): (type, state_key) -> (event ID, membership).
@@ -278,11 +279,9 @@ class EventStore:
                     (ev.event_id, *ev.relation, ev.room_id, ev.event_type, ev.sender,
                      ev.stream_ordering),
                 )  # fmt: skip
-            if ev.push_actions:
-                txn.execute_many(
-                    "INSERT INTO event_push_actions (user_id, room_id, event_id, "
-                    "stream_ordering, thread_id, actions, highlight) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    ev.push_actions,
+            if ev.notifications is not None:
+                store_notifications_txn(
+                    txn, ev.room_id, ev.event_id, ev.sender, ev.stream_ordering, ev.notifications
                 )
             if ev.search is not None:
                 _index_for_search(txn, ev.event_id, ev.room_id, ev.stream_ordering, *ev.search)
@@ -384,7 +383,8 @@ class EventStore:
             ):
                 txn.execute(sql, (room_id,))
             for table in (
-                "event_search", "event_relations", "event_push_actions", "receipts",
+                "event_search", "event_relations", "event_push_actions", "event_notifications",
+                "receipts",
                 "state_groups", "current_state", "room_memberships", "forward_extremities",
                 "room_aliases", "event_outliers", "invite_room_state", "federation_outbox",
                 "account_data", "events", "rooms",
@@ -433,7 +433,7 @@ class EventStore:
                 for table in (
                     "event_edges", "event_auth", "redactions", "event_transactions",
                     "event_search", "event_relations", "event_push_actions",
-                    "events",
+                    "event_notifications", "events",
                 ):  # fmt: skip
                     txn.execute(f"DELETE FROM {table} WHERE event_id IN ({marks})", ids)
             return ids

@@ -4,11 +4,45 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from homeserver.storage.engine import Database, Txn
 
 JsonDict = dict[str, Any]
+
+
+@dataclass
+class EventNotifications:
+    """What one event notifies. ``shared`` (actions JSON, highlight) is the answer of the
+    room's joined members, stored once; ``members`` (user, actions JSON, highlight,
+    notify) are the members whose answer differs (notify 0: not notified although the
+    room is) and notified users who are not joined (an invitee)."""
+
+    thread_id: str
+    shared: tuple[str, int] | None
+    members: list[tuple[str, str, int, int]]
+
+
+def store_notifications_txn(
+    txn: Txn, room_id: str, event_id: str, sender: str, stream: int, found: EventNotifications
+) -> None:
+    if found.shared is not None:
+        txn.execute(
+            "INSERT INTO event_notifications (event_id, room_id, sender, stream_ordering, "
+            "thread_id, actions, highlight) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event_id, room_id, sender, stream, found.thread_id, *found.shared),
+        )
+    if found.members:
+        txn.execute_many(
+            "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, "
+            "thread_id, actions, highlight, notify) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (user_id, room_id, event_id, stream, found.thread_id, actions, high, notify)
+                for user_id, actions, high, notify in found.members
+            ],
+        )
+
 
 # Where a user has read up to in a room: the later of their unthreaded/main read receipts
 # (public or private) and their own latest event.
@@ -60,31 +94,18 @@ def _unread_chunk(txn: Txn, user_id: str, room_ids: list[str]) -> dict[str, Unre
         room_id: max(receipts[room_id].get("", 0), int(own.get(room_id) or 0))
         for room_id in room_ids
     }
-    # Counted by the database, not row by row here: a user who has not read a busy room
-    # for a while has many rows past their read position.
-    values = ",".join("(?, CAST(? AS BIGINT))" for _ in room_ids)
-    positions = [v for room_id in room_ids for v in (room_id, everywhere[room_id])]
     threads: dict[str, dict[str, tuple[int, int]]] = {room_id: {} for room_id in room_ids}
-    for counted_room, thread, count, high in txn.select(
-        f"WITH read_upto (room_id, pos) AS (VALUES {values}) "
-        f"SELECT a.room_id, a.thread_id, COUNT(*), SUM(a.highlight) FROM event_push_actions a "
-        f"JOIN read_upto ON read_upto.room_id = a.room_id WHERE a.user_id = ? "
-        f"AND a.stream_ordering > read_upto.pos GROUP BY a.room_id, a.thread_id",
-        (*positions, user_id),
-    ):
-        threads[counted_room][thread] = (int(count), int(high or 0))
+    for (counted_room, thread), counts in _counts_past(
+        txn, user_id, [(room_id, everywhere[room_id]) for room_id in room_ids]
+    ).items():
+        threads[counted_room][thread] = counts
     for room_id in room_ids:
         for thread, read_upto in receipts[room_id].items():
             if thread and thread in threads[room_id] and read_upto > everywhere[room_id]:
                 # The thread's own receipt reads further into it (rare: looked up alone).
-                row = txn.select_one(
-                    "SELECT COUNT(*), SUM(highlight) FROM event_push_actions WHERE user_id = ? "
-                    "AND room_id = ? AND thread_id = ? AND stream_ordering > ?",
-                    (user_id, room_id, thread, read_upto),
-                )
-                count, high = (int(row[0]), int(row[1] or 0)) if row else (0, 0)
-                if count:
-                    threads[room_id][thread] = (count, high)
+                further = _counts_past(txn, user_id, [(room_id, read_upto)], thread)
+                if (room_id, thread) in further:
+                    threads[room_id][thread] = further[(room_id, thread)]
                 else:
                     del threads[room_id][thread]
     return {
@@ -95,6 +116,46 @@ def _unread_chunk(txn: Txn, user_id: str, room_ids: list[str]) -> dict[str, Unre
         )
         for room_id, counts in threads.items()
     }
+
+
+def _counts_past(
+    txn: Txn, user_id: str, positions: list[tuple[str, int]], thread: str | None = None
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(notifications, highlights) per (room, thread) past each room's read position:
+    the room's shared notifications while the user is joined, unless the user has their
+    own answer for the event, plus the user's own notifying rows. Counted by the
+    database, not row by row here: a user who has not read a busy room for a while has
+    many notifications past their read position.
+
+    Every event past a read position came after the user's latest event in the room
+    (their join included): the user was joined when it was sent and did not send it."""
+    values = ",".join("(?, CAST(? AS BIGINT))" for _ in positions)
+    args: list[Any] = [v for pair in positions for v in pair]
+    read_upto = f"WITH read_upto (room_id, pos) AS (VALUES {values}) "
+    in_thread = " AND {0}.thread_id = ?" if thread is not None else ""
+    shared = (
+        read_upto + "SELECT n.room_id, n.thread_id, COUNT(*), SUM(n.highlight) "
+        "FROM event_notifications n JOIN read_upto ON read_upto.room_id = n.room_id "
+        "AND n.stream_ordering > read_upto.pos "
+        "JOIN current_state m ON m.room_id = n.room_id AND m.type = 'm.room.member' "
+        "AND m.state_key = ? AND m.membership = 'join' "
+        "WHERE NOT EXISTS (SELECT 1 FROM event_push_actions a WHERE a.user_id = ? "
+        "AND a.event_id = n.event_id)" + in_thread.format("n") + " GROUP BY n.room_id, n.thread_id"
+    )
+    own = (
+        read_upto + "SELECT a.room_id, a.thread_id, COUNT(*), SUM(a.highlight) "
+        "FROM event_push_actions a JOIN read_upto ON read_upto.room_id = a.room_id "
+        "AND a.stream_ordering > read_upto.pos WHERE a.user_id = ? AND a.notify = 1"
+        + in_thread.format("a")
+        + " GROUP BY a.room_id, a.thread_id"
+    )
+    only = [thread] if thread is not None else []
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    for sql, users in ((shared, [user_id, user_id]), (own, [user_id])):
+        for room_id, thread_id, count, high in txn.select(sql, (*args, *users, *only)):
+            before = counts.get((room_id, thread_id), (0, 0))
+            counts[(room_id, thread_id)] = (before[0] + int(count), before[1] + int(high or 0))
+    return counts
 
 
 class PushStore:
@@ -138,18 +199,31 @@ class PushStore:
         """(room, event, stream, actions JSON, read-upto) newest first."""
 
         def txn_fn(txn: Txn) -> list[tuple[str, str, int, str, int]]:
-            sql = (
-                "SELECT room_id, event_id, stream_ordering, actions FROM event_push_actions "
-                "WHERE user_id = ?"
-            )
-            args: list[Any] = [user_id]
+            where, filters = "", []
             if before is not None:
-                sql += " AND stream_ordering < ?"
-                args.append(before)
+                where += " AND {0}.stream_ordering < ?"
+                filters.append(before)
             if only_highlight:
-                sql += " AND highlight = 1"
-            sql += " ORDER BY stream_ordering DESC LIMIT ?"
-            args.append(limit)
+                where += " AND {0}.highlight = 1"
+            own = (
+                "SELECT a.room_id, a.event_id, a.stream_ordering, a.actions "
+                "FROM event_push_actions a WHERE a.user_id = ? AND a.notify = 1" + where.format("a")
+            )
+            # The shared notifications of rooms the user was joined to when they came,
+            # unless the user sent the event or has an answer of their own for it.
+            shared = (
+                "SELECT n.room_id, n.event_id, n.stream_ordering, n.actions "
+                "FROM event_notifications n WHERE n.room_id IN (SELECT room_id "
+                "FROM room_memberships WHERE user_id = ? AND membership = 'join') "
+                "AND n.sender != ? AND (SELECT r.membership FROM room_memberships r "
+                "WHERE r.user_id = ? AND r.room_id = n.room_id "
+                "AND r.stream_ordering < n.stream_ordering "
+                "ORDER BY r.stream_ordering DESC LIMIT 1) = 'join' AND NOT EXISTS "
+                "(SELECT 1 FROM event_push_actions x WHERE x.user_id = ? "
+                "AND x.event_id = n.event_id)" + where.format("n")
+            )
+            sql = f"{own} UNION ALL {shared} ORDER BY 3 DESC LIMIT ?"
+            args = [user_id, *filters, user_id, user_id, user_id, user_id, *filters, limit]
             result = []
             positions: dict[str, int] = {}
             for room_id, event_id, stream, actions in txn.select(sql, args):
