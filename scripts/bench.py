@@ -1042,7 +1042,12 @@ SIZES_QUICK = {
 }
 
 
-async def bench_database(db_kind: str, rounds: int, sizes: dict[str, int]) -> dict[str, Any]:
+Scenario = Callable[[Api, Server, int], Awaitable[Measurement]]
+
+
+async def bench_database(
+    db_kind: str, rounds: int, sizes: dict[str, int], scenarios: dict[str, Scenario] | None = None
+) -> dict[str, Any]:
     servers = [ours(db_kind), synapse(db_kind)]
     results: dict[str, Any] = {"scenarios": {}, "memory": {}}
     try:
@@ -1053,7 +1058,7 @@ async def bench_database(db_kind: str, rounds: int, sizes: dict[str, int]) -> di
             connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=300)
         ) as http:
             apis = {s.name: Api(http, s) for s in servers}
-            for name, scenario in SCENARIOS.items():
+            for name, scenario in (scenarios or SCENARIOS).items():
                 if name not in sizes:
                     results["scenarios"][name] = {"skipped": "not in this run (--quick or --only)"}
                     continue
@@ -1096,8 +1101,9 @@ async def bench_database(db_kind: str, rounds: int, sizes: dict[str, int]) -> di
     finally:
         for server in servers:
             server.stop()
-    for name, reason in NOT_YET_BUILT.items():
-        results["scenarios"][name] = {"skipped": reason}
+    if scenarios is None:
+        for name, reason in NOT_YET_BUILT.items():
+            results["scenarios"][name] = {"skipped": reason}
     return results
 
 
@@ -1136,6 +1142,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--minutes", type=float, default=60, help="with --soak: per server")
     parser.add_argument("--rate", type=float, default=80, help="with --soak: requests/s")
+    parser.add_argument(
+        "--curves", action="store_true", help="costs against room size and room count (curves.py)"
+    )
     args = parser.parse_args(argv)
     if args.soak:
         from scripts.soak import run as run_soak
@@ -1146,6 +1155,10 @@ def main(argv: list[str] | None = None) -> int:
     if "postgres" in kinds and not postgres_reachable():
         print("PostgreSQL is not reachable at 127.0.0.1:5432; benchmarking SQLite only.")
         kinds.remove("postgres")
+    if args.curves:
+        from scripts.curves import run as run_curves
+
+        return run_curves(kinds, args.rounds)
     sizes = SIZES_QUICK if args.quick else SIZES_FULL
     if args.only:
         unknown = set(args.only) - set(SCENARIOS)
