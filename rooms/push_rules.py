@@ -403,11 +403,31 @@ class EventEvaluation:
             answer = self._shared[shape] = self._walk(rules, ctx)
         return answer
 
-    def shared_answer(self, rules: CompiledRules, user_id: str) -> tuple[list[Any], str] | None:
+    def named(self, user_ids: list[str]) -> set[str]:
+        """The users whose ID (ignoring case) occurs in the event. Every occurrence starts
+        at an "@", and an event holds few: the cost follows the "@"s and the distinct ID
+        lengths, not the number of members asked about."""
+        by_lower: dict[str, list[str]] = {}
+        for user_id in user_ids:
+            by_lower.setdefault(user_id.lower(), []).append(user_id)
+        lengths = {len(lower) for lower in by_lower}
+        text = self._text
+        found: set[str] = set()
+        at = text.find("@")
+        while at != -1:
+            for length in lengths:
+                same = by_lower.get(text[at : at + length])
+                if same is not None:
+                    found.update(same)
+            at = text.find("@", at + 1)
+        return found
+
+    def shared_answer(self, rules: CompiledRules, is_named: bool) -> tuple[list[Any], str] | None:
         """The answer already worked out for a member of the same shape, when it is this
-        member's too; None when ``first_match`` must be asked (with the full context)."""
+        member's too (``is_named``: the member's ID is in the event); None when
+        ``first_match`` must be asked (with the full context)."""
         shape = rules.shape
-        if shape is None or rules.uses_display_name or user_id.lower() in self._text:
+        if shape is None or is_named or rules.uses_display_name:
             return None
         return self._shared.get(shape)
 

@@ -224,7 +224,8 @@ class PushService:
         sender = data.get("sender")
         joined = await self.hs.room_events.joined_users(room_id)
         is_local = self.hs.accounts.is_local
-        members = [u for u in joined if u != sender and is_local(u)]
+        ours = ":" + self.hs.config.server_name  # (is_local, without a call per member)
+        members = [u for u in joined if u.endswith(ours) and u != sender]
         outsider = None
         if data.get("type") == "m.room.member" and data.get("state_key") not in joined:
             target = str(data.get("state_key"))
@@ -248,12 +249,13 @@ class PushService:
         power = power_levels_from_state(state, version)
         sender_power = power.user_level(str(sender))
         evaluation = push_rules.EventEvaluation(data)
+        named = evaluation.named(members)
         # Members grouped by their answer (actions as JSON): most share one.
         answers: dict[str, list[str]] = {}
         actions_of: dict[str, list[Any]] = {}
         for user_id in members:
             rules = rulesets[user_id]
-            answer = evaluation.shared_answer(rules, user_id)
+            answer = evaluation.shared_answer(rules, user_id in named)
             if answer is None:
                 display_name = None
                 if rules.uses_display_name:

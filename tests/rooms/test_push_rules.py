@@ -678,3 +678,26 @@ def test_one_evaluation_serves_many_members_each_their_own_answer() -> None:
 def own_id_rule(user_id: str) -> dict[str, Any]:
     sound = {"set_tweak": "sound", "value": "ping"}
     return stored(content=[user_rule("me", ["notify", sound], pattern=user_id)])
+
+
+def test_named_finds_exactly_the_members_whose_id_the_event_contains() -> None:
+    """The same answer as asking of each member whether their ID (ignoring case) is a
+    substring of the event, which is what decides whether a member may share an answer."""
+    members = [
+        "@alice:example.org", "@Bob:example.org", "@al:example.org", "@carol:example.org",
+        "@alice:example.org.evil", "@dave:example.org", "@émile:example.org", "@bob:example.org",
+    ]  # fmt: skip
+    event = {
+        "type": "m.room.message", "sender": "@carol:example.org",
+        "content": {"body": "hi @ALICE:example.org.evil and @al:example.orgx, bob@x",
+                    "m.mentions": {"user_ids": ["@bob:EXAMPLE.org", "@Émile:example.org"]}},
+    }  # fmt: skip
+    evaluation = push_rules.EventEvaluation(event)
+    text = json.dumps(event, ensure_ascii=False).lower()
+    expected = {m for m in members if m.lower() in text}
+    assert evaluation.named(members) == expected
+    assert expected == {
+        "@alice:example.org", "@alice:example.org.evil", "@al:example.org", "@Bob:example.org",
+        "@carol:example.org", "@émile:example.org", "@bob:example.org",
+    }  # fmt: skip
+    assert push_rules.EventEvaluation({"type": "m.typing"}).named(members) == set()
