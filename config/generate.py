@@ -124,6 +124,12 @@ caches:
   #sizes:
   #  events: 10000
 
+# The oldest generation of Python objects (the caches, mostly) is collected on this timer
+# rather than whenever the interpreter's counters say: each such collection pauses the
+# server for as long as it takes to walk the heap. 0: the interpreter's own thresholds.
+garbage_collection:
+  full_collection_interval: 5m
+
 media:
   store_path: "{media_store_path}"
   max_upload_size: 50M

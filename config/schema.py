@@ -501,6 +501,20 @@ class CachesConfig(_Section):
                 raise ValueError(f"caches.sizes.{name} must be at least 1")
 
 
+class GarbageCollectionConfig(_Section):
+    """How often the interpreter's oldest generation is collected (see
+    homeserver/gc_policy.py); 0 leaves the interpreter's own thresholds in charge."""
+
+    full_collection_interval: Duration = "5m"
+
+    def __post_init__(self) -> None:
+        _normalise(self, "full_collection_interval", parse_duration_ms)
+
+    @property
+    def full_collection_interval_ms(self) -> int:
+        return int(self.full_collection_interval)
+
+
 class ConsentConfig(_Section):
     """The privacy policy and terms users accept: served at /_matrix/consent, asked for at
     registration (m.login.terms), and required again whenever ``version`` changes."""
@@ -594,6 +608,9 @@ class HomeserverConfig(_Section):
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     consent: ConsentConfig = msgspec.field(default_factory=ConsentConfig)
     caches: CachesConfig = msgspec.field(default_factory=CachesConfig)
+    garbage_collection: GarbageCollectionConfig = msgspec.field(
+        default_factory=GarbageCollectionConfig
+    )
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     voip: VoipConfig = msgspec.field(default_factory=VoipConfig)
     user_directory: UserDirectoryConfig = msgspec.field(default_factory=UserDirectoryConfig)

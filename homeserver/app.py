@@ -13,6 +13,7 @@ from config import HomeserverConfig
 from config.schema import ListenerConfig
 from crypto.signing_keys import read_signing_key
 from homeserver import metrics
+from homeserver.gc_policy import collect_oldest_on_a_timer
 from homeserver.http.server import JsonResource, MatrixSite, MetricsResource, Router
 from homeserver.server import HomeServer
 from homeserver.storage.engine import Database, engine_from_config
@@ -136,6 +137,10 @@ def run(config: HomeserverConfig) -> int:
     exit_code = 0
 
     def _started(_: object) -> None:
+        # Start-up's objects live as long as the process: frozen out of every collection.
+        collect_oldest_on_a_timer(
+            reactor, config.garbage_collection.full_collection_interval_ms / 1000
+        )
         # Tests and wrapper scripts wait for this line on standard output.
         print("homeserver: ready", flush=True)
 

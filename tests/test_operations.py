@@ -224,6 +224,10 @@ def minimal_config(tmp_path: Path, **extra: Any) -> Path:
         ({"listners": []}, "listners"),
         ({"privacy": {"client_ip_retention": "forever"}}, "privacy.client_ip_retention"),
         ({"registration": {"enabled": "sometimes"}}, "registration.enabled"),
+        (
+            {"garbage_collection": {"full_collection_interval": "often"}},
+            "garbage_collection.full_collection_interval",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path: Path, extra: dict[str, Any], expected: str) -> None:
