@@ -15,8 +15,8 @@ class ServerAcl:
         self.hs = hs
 
     async def allows(self, server_name: str, room_id: str) -> bool:
-        current = await self.hs.stores.events.get_current_state_ids(room_id)
-        acl_id = current.get(("m.room.server_acl", ""))
+        key = ("m.room.server_acl", "")
+        acl_id = (await self.hs.stores.events.get_current_state_ids_for(room_id, [key])).get(key)
         if acl_id is None:
             return True
         acl = await self.hs.room_events.get_event(acl_id)

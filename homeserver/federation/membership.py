@@ -68,8 +68,8 @@ class FederationMembership:
             await self.events.room_version(room_id)
         except MatrixError:
             return True
-        current = await self.hs.stores.events.get_current_state_ids(room_id)
-        if ("m.room.create", "") not in current:
+        create = ("m.room.create", "")
+        if create not in await self.hs.stores.events.get_current_state_ids_for(room_id, [create]):
             return True
         joined = await self.events.joined_users(room_id)
         return not any(domain_of(u) == self.server_name for u in joined) and bool(joined)

@@ -147,8 +147,8 @@ class RoomAccessService:
         return stored
 
     async def membership(self, user_id: str, room_id: str) -> str | None:
-        state = await self.store.get_current_state_ids(room_id)
-        event_id = state.get(("m.room.member", user_id))
+        key = ("m.room.member", user_id)
+        event_id = (await self.store.get_current_state_ids_for(room_id, [key])).get(key)
         if event_id is None:
             return None
         return str((await self._content_of(event_id)).get("membership"))
@@ -165,8 +165,9 @@ class RoomAccessService:
         for anyone else in a world-readable room; otherwise None (forbidden)."""
         if await self.hs.stores.events.get_room(room_id) is None:
             raise forbidden("You are not in this room")
-        current = await self.store.get_current_state_ids(room_id)
-        member_id = current.get(("m.room.member", user_id))
+        key = ("m.room.member", user_id)
+        current = await self.store.get_current_state_ids_for(room_id, [key, HISTORY_KEY])
+        member_id = current.get(key)
         member = await self.events.get_event(member_id) if member_id else None
         membership = (member.data.get("content") or {}).get("membership") if member else None
         if (

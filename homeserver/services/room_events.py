@@ -172,8 +172,14 @@ class RoomEventService:
         events = await self.get_events(ids.values())
         return {key: events[e] for key, e in ids.items() if e in events}
 
-    async def current_state_events(self, room_id: str) -> dict[StateKey, StoredEvent]:
-        ids = await self.store.get_current_state_ids(room_id)
+    async def current_state_events(
+        self, room_id: str, keys: list[StateKey] | None = None
+    ) -> dict[StateKey, StoredEvent]:
+        """The room's current state, or only the entries ``keys`` names."""
+        if keys is None:
+            ids = await self.store.get_current_state_ids(room_id)
+        else:
+            ids = await self.store.get_current_state_ids_for(room_id, keys)
         events = await self.get_events(ids.values())
         return {key: events[e] for key, e in ids.items() if e in events}
 
@@ -582,8 +588,8 @@ class RoomEventService:
     ) -> None:
         """AuthError if the room's current state (not only the state before the event)
         refuses the event."""
-        current = await self.store.get_current_state_ids(room_id)
         keys = auth_types_for_event(event, version)
+        current = await self.store.get_current_state_ids_for(room_id, keys)
         if all(current.get(k) == before_ids.get(k) for k in keys):
             return
         loaded = await self.get_events(current[k] for k in keys if k in current)

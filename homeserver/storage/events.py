@@ -561,6 +561,22 @@ class EventStore:
         )
         return {(r[0], r[1]): r[2] for r in rows}
 
+    async def get_current_state_ids_for(self, room_id: str, keys: Sequence[StateKey]) -> StateIds:
+        """Only the given entries of the room's current state (each one primary-key look-up:
+        a question about two entries must not read a large room's every member)."""
+        if not keys:
+            return {}
+        where = " OR ".join("(type = ? AND state_key = ?)" for _ in keys)
+        rows = await self.db.run(
+            "get_current_state_ids_for",
+            lambda txn: txn.select(
+                f"SELECT type, state_key, event_id FROM current_state WHERE room_id = ? "
+                f"AND ({where})",
+                (room_id, *[part for key in keys for part in key]),
+            ),
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
     # Memberships
 
     async def get_rooms_for_user(self, user_id: str, memberships: Sequence[str]) -> list[str]:
