@@ -1143,13 +1143,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=60, help="with --soak: per server")
     parser.add_argument("--rate", type=float, default=80, help="with --soak: requests/s")
     parser.add_argument(
+        "--servers", nargs="+", choices=["ours", "synapse"], default=["ours", "synapse"],
+        help="with --soak: which servers, in turn",
+    )  # fmt: skip
+    parser.add_argument(
         "--curves", action="store_true", help="costs against room size and room count (curves.py)"
     )
     args = parser.parse_args(argv)
     if args.soak:
         from scripts.soak import run as run_soak
 
-        return run_soak(args.minutes, "sqlite" if args.db == "both" else args.db, args.rate)
+        db_kind = "sqlite" if args.db == "both" else args.db
+        return run_soak(args.minutes, db_kind, args.rate, tuple(args.servers))
 
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     if "postgres" in kinds and not postgres_reachable():

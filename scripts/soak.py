@@ -2,6 +2,7 @@
 whether memory, latency and CPU per operation stay flat.
 
     ./scripts/run-bench --soak [--minutes 60] [--db sqlite|postgres] [--rate 80]
+        [--servers ours synapse]
 
 40 users in 20 rooms, each with a long-polling /sync loop, and a fixed rate of requests
 (messages with replies, reactions and edits, typing, receipts, to-device, one-time key
@@ -412,13 +413,15 @@ def plot(results: JsonBody, path: str) -> None:
     fig.savefig(path, dpi=90)
 
 
-def run(minutes: float, db_kind: str, rate: float) -> int:
+def run(minutes: float, db_kind: str, rate: float, servers: tuple[str, ...] = ("ours", "synapse")
+        ) -> int:  # fmt: skip
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: JsonBody = {"date": stamp, "db": db_kind, "minutes": minutes, "rate": rate,
                          "servers": {}}  # fmt: skip
     os.makedirs(BENCH_DIR, exist_ok=True)
     base = os.path.join(BENCH_DIR, f"soak-{stamp}")
-    for make in (ours, synapse):
+    makers = {"ours": ours, "synapse": synapse}
+    for make in (makers[name] for name in servers):
         server = make(db_kind)
         series = asyncio.run(soak_server(server, minutes, rate))
         results["servers"][server.name] = {"series": series, "summary": summary(series)}
