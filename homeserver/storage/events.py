@@ -820,14 +820,24 @@ class EventStore:
         return [r[0] for r in rows]
 
 
-def user_memberships_txn(txn: Txn, user_id: str) -> dict[str, str]:
-    """Every room the user has a membership in, with that membership."""
-    rows = txn.select(
-        "SELECT room_id, membership FROM current_state WHERE type = 'm.room.member' "
-        "AND state_key = ?",
-        (user_id,),
-    )
-    return {r[0]: r[1] for r in rows}
+def user_memberships_txn(
+    txn: Txn,
+    user_id: str,
+    memberships: Sequence[str] | None = None,
+    room_ids: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """Every room the user has a membership in (or only those of ``memberships``, or
+    only ``room_ids``), with that membership."""
+    sql = "SELECT room_id, membership FROM current_state WHERE type = 'm.room.member' "
+    sql += "AND state_key = ?"
+    args: list[str] = [user_id]
+    if memberships is not None:
+        sql += f" AND membership IN ({','.join('?' * len(memberships))})"
+        args += memberships
+    if room_ids is not None:
+        sql += f" AND room_id IN ({','.join('?' * len(room_ids))})"
+        args += room_ids
+    return {r[0]: r[1] for r in txn.select(sql, args)}
 
 
 def member_summaries_txn(txn: Txn, room_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:

@@ -148,7 +148,11 @@ class SyncStore:
         the database thread)."""
 
         def txn_fn(txn: Txn) -> SyncWindow:
-            memberships = user_memberships_txn(txn, user_id)
+            # An incremental answer holds the rooms the user is in, invited to or knocking
+            # at, and those whose membership changed in the window (added below): not
+            # every room they ever left, a list that only grows.
+            current = None if since is None else ("join", "invite", "knock")
+            memberships = user_memberships_txn(txn, user_id, current)
             window = SyncWindow(memberships)
             if device_id is not None:
                 window.device = device_sync_state_txn(
@@ -164,6 +168,9 @@ class SyncStore:
             window.membership_changes = _membership_changes_txn(
                 txn, user_id, since.events, now.events
             )
+            left = sorted({room for room, _, _ in window.membership_changes} - set(memberships))
+            if left:
+                memberships.update(user_memberships_txn(txn, user_id, room_ids=left))
             window.changed_rooms = _changed_rooms_txn(txn, joined, since.events, now.events)
             window.member_changes = _member_changes_txn(txn, joined, since.events, now.events)
             return window
