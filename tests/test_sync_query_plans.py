@@ -36,3 +36,34 @@ def test_sync_window_queries_search_an_index_range(tmp_path: Path) -> None:
         plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
         assert "SCAN room_memberships" not in plan, plan
         assert "stream_ordering>?" in plan, plan  # the window bounds the range read
+
+
+def test_membership_records_keep_what_visibility_needs(tmp_path: Path) -> None:
+    """The latest join and the latest membership, whatever the number of display-name
+    changes (each another join) in between; the latest record's forgotten flag."""
+    from homeserver.storage.engine import Txn
+    from homeserver.storage.events import membership_records_txn
+
+    engine = SqliteEngine(str(tmp_path / "records.db"))
+    prepare_database(engine)
+    conn = engine.connect()
+    rows = [("join", 10), ("join", 11), ("join", 12), ("leave", 20), ("join", 30), ("join", 31)]
+    rows += [("leave", 40)]
+    for index, (membership, stream) in enumerate(rows):
+        conn.execute(
+            "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership, "
+            "stream_ordering) VALUES (?, '!a:x', '@u:x', '@u:x', ?, ?)",
+            (f"$e{index}", membership, stream),
+        )
+    conn.execute(
+        "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership, "
+        "stream_ordering, forgotten) VALUES ('$b', '!b:x', '@u:x', '@u:x', 'join', 5, 0)"
+    )
+    conn.commit()
+    txn = Txn(conn.cursor(), engine)
+    records = membership_records_txn(txn, "@u:x", ["!a:x", "!b:x", "!never:x"])
+    assert records["!a:x"] == ([(31, "join"), (40, "leave")], False)
+    assert records["!b:x"] == ([(5, "join")], False)
+    assert records["!never:x"] == ([], False)
+    conn.execute("UPDATE room_memberships SET forgotten = 1 WHERE room_id = '!a:x'")
+    assert membership_records_txn(txn, "@u:x", ["!a:x"])["!a:x"][1] is True

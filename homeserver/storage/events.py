@@ -679,16 +679,12 @@ class EventStore:
     async def get_membership_record(
         self, user_id: str, room_id: str
     ) -> tuple[list[tuple[int, str]], bool]:
-        """The user's membership history in the room, and whether they have forgotten it."""
-        rows = await self.db.run(
-            "get_membership_record",
-            lambda txn: txn.select(
-                "SELECT stream_ordering, membership, forgotten FROM room_memberships "
-                "WHERE user_id = ? AND room_id = ? ORDER BY stream_ordering",
-                (user_id, room_id),
-            ),
+        """The user's membership record in the room (see membership_records_txn), and
+        whether they have forgotten it."""
+        records = await self.db.run(
+            "get_membership_record", membership_records_txn, user_id, [room_id]
         )
-        return [(int(r[0]), r[1]) for r in rows], bool(rows and rows[-1][2])
+        return records[room_id]
 
     async def has_forgotten(self, user_id: str, room_id: str) -> bool:
         """Whether the user forgot the room since their last membership change."""
@@ -858,18 +854,29 @@ def member_summaries_txn(txn: Txn, room_ids: Sequence[str]) -> dict[str, list[tu
 def membership_records_txn(
     txn: Txn, user_id: str, room_ids: Sequence[str]
 ) -> dict[str, tuple[list[tuple[int, str]], bool]]:
+    """Per room, what visibility checks need of the user's membership history: their
+    latest join and their latest membership, as (stream, membership) oldest first, and
+    whether they have forgotten the room. Not the whole history: every change of display
+    name is another join, and a user who changes theirs often would make every sync read
+    a longer one."""
     if not room_ids:
         return {}
-    marks = ",".join("?" * len(room_ids))
+    wanted = ",".join("(?)" for _ in room_ids)
     rows = txn.select(
-        f"SELECT room_id, stream_ordering, membership, forgotten FROM room_memberships "
-        f"WHERE user_id = ? AND room_id IN ({marks}) ORDER BY stream_ordering",
-        (user_id, *room_ids),
+        f"WITH wanted (room_id) AS (VALUES {wanted}) SELECT wanted.room_id, "
+        f"(SELECT MAX(j.stream_ordering) FROM room_memberships j WHERE j.user_id = ? "
+        f"AND j.room_id = wanted.room_id AND j.membership = 'join'), "
+        f"latest.stream_ordering, latest.membership, latest.forgotten FROM wanted "
+        f"JOIN room_memberships latest ON latest.user_id = ? AND latest.room_id = wanted.room_id "
+        f"AND latest.stream_ordering = (SELECT MAX(m.stream_ordering) FROM room_memberships m "
+        f"WHERE m.user_id = ? AND m.room_id = wanted.room_id)",
+        (*room_ids, user_id, user_id, user_id),
     )
     result: dict[str, tuple[list[tuple[int, str]], bool]] = {r: ([], False) for r in room_ids}
-    for room_id, stream, membership, forgotten in rows:
-        history, _ = result[room_id]
-        history.append((int(stream), membership))
+    for room_id, last_join, stream, membership, forgotten in rows:
+        history = [(int(last_join), "join")] if last_join is not None else []
+        if int(stream) != last_join:
+            history.append((int(stream), membership))
         result[room_id] = (history, bool(forgotten))
     return result
 
