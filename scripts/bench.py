@@ -191,7 +191,7 @@ class Server:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def ours(db_kind: str) -> Server:
+def ours(db_kind: str, cache_factor: float | None = None) -> Server:
     directory = tempfile.mkdtemp(prefix="bench-ours-")
     port = free_port()
     from crypto.signing_keys import ensure_signing_key
@@ -226,6 +226,8 @@ def ours(db_kind: str) -> Server:
         "admin": {"allow_login_as": True},
         "logging": {"level": "WARNING", "access_log": False},
     }
+    if cache_factor is not None:
+        config["caches"] = {"global_factor": cache_factor}
     with open(os.path.join(directory, "homeserver.yaml"), "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f)
     return Server(
@@ -1147,6 +1149,10 @@ def main(argv: list[str] | None = None) -> int:
         help="with --soak: which servers, in turn",
     )  # fmt: skip
     parser.add_argument(
+        "--cache-factor", type=float,
+        help="with --soak: our caches.global_factor (small caches fill early in the run)",
+    )  # fmt: skip
+    parser.add_argument(
         "--curves", action="store_true", help="costs against room size and room count (curves.py)"
     )
     args = parser.parse_args(argv)
@@ -1154,7 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.soak import run as run_soak
 
         db_kind = "sqlite" if args.db == "both" else args.db
-        return run_soak(args.minutes, db_kind, args.rate, tuple(args.servers))
+        return run_soak(args.minutes, db_kind, args.rate, tuple(args.servers), args.cache_factor)
 
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     if "postgres" in kinds and not postgres_reachable():

@@ -2,7 +2,7 @@
 whether memory, latency and CPU per operation stay flat.
 
     ./scripts/run-bench --soak [--minutes 60] [--db sqlite|postgres] [--rate 80]
-        [--servers ours synapse]
+        [--servers ours synapse] [--cache-factor F]
 
 40 users in 20 rooms, each with a long-polling /sync loop, and a fixed rate of requests
 (messages with replies, reactions and edits, typing, receipts, to-device, one-time key
@@ -10,7 +10,10 @@ uploads and claims, key backup, small uploads, profile changes, logins and logou
 made and left, back-pagination). Each minute records RSS (anonymous memory apart), CPU,
 open file descriptors, requests, errors, and p50/p95/p99 of sends and of sync wake-ups
 (from a send returning to another member's sync delivering it). Writes
-bench-data/soak-<time>.json and bench-data/soak-<time>.png.
+bench-data/soak-<time>.json and bench-data/soak-<time>.png. ``--cache-factor`` sets our
+caches.global_factor, so that caches sized for a small server fill early in an hour and the
+rest of the run shows whether anything else grows (the summary names the minute they were
+full and the RSS growth after it).
 """
 
 from __future__ import annotations
@@ -138,14 +141,14 @@ class Soak:
                 if line.startswith(prefix):
                     generation, _, value = line[len(prefix) :].partition('"} ')
                     gc_pauses[f"gen{generation}_{metric}"] = float(value)
-            for metric in ("size", "hits_total", "misses_total"):
+            for metric in ("size", "capacity", "hits_total", "misses_total"):
                 prefix = f'homeserver_cache_{metric}{{name="'
                 if line.startswith(prefix):
                     name, _, value = line[len(prefix) :].partition('"} ')
                     values.setdefault(name, {})[metric] = float(value)
         stats: JsonBody = {
-            name: {"size": v.get("size", 0), "hits": v.get("hits_total", 0),
-                   "misses": v.get("misses_total", 0)}
+            name: {"size": v.get("size", 0), "capacity": v.get("capacity", 0),
+                   "hits": v.get("hits_total", 0), "misses": v.get("misses_total", 0)}
             for name, v in values.items()
         }  # fmt: skip
         if gc_pauses:
@@ -365,6 +368,30 @@ async def soak_server(server: Server, minutes: float, rate: float) -> list[JsonB
         server.stop()
 
 
+def caches_full_minute(series: list[JsonBody]) -> int | None:
+    """The minute from which every cache that ends the run at its capacity stays there:
+    memory growth after it is not the caches filling. None when no cache filled."""
+    last = series[-1].get("caches", {})
+    filled = [name for name, c in last.items()
+              if c.get("capacity") and c.get("size", 0) >= c["capacity"]]  # fmt: skip
+    if not filled:
+        return None
+    for row in series:
+        caches = row.get("caches", {})
+        if all(caches.get(n, {}).get("size", 0) >= last[n]["capacity"] for n in filled):
+            return int(row["minute"])
+    return None
+
+
+def rss_growth_percent_per_hour(series: list[JsonBody], from_minute: int) -> float | None:
+    """RSS growth from the end of ``from_minute`` to the end of the run, per hour."""
+    start = next((r for r in series if r["minute"] == from_minute), None)
+    minutes = series[-1]["minute"] - from_minute
+    if start is None or minutes < 10:
+        return None  # too short a stretch to call a rate
+    return (series[-1]["rss_mib"] - start["rss_mib"]) / start["rss_mib"] * 100 * 60 / minutes
+
+
 def summary(series: list[JsonBody]) -> JsonBody:
     """Thirds of the run compared: growth of memory and latency."""
     if len(series) < 3:
@@ -376,7 +403,15 @@ def summary(series: list[JsonBody]) -> JsonBody:
         return statistics.fmean(r[key] for r in rows)
 
     hours = len(series) / 60
+    full = caches_full_minute(series)
+    unfilled = {name: c["size"] for name, c in series[-1].get("caches", {}).items()
+                if c.get("capacity") and 0 < c.get("size", 0) < c["capacity"]}  # fmt: skip
     return {
+        "caches_full_minute": full,
+        "caches_not_full_at_end": unfilled,
+        "rss_growth_percent_per_hour_after_caches_full": (
+            None if full is None else rss_growth_percent_per_hour(series, full)
+        ),
         "errors": sum(r["errors"] for r in series),
         "rss_growth_percent_per_hour": (series[-1]["rss_mib"] - series[third - 1]["rss_mib"])
         / series[third - 1]["rss_mib"] * 100 / max(hours * 2 / 3, 1e-9),
@@ -413,14 +448,14 @@ def plot(results: JsonBody, path: str) -> None:
     fig.savefig(path, dpi=90)
 
 
-def run(minutes: float, db_kind: str, rate: float, servers: tuple[str, ...] = ("ours", "synapse")
-        ) -> int:  # fmt: skip
+def run(minutes: float, db_kind: str, rate: float, servers: tuple[str, ...] = ("ours", "synapse"),
+        cache_factor: float | None = None) -> int:  # fmt: skip
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: JsonBody = {"date": stamp, "db": db_kind, "minutes": minutes, "rate": rate,
-                         "servers": {}}  # fmt: skip
+                         "our_cache_factor": cache_factor, "servers": {}}  # fmt: skip
     os.makedirs(BENCH_DIR, exist_ok=True)
     base = os.path.join(BENCH_DIR, f"soak-{stamp}")
-    makers = {"ours": ours, "synapse": synapse}
+    makers = {"ours": lambda kind: ours(kind, cache_factor), "synapse": synapse}
     for make in (makers[name] for name in servers):
         server = make(db_kind)
         series = asyncio.run(soak_server(server, minutes, rate))
