@@ -20,10 +20,15 @@ V = TypeVar("V")
 # once parsed; a transaction ID about 0.6 KiB.
 DEFAULT_SIZES: dict[str, int] = {
     "events": 10_000,
-    "state_groups": 2_000,
+    # Room-state entries, not states: a state of N entries weighs N. A join in a
+    # 2,000-member room makes a new state of 2,000 entries; counted by states, a full cache
+    # of those would hold four million entries (hundreds of MiB).
+    "state_groups": 200_000,
     "state_chain_lengths": 20_000,
     "joined_members": 10_000,
-    "transaction_ids": 50_000,
+    # Only to answer quick retries without drafting an event: the database's unique key
+    # catches every other one.
+    "transaction_ids": 10_000,
     "room_versions": 50_000,
     "forward_extremities": 20_000,
     "access_tokens": 50_000,
@@ -60,10 +65,16 @@ def capacity(name: str) -> int:
 
 
 class MeasuredLRU(LRUCache[K, V], Generic[K, V]):
-    """An LRU cache that counts its hits, misses and evictions."""
+    """An LRU cache that counts its hits, misses and evictions. With ``weigh`` its capacity
+    is in the units ``weigh`` gives each value (values heavier than the whole capacity are
+    not kept), otherwise in entries."""
 
-    def __init__(self, name: str, maxsize: int | None = None) -> None:
-        super().__init__(maxsize=maxsize if maxsize is not None else capacity(name))
+    def __init__(
+        self, name: str, maxsize: int | None = None, weigh: Callable[[V], int] | None = None
+    ) -> None:
+        super().__init__(
+            maxsize=maxsize if maxsize is not None else capacity(name), getsizeof=weigh
+        )
         self.name = name
         self.hits = 0
         self.misses = 0
@@ -98,6 +109,12 @@ class MeasuredLRU(LRUCache[K, V], Generic[K, V]):
         self.hits += 1
         return value
 
+    def __setitem__(self, key: K, value: V) -> None:
+        if self.getsizeof(value) > self.maxsize:
+            self.pop(key, None)  # an older, lighter value must not stay in its place
+            return
+        super().__setitem__(key, value)
+
     def popitem(self) -> tuple[K, V]:
         item = super().popitem()
         self.evictions += 1
@@ -123,9 +140,13 @@ class _CacheCollector(Collector):
     """Reads every live cache at scrape time (no bookkeeping on the hot path)."""
 
     def collect(self) -> Iterator[Any]:
-        size = GaugeMetricFamily("homeserver_cache_size", "Entries in the cache", labels=["name"])
+        size = GaugeMetricFamily(
+            "homeserver_cache_size",
+            "Entries in the cache (for state_groups: room-state entries)",
+            labels=["name"],
+        )
         cap = GaugeMetricFamily(
-            "homeserver_cache_capacity", "Most entries the cache holds", labels=["name"]
+            "homeserver_cache_capacity", "Most the cache holds, as for its size", labels=["name"]
         )
         hits = CounterMetricFamily("homeserver_cache_hits", "Look-ups answered", labels=["name"])
         misses = CounterMetricFamily(
@@ -138,7 +159,7 @@ class _CacheCollector(Collector):
         for cache in list(_registry.values()):
             entry = totals.setdefault(cache.name, [0, 0, 0, 0, 0])
             for i, value in enumerate(
-                (len(cache), cache.maxsize, cache.hits, cache.misses, cache.evictions)
+                (cache.currsize, cache.maxsize, cache.hits, cache.misses, cache.evictions)
             ):
                 entry[i] += value
         for name, (n, m, h, miss, ev) in sorted(totals.items()):

@@ -191,11 +191,9 @@ class HomeServer:
             "state_groups": max_group,
             "receipts": await SyncStore(db).get_max_receipt_stream(),
         }
-        hs = cls(
+        return cls(
             config, reactor, db, signing_key, positions, await E2eeStore(db).get_max_positions()
         )
-        await hs.room_events.load_recent_transactions()
-        return hs
 
     def _notify_new_event(self, event: StoredEvent) -> None:
         """Wake the syncs of everyone in the room, and of the target of a membership change."""

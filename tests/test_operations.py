@@ -324,7 +324,10 @@ def test_caches_are_bounded_by_config_and_measured(server_factory: Any) -> None:
         return float(found.group(1))
 
     assert value("homeserver_cache_capacity", "events") == 246  # 123, doubled
-    assert value("homeserver_cache_capacity", "state_groups") == 4000
+    assert value("homeserver_cache_capacity", "state_groups") == 400_000  # state entries
+    # Weighed by entries: the creation's states of 1, 2, ... 5+ entries weigh 15 or more
+    # (counted as states they would be 7 at most).
+    assert 15 <= value("homeserver_cache_size", "state_groups") <= 400_000
     assert 0 < value("homeserver_cache_size", "events") <= 246
     assert value("homeserver_cache_hits_total", "events") > 0
     assert value("homeserver_memory_table_size", "room_locks") == 0  # dropped when free

@@ -397,6 +397,23 @@ def test_send_txn_id_is_idempotent(alice: Client) -> None:
     assert resp.body["unsigned"].get("transaction_id") == "txn-1"
 
 
+def test_retry_older_than_the_txn_cache_is_still_the_same_event(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """The in-memory cache only saves drafting an event for a quick retry; a retry it no
+    longer knows (one entry here, as after a restart) is caught by the database's key."""
+    server = server_factory({"caches": {"sizes": {"transaction_ids": 1}}})
+    alice = new_user(server)
+    room_id = create_room(alice)
+    first = send(alice, room_id, "once", txn_id="old-txn")
+    send(alice, room_id, "later", txn_id="newer-txn")  # pushes old-txn out of the cache
+    again = send(alice, room_id, "once", txn_id="old-txn")
+    assert again == first
+    assert bodies(timeline(alice, room_id)) == ["once", "later"]
+    assert send(alice, room_id, "after", txn_id="third-txn") not in (first, again)
+    assert bodies(timeline(alice, room_id)) == ["once", "later", "after"]
+
+
 def test_txn_ids_are_per_room(alice: Client) -> None:
     """A retransmission is the same transaction ID on the same path (spec: "Transaction
     identifiers"); the same ID sent to another room is a new request."""

@@ -27,6 +27,7 @@ from homeserver.storage.events import (
     StateIds,
     StateKey,
     StoredEvent,
+    TransactionAlreadySent,
     TxnKey,
 )
 from homeserver.streams import StreamIdGenerator
@@ -49,10 +50,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
-
-# How long a transaction ID is remembered across restarts (clients retry within minutes).
-TXN_ID_MEMORY_MS = 24 * 3600 * 1000
-
 
 class MissingPrevEvents(Exception):
     """A received event's prev_events are not all known: the gap must be filled first."""
@@ -109,23 +106,19 @@ class RoomEventService:
         self._next_state_group = max_state_group
         self._locks: dict[str, DeferredLock] = {}
         self._event_cache: LRUCache[str, StoredEvent] = MeasuredLRU("events")
-        self._state_cache: LRUCache[int, StateIds] = MeasuredLRU("state_groups")
+        self._state_cache: LRUCache[int, StateIds] = MeasuredLRU("state_groups", weigh=len)
         self._room_versions: LRUCache[str, RoomVersion] = MeasuredLRU("room_versions")
         # This process is the rooms' only writer, so these stay right once loaded.
         self._extremities: LRUCache[str, list[str]] = MeasuredLRU("forward_extremities")
         self._chain_lengths: LRUCache[int, int] = MeasuredLRU("state_chain_lengths")
         self._joined: LRUCache[str, set[str]] = MeasuredLRU("joined_members")
-        # Recent client transactions -> event ID, loaded at start-up, so that a client's
-        # retry is recognised without a database round trip.
+        # Recent client transactions -> event ID, so that a client's quick retry is answered
+        # without drafting an event. Older retries (and those after a restart) are caught by
+        # the transaction's unique key when the event is persisted.
         self._txn_ids: LRUCache[TxnKey, str] = MeasuredLRU("transaction_ids")
         self.on_new_event: list[Any] = []
         # The lowest stream position handed to backfilled history in this process.
         self._backfill_floor = 1
-
-    async def load_recent_transactions(self) -> None:
-        since = self.clock.time_msec() - TXN_ID_MEMORY_MS
-        for key, event_id in await self.store.get_recent_txn_ids(since):
-            self._txn_ids[key] = event_id
 
     async def event_for_txn(self, txn: TxnKey) -> StoredEvent | None:
         """The event a device already sent with this transaction ID, if any."""
@@ -819,33 +812,41 @@ class RoomEventService:
             notifications, notified = await self.hs.push.evaluate_event(
                 event, room_id, before_group, event_id
             )
-            await self.store.persist_event(
-                EventToPersist(
-                    event_id=event_id,
-                    room_id=room_id,
-                    event_type=event["type"],
-                    state_key=state_key,
-                    sender=event["sender"],
-                    depth=int(event["depth"]),
-                    origin_server_ts=int(event["origin_server_ts"]),
-                    json_text=json_text,
-                    prev_event_ids=prev_ids,
-                    auth_event_ids=auth_ids,
-                    stream_ordering=stream_ordering,
-                    state_before=before_group,
-                    state_after=after_group,
-                    new_state_group=new_group,
-                    membership=membership,
-                    current_state_update=True,
-                    replaces_state=replaces,
-                    txn=txn,
-                    redacts=redacts,
-                    relation=relation_of(event),
-                    search=search_text_of(event),
-                    notifications=notifications,
-                    replace_current_state=current_rows,
+            try:
+                await self.store.persist_event(
+                    EventToPersist(
+                        event_id=event_id,
+                        room_id=room_id,
+                        event_type=event["type"],
+                        state_key=state_key,
+                        sender=event["sender"],
+                        depth=int(event["depth"]),
+                        origin_server_ts=int(event["origin_server_ts"]),
+                        json_text=json_text,
+                        prev_event_ids=prev_ids,
+                        auth_event_ids=auth_ids,
+                        stream_ordering=stream_ordering,
+                        state_before=before_group,
+                        state_after=after_group,
+                        new_state_group=new_group,
+                        membership=membership,
+                        current_state_update=True,
+                        replaces_state=replaces,
+                        txn=txn,
+                        redacts=redacts,
+                        relation=relation_of(event),
+                        search=search_text_of(event),
+                        notifications=notifications,
+                        replace_current_state=current_rows,
+                    )
                 )
-            )
+            except TransactionAlreadySent as sent:
+                if txn is not None:
+                    self._txn_ids[txn] = sent.event_id
+                first = await self.get_event(sent.event_id)
+                if first is None:  # purged since (purges drop the transactions too)
+                    raise not_found("The event of this transaction was purged") from None
+                return first
         if redacts is not None:
             self.invalidate_event(redacts)
         if current_rows is not None:

@@ -48,6 +48,15 @@ class StoredEvent:
         return self._data
 
 
+class TransactionAlreadySent(Exception):
+    """The client transaction of an event being persisted already made ``event_id``: the
+    whole write was rolled back."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+
+
 class TxnKey(NamedTuple):
     """A client transaction: the same ID on the same path from the same device is a retry."""
 
@@ -204,6 +213,22 @@ class EventStore:
         """Write the event, its edges, its state and the room's new extremity at once."""
 
         def txn_fn(txn: Txn) -> None:
+            if ev.txn is not None:
+                # First, so that a retry the caller's cache no longer knows (older than it,
+                # from before a restart) writes nothing and answers with the first event.
+                txn.execute(
+                    "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, "
+                    "event_id, created_ts) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING",
+                    (*ev.txn, ev.event_id, ev.origin_server_ts),
+                )
+                if txn.rowcount == 0:
+                    row = txn.select_one(
+                        "SELECT event_id FROM event_transactions WHERE user_id = ? "
+                        "AND device_id = ? AND scope = ? AND txn_id = ?",
+                        tuple(ev.txn),
+                    )
+                    raise TransactionAlreadySent(str(row[0]) if row else "")
             txn.execute(
                 "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, "
                 "depth, origin_server_ts, json, state_before, state_after, replaces_state) "
@@ -266,12 +291,6 @@ class EventStore:
                     (ev.event_id, ev.room_id, ev.state_key, ev.sender, ev.membership,
                      ev.stream_ordering),
                 )  # fmt: skip
-            if ev.txn is not None:
-                txn.execute(
-                    "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, "
-                    "event_id, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
-                    (*ev.txn, ev.event_id, ev.origin_server_ts),
-                )
             if ev.relation is not None:
                 txn.execute(
                     "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, "
@@ -478,17 +497,6 @@ class EventStore:
             "get_event_by_timestamp", lambda txn: txn.select_one(sql, (room_id, ts))
         )
         return row[0] if row else None
-
-    async def get_recent_txn_ids(self, since_ms: int) -> list[tuple[TxnKey, str]]:
-        rows = await self.db.run(
-            "get_recent_txn_ids",
-            lambda txn: txn.select(
-                "SELECT user_id, device_id, scope, txn_id, event_id FROM event_transactions "
-                "WHERE created_ts > ? ORDER BY created_ts",
-                (since_ms,),
-            ),
-        )
-        return [(TxnKey(r[0], r[1], r[2], r[3]), r[4]) for r in rows]
 
     async def get_txn_ids(self, event_ids: Sequence[str]) -> dict[str, TxnKey]:
         if not event_ids:
