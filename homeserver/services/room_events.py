@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
 
+
 class MissingPrevEvents(Exception):
     """A received event's prev_events are not all known: the gap must be filled first."""
 

@@ -1,0 +1,43 @@
+"""The soak's summary: when the caches were full, and how memory grew after that."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scripts.soak import caches_full_minute, rss_growth_percent_per_hour, summary
+
+
+def minute(n: int, rss: float, events: int, states: int) -> dict[str, Any]:
+    return {
+        "minute": n, "rss_mib": rss, "errors": 0, "send_p99": 10.0, "wakeup_p99": 20.0,
+        "cpu_ms_per_request": 5.0,
+        "caches": {
+            "events": {"size": events, "capacity": 100},
+            "state_groups": {"size": states, "capacity": 1000},  # weighed: just short
+            "room_versions": {"size": 7, "capacity": 5000},  # never fills
+            "gc_pauses": {"gen2_count": 1.0},
+        },
+    }  # fmt: skip
+
+
+def test_caches_full_from_the_minute_the_last_filling_cache_filled() -> None:
+    series = [minute(1, 100, 40, 100), minute(2, 110, 100, 500), minute(3, 120, 100, 960)]
+    series += [minute(n, 120 + (n - 3) * 0.1, 100, 990) for n in range(4, 64)]
+    assert caches_full_minute(series) == 3
+    result = summary(series)
+    assert result["caches_full_minute"] == 3
+    assert result["caches_not_full_at_end"] == {"room_versions": 7}
+    # 120 -> 126 MiB over the 60 minutes after minute 3: 5 % an hour.
+    assert abs(result["rss_growth_percent_per_hour_after_caches_full"] - 5.0) < 1e-9
+
+
+def test_no_cache_filled_means_no_figure() -> None:
+    series = [minute(n, 100 + n, 10, 10) for n in range(1, 31)]
+    assert caches_full_minute(series) is None
+    assert summary(series)["rss_growth_percent_per_hour_after_caches_full"] is None
+
+
+def test_growth_after_a_late_fill_is_not_a_rate() -> None:
+    series = [minute(n, 100, 100 if n > 25 else 50, 0) for n in range(1, 31)]
+    assert caches_full_minute(series) == 26
+    assert rss_growth_percent_per_hour(series, 26) is None  # 4 minutes is too short
