@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from homeserver.storage.engine import PostgresEngine, Txn, _is_plain_read
+from homeserver.storage.engine import PostgresEngine, Txn, _as_multi_row_insert, _is_plain_read
 from tests.conftest import _require_db
 from tests.harness import PG_ARGS, create_pg_database, drop_pg_database
 
@@ -23,6 +23,7 @@ def pg() -> Iterator[tuple[PostgresEngine, Any]]:
     conn = psycopg2.connect(**engine.connection_kwargs())
     engine.on_new_connection(conn)  # as the pool opens its connections
     conn.cursor().execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+    conn.cursor().execute("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT, n INTEGER)")
     try:
         yield engine, conn
     finally:
@@ -86,3 +87,42 @@ def test_locking_read_opens_the_transaction(pg: tuple[PostgresEngine, Any]) -> N
 )
 def test_what_counts_as_a_plain_read(sql: str, plain: bool) -> None:
     assert _is_plain_read(sql) is plain
+
+
+def test_batched_inserts_are_one_statement_of_many_rows(pg: tuple[PostgresEngine, Any]) -> None:
+    engine, conn = pg
+    txn = Txn(conn.cursor(), engine)
+    rows = [(i, f"it's {i}%") for i in range(1, 1201)]  # more than one page, quotes, %
+    txn.execute_many("INSERT INTO kv (k, v, n) VALUES (?, ?, 7)", rows)
+    # A repeated key with DO NOTHING: the first row of the key stays.
+    txn.execute_many(
+        "INSERT INTO kv (k, v, n) VALUES (?, ?, 0) ON CONFLICT (k) DO NOTHING",
+        [(5, "again"), (2000, "new"), (2000, "newer")],
+    )
+    # An upsert repeating a key in one batch works (it stays one statement per row).
+    txn.execute_many(
+        "INSERT INTO kv (k, v, n) VALUES (?, ?, 1) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        [(3000, "a"), (3000, "b")],
+    )
+    conn.commit()
+    read = Txn(conn.cursor(), engine)
+    assert read.select("SELECT COUNT(*), SUM(n) FROM kv") == [(1202, 1200 * 7 + 1)]
+    assert read.select("SELECT v FROM kv WHERE k IN (5, 1200, 2000, 3000) ORDER BY k") == [
+        ("it's 5%",), ("it's 1200%",), ("new",), ("b",)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sql", "multi"),
+    [
+        ("INSERT INTO t (a, b) VALUES (%s, %s)", ("INSERT INTO t (a, b) VALUES %s", "(%s, %s)")),
+        ("insert into t values (%s, 0) ON CONFLICT (a) DO NOTHING",
+         ("insert into t values %s ON CONFLICT (a) DO NOTHING", "(%s, 0)")),
+        ("INSERT INTO t (a) VALUES (%s) ON CONFLICT (a) DO UPDATE SET a = excluded.a", None),
+        ("UPDATE t SET a = %s WHERE b = %s", None),
+        ("INSERT INTO t (a) SELECT a FROM u WHERE b = %s", None),
+        ("INSERT INTO t (a) VALUES (lower(%s))", None),  # a call in the row: left alone
+    ],
+)  # fmt: skip
+def test_which_batches_become_multi_row_inserts(sql: str, multi: tuple[str, str] | None) -> None:
+    assert _as_multi_row_insert(sql) == multi
