@@ -80,3 +80,20 @@ def test_capabilities_need_auth(client: Client, alice: Client) -> None:
     resp = alice.get("capabilities")
     assert resp.status == 200
     assert resp.body["capabilities"]["m.change_password"] == {"enabled": True}
+
+
+def test_form_content_types_are_not_parsed_as_forms(client: Client) -> None:
+    """A JSON API: the body is read as JSON whatever Content-Type says, and a malformed
+    multipart body is a Matrix error, not the web framework's own 400 page."""
+    for content_type in ("multipart/form-data", "multipart/form-data; boundary=x"):
+        resp = client.request(
+            "POST", "login", raw=b"--x\r\nnot a part", headers={"Content-Type": content_type}
+        )
+        assert resp.status == 400
+        assert resp.body["errcode"] == "M_NOT_JSON", content_type
+    resp = client.request(
+        "POST", "login", raw=b'{"type": "m.login.password"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert resp.status in (400, 403)
+    assert resp.body["errcode"] in ("M_BAD_JSON", "M_MISSING_PARAM", "M_FORBIDDEN")

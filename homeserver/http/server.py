@@ -53,6 +53,10 @@ class MatrixRequest(server.Request):
     max_upload_size = 50 * 1024 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Twisted would parse every POST's Content-Type with the e-mail package (~0.1 ms a
+        # request) and a multipart or form body into ``args``, which nothing here reads:
+        # bodies are JSON or media, and the consent form parses its own.
+        kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(*args, **kwargs)
         self.body_too_large = False
         self.servlet_name = "unrecognised"
