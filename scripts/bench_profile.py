@@ -1,7 +1,7 @@
 """Where one benchmark scenario's time goes, on this server alone.
 
     .venv/bin/python -m scripts.bench_profile SCENARIO [--size N] [--db sqlite|postgres]
-        [--cprofile]
+        [--cprofile [--save-profile PATH]]
 
 Runs the scenario from ``scripts/bench.py`` once to warm up and once measured, and prints
 the measurement and, per named database transaction, how many ran per operation and their
@@ -17,6 +17,7 @@ import asyncio
 import os
 import pstats
 import re
+import shutil
 import sys
 import urllib.request
 
@@ -39,7 +40,9 @@ def transactions(port: int) -> dict[str, tuple[float, float]]:
     return {name: (c, s) for name, (c, s) in totals.items()}
 
 
-async def profile(scenario: str, size: int, db_kind: str, use_cprofile: bool) -> None:
+async def profile(
+    scenario: str, size: int, db_kind: str, use_cprofile: bool, save: str | None = None
+) -> None:
     server = bench.ours(db_kind)
     out = os.path.join(server.directory, "server.prof")
     if use_cprofile:
@@ -71,6 +74,8 @@ async def profile(scenario: str, size: int, db_kind: str, use_cprofile: bool) ->
             server.process.terminate()  # a clean stop writes the profile
             server.process.wait(30)
             pstats.Stats(out).sort_stats("tottime").print_stats(30)
+            if save:
+                shutil.copyfile(out, save)
         server.stop()
 
 
@@ -80,8 +85,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--save-profile", metavar="PATH", help="with --cprofile: keep it here")
     args = parser.parse_args()
-    asyncio.run(profile(args.scenario, args.size, args.db, args.cprofile))
+    asyncio.run(profile(args.scenario, args.size, args.db, args.cprofile, args.save_profile))
     return 0
 
 
