@@ -117,7 +117,8 @@ retention:
   purge_interval: 1h
   redaction_retention_period: 7d
 
-# In-memory cache capacities (entries), scaled by global_factor; names and defaults in
+# In-memory cache capacities (entries; for state_groups, room-state entries: a room state
+# of N entries counts N), scaled by global_factor; names and defaults in
 # homeserver/caches.py, sizes and hit rates on /metrics.
 caches:
   global_factor: 1.0

@@ -487,8 +487,8 @@ class RoomsConfig(_Section):
 
 
 class CachesConfig(_Section):
-    """Sizes of the in-memory caches (entries; see homeserver/caches.py for the names and
-    defaults), all scaled by ``global_factor``."""
+    """Sizes of the in-memory caches (entries, and for ``state_groups`` room-state entries;
+    see homeserver/caches.py for the names and defaults), all scaled by ``global_factor``."""
 
     global_factor: float = 1.0
     sizes: dict[str, int] = msgspec.field(default_factory=dict)

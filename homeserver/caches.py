@@ -111,7 +111,9 @@ class MeasuredLRU(LRUCache[K, V], Generic[K, V]):
 
     def __setitem__(self, key: K, value: V) -> None:
         if self.getsizeof(value) > self.maxsize:
-            self.pop(key, None)  # an older, lighter value must not stay in its place
+            # An older, lighter value must not stay in its place (not a look-up: uncounted).
+            if LRUCache.__contains__(self, key):
+                LRUCache.__delitem__(self, key)
             return
         super().__setitem__(key, value)
 

@@ -381,11 +381,13 @@ def caches_full_minute(series: list[JsonBody]) -> int | None:
     filled = [name for name, c in last.items() if full(c, c.get("capacity", 0))]
     if not filled:
         return None
-    for row in series:
+    since = None
+    for row in reversed(series):  # the start of the last stretch where all were full
         caches = row.get("caches", {})
-        if all(full(caches.get(n, {}), last[n]["capacity"]) for n in filled):
-            return int(row["minute"])
-    return None
+        if not all(full(caches.get(n, {}), last[n]["capacity"]) for n in filled):
+            break
+        since = int(row["minute"])
+    return since
 
 
 def rss_growth_percent_per_hour(series: list[JsonBody], from_minute: int) -> float | None:

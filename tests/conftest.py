@@ -17,6 +17,13 @@ from tests.harness import Client, ServerProcess, make_server, new_user, postgres
 
 DB_KINDS = ["sqlite", "postgres"]
 
+# The servers the tests start run this checkout's code, whatever checkout the virtualenv's
+# editable install last pointed at (a benchmark worktree sharing the virtualenv, say).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p
+)
+
 
 def _require_db(kind: str) -> None:
     if kind != "postgres":

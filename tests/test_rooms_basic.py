@@ -413,6 +413,21 @@ def test_retry_older_than_the_txn_cache_is_still_the_same_event(
     assert send(alice, room_id, "after", txn_id="third-txn") not in (first, again)
     assert bodies(timeline(alice, room_id)) == ["once", "later", "after"]
 
+    # A redaction, then the user leaves: retries of both, older than the cache, still get
+    # their first answers although the user may no longer send or redact; new ones do not.
+    path = f"rooms/{q(room_id)}/redact/{q(first)}/redact-txn"
+    redaction = alice.put(path, {})
+    assert redaction.status == 200
+    assert alice.post(f"rooms/{q(room_id)}/leave", {}).status == 200
+    resp = alice.put(f"rooms/{q(room_id)}/send/m.room.message/old-txn", {"body": "once"})
+    assert (resp.status, resp.body.get("event_id")) == (200, first)
+    resp = alice.put(path, {})
+    assert (resp.status, resp.body.get("event_id")) == (200, redaction.body["event_id"])
+    resp = alice.put(f"rooms/{q(room_id)}/send/m.room.message/new-txn", {"body": "no"})
+    assert resp.status == 403
+    resp = alice.put(f"rooms/{q(room_id)}/redact/{q(first)}/another-txn", {})
+    assert resp.status in (403, 404)
+
 
 def test_txn_ids_are_per_room(alice: Client) -> None:
     """A retransmission is the same transaction ID on the same path (spec: "Transaction

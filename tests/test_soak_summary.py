@@ -31,6 +31,12 @@ def test_caches_full_from_the_minute_the_last_filling_cache_filled() -> None:
     assert abs(result["rss_growth_percent_per_hour_after_caches_full"] - 5.0) < 1e-9
 
 
+def test_a_cache_that_falls_back_below_full_restarts_the_count() -> None:
+    series = [minute(n, 100, 100, 960) for n in range(1, 11)]
+    series[4] = minute(5, 100, 100, 700)  # a heavy state evicted lighter ones
+    assert caches_full_minute(series) == 6
+
+
 def test_no_cache_filled_means_no_figure() -> None:
     series = [minute(n, 100 + n, 10, 10) for n in range(1, 31)]
     assert caches_full_minute(series) is None

@@ -94,6 +94,9 @@ def test_batched_inserts_are_one_statement_of_many_rows(pg: tuple[PostgresEngine
     txn = Txn(conn.cursor(), engine)
     rows = [(i, f"it's {i}%") for i in range(1, 1201)]  # more than one page, quotes, %
     txn.execute_many("INSERT INTO kv (k, v, n) VALUES (?, ?, 7)", rows)
+    # The last page went as one statement of 200 rows, not 200 statements.
+    last = bytes(txn._cursor.query)
+    assert b";" not in last and last.count(b"(") == 201, last[:200]
     # A repeated key with DO NOTHING: the first row of the key stays.
     txn.execute_many(
         "INSERT INTO kv (k, v, n) VALUES (?, ?, 0) ON CONFLICT (k) DO NOTHING",

@@ -122,9 +122,22 @@ class RoomEventService:
         self._backfill_floor = 1
 
     async def event_for_txn(self, txn: TxnKey) -> StoredEvent | None:
-        """The event a device already sent with this transaction ID, if any."""
+        """The event a device recently sent with this transaction ID, if any (the cache
+        only: every send's write catches older retries anyway)."""
         event_id = self._txn_ids.get(txn)
         return await self.get_event(event_id) if event_id is not None else None
+
+    async def first_of_retry(self, txn: TxnKey | None, refusal: MatrixError) -> StoredEvent:
+        """The first event of ``txn`` if it was sent before, else ``refusal`` raised: a retry
+        older than the cache, from a user who has since lost the right to send (left, was
+        kicked, lost power), still gets its first answer."""
+        event_id = await self.store.get_txn_event_id(txn) if txn is not None else None
+        first = await self.get_event(event_id) if event_id is not None else None
+        if first is None:
+            raise refusal
+        assert txn is not None
+        self._txn_ids[txn] = first.event_id
+        return first
 
     # Reading
 
@@ -366,14 +379,19 @@ class RoomEventService:
                 existing = await self.event_for_txn(txn)
                 if existing is not None:
                     return existing
-            draft = await self._draft(
-                room_id, version, sender, event_type, content, state_key, redacts, extra
-            )
-            event_id, signed = self._finish(draft.event, version)
             try:
-                check_auth({**signed, "event_id": event_id}, draft.auth_state, version)
-            except AuthError as e:
-                raise forbidden(str(e)) from None
+                draft = await self._draft(
+                    room_id, version, sender, event_type, content, state_key, redacts, extra
+                )
+                event_id, signed = self._finish(draft.event, version)
+                try:
+                    check_auth({**signed, "event_id": event_id}, draft.auth_state, version)
+                except AuthError as e:
+                    raise forbidden(str(e)) from None
+            except MatrixError as refusal:
+                if txn is None:
+                    raise
+                return await self.first_of_retry(txn, refusal)
             if cosign is not None:
                 signed = await cosign(signed, version)
             return await self._persist(
@@ -841,13 +859,9 @@ class RoomEventService:
                         replace_current_state=current_rows,
                     )
                 )
-            except TransactionAlreadySent as sent:
-                if txn is not None:
-                    self._txn_ids[txn] = sent.event_id
-                first = await self.get_event(sent.event_id)
-                if first is None:  # purged since (purges drop the transactions too)
-                    raise not_found("The event of this transaction was purged") from None
-                return first
+            except TransactionAlreadySent:
+                # Purges drop transactions with their events, so the first event is there.
+                return await self.first_of_retry(txn, not_found("Unknown transaction"))
         if redacts is not None:
             self.invalidate_event(redacts)
         if current_rows is not None:

@@ -516,12 +516,17 @@ class RoomService:
         existing = await self.events.event_for_txn(txn)
         if existing is not None:
             return existing
-        target = await self.hs.room_access.check_event_visible(requester.user_id, room_id, event_id)
-        if target.data.get("sender") != requester.user_id:
-            state = await self.events.current_state_events(room_id)
-            power = power_levels_from_state({k: v.data for k, v in state.items()}, version)
-            if power.user_level(requester.user_id) < power.redact:
-                raise forbidden("You may not redact other users' events")
+        try:
+            target = await self.hs.room_access.check_event_visible(
+                requester.user_id, room_id, event_id
+            )
+            if target.data.get("sender") != requester.user_id:
+                state = await self.events.current_state_events(room_id)
+                power = power_levels_from_state({k: v.data for k, v in state.items()}, version)
+                if power.user_level(requester.user_id) < power.redact:
+                    raise forbidden("You may not redact other users' events")
+        except MatrixError as refusal:
+            return await self.events.first_of_retry(txn, refusal)
         content: JsonDict = {"reason": reason} if reason else {}
         return await self.events.send(
             room_id, requester.user_id, "m.room.redaction", content, txn=txn, redacts=event_id

@@ -48,6 +48,12 @@ class StoredEvent:
         return self._data
 
 
+_TXN_EVENT_SQL = (
+    "SELECT event_id FROM event_transactions WHERE user_id = ? AND device_id = ? AND scope = ? "
+    "AND txn_id = ?"
+)
+
+
 class TransactionAlreadySent(Exception):
     """The client transaction of an event being persisted already made ``event_id``: the
     whole write was rolled back."""
@@ -223,12 +229,9 @@ class EventStore:
                     (*ev.txn, ev.event_id, ev.origin_server_ts),
                 )
                 if txn.rowcount == 0:
-                    row = txn.select_one(
-                        "SELECT event_id FROM event_transactions WHERE user_id = ? "
-                        "AND device_id = ? AND scope = ? AND txn_id = ?",
-                        tuple(ev.txn),
-                    )
-                    raise TransactionAlreadySent(str(row[0]) if row else "")
+                    row = txn.select_one(_TXN_EVENT_SQL, tuple(ev.txn))
+                    assert row is not None  # the conflict was with this very row
+                    raise TransactionAlreadySent(str(row[0]))
             txn.execute(
                 "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, "
                 "depth, origin_server_ts, json, state_before, state_after, replaces_state) "
@@ -497,6 +500,14 @@ class EventStore:
             "get_event_by_timestamp", lambda txn: txn.select_one(sql, (room_id, ts))
         )
         return row[0] if row else None
+
+    async def get_txn_event_id(self, key: TxnKey) -> str | None:
+        """The event a client transaction made, if it made one."""
+        row = await self.db.run(
+            "get_txn_event_id",
+            lambda txn: txn.select_one(_TXN_EVENT_SQL, tuple(key)),
+        )
+        return str(row[0]) if row else None
 
     async def get_txn_ids(self, event_ids: Sequence[str]) -> dict[str, TxnKey]:
         if not event_ids:
