@@ -900,10 +900,18 @@ class Gateway:
         self.requests: list[tuple[float, str, JsonDict]] = []
         self.statuses = list(statuses or [])
         self.rejected: list[str] = []
+        self.redirect_to: str | None = None  # answer 303 ("see other") to there instead
         self.lock = threading.Lock()
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # only a followed redirect would come as a GET
+                with gateway.lock:
+                    gateway.requests.append((time.monotonic(), self.path, {"GET": True}))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
@@ -916,7 +924,11 @@ class Gateway:
                     status = gateway.statuses.pop(0) if gateway.statuses else 200
                     rejected = list(gateway.rejected)
                 reply = json.dumps({"rejected": rejected} if status == 200 else {}).encode()
+                if gateway.redirect_to is not None:
+                    status, reply = 303, b"{}"
                 self.send_response(status)
+                if gateway.redirect_to is not None:
+                    self.send_header("Location", gateway.redirect_to)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
@@ -1088,3 +1100,20 @@ def test_push_gateway_on_a_blacklisted_address_is_never_contacted(
     time.sleep(1.5)
     assert not any(event_id in str(r) for r in gateway.requests)
     assert "Not pushing to 127.0.0.1" in server.log_text()
+
+
+def test_push_gateway_redirects_are_not_followed(
+    alice: Client, bob: Client, carol: Client, room3: str, gateway_factory: Callable[..., Gateway]
+) -> None:
+    """A gateway (the client's choice of URL) cannot send the server's request on to an
+    address of its choosing: a redirect is the end of that notification, not retried."""
+    inside = gateway_factory()
+    outside = gateway_factory()
+    outside.redirect_to = inside.url
+    assert alice.post("pushers/set", pusher_body(outside.url)).status == 200
+    event_id = send(bob, room3, "ping", **mention(alice))
+    assert len(outside.wait_for(event_id)) == 1
+    later = send(bob, room3, "ping again", **mention(alice))
+    assert len(outside.wait_for(later)) == 1  # the first was not retried in between
+    assert len(outside.for_event(event_id)) == 1
+    assert inside.requests == []

@@ -12,7 +12,7 @@ from twisted.internet import defer
 
 from homeserver.caches import MeasuredLRU
 from homeserver.errors import Codes, MatrixError, not_found
-from homeserver.http.outbound import BlockedAddress, parse_http_url
+from homeserver.http.outbound import BlockedAddress, FilteredWebEndpoints, parse_http_url
 from homeserver.storage.events import StoredEvent
 from homeserver.storage.push import EventNotifications
 from rooms import push_rules
@@ -83,6 +83,7 @@ class PushService:
         )
         self._compiled: LRUCache[str, push_rules.CompiledRules] = MeasuredLRU("compiled_push_rules")
         self._pushers: LRUCache[str, list[JsonDict]] = MeasuredLRU("pushers")
+        self._gateway_agent: Any = None
 
     # Rules
 
@@ -367,6 +368,22 @@ class PushService:
         except Exception:
             logger.exception("Push delivery for %s failed", event.event_id)
 
+    def _gateways(self) -> Any:
+        """The agent for push gateways: a pusher's URL is the client's choice, so every
+        connection's resolved address is checked against the outbound blacklist (a check
+        made before the request would resolve the name again, and DNS can change its answer
+        in between), and redirects are not followed."""
+        if self._gateway_agent is None:
+            from twisted.web.client import Agent, HTTPConnectionPool
+
+            client = self.hs.federation_client
+            endpoints = FilteredWebEndpoints(
+                self.hs.reactor, client.address_filter, client.tls_creator
+            )
+            pool = HTTPConnectionPool(self.hs.reactor, persistent=True)
+            self._gateway_agent = Agent.usingEndpointFactory(self.hs.reactor, endpoints, pool=pool)
+        return self._gateway_agent
+
     async def _deliver(
         self, user_id: str, pusher: JsonDict, event: StoredEvent, actions: list[Any], attempt: int
     ) -> None:
@@ -389,26 +406,24 @@ class PushService:
         if target is None:
             logger.warning("Not pushing for %s: the pusher's URL is unusable", user_id)
             return
-        _, host, port = target
-        try:
-            # A pusher's URL is the client's choice: it must not reach inside our network.
-            await self.hs.federation_client.allowed_address(host, port)
-        except (BlockedAddress, OSError) as e:
-            logger.warning("Not pushing to %s for %s: %s", host, user_id, e)
-            return
+        _, host, _ = target
         try:
             response = await treq.post(
-                pusher["data"]["url"], json={"notification": notification}, timeout=10
-            )
+                pusher["data"]["url"], json={"notification": notification}, timeout=10,
+                agent=self._gateways(), allow_redirects=False,
+            )  # fmt: skip
             body = await response.json() if response.code == 200 else {}
             if response.code == 200:
                 if pusher["pushkey"] in (body.get("rejected") or []):
                     await self.store.delete_pusher(user_id, pusher["app_id"], pusher["pushkey"])
                     self._pushers.pop(user_id, None)
                 return
-            if 400 <= response.code < 500:
-                return  # the gateway refuses this notification: retrying will not help
+            if 300 <= response.code < 500:
+                return  # refused (or sent elsewhere, which is not followed): final
             raise RuntimeError(f"gateway answered {response.code}")
+        except BlockedAddress as e:
+            logger.warning("Not pushing to %s for %s: %s", host, user_id, e)
+            return
         except Exception as e:
             if attempt + 1 >= MAX_DELIVERY_ATTEMPTS:
                 logger.warning("Giving up pushing %s to %s: %s", event.event_id, user_id, e)
