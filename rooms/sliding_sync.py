@@ -17,6 +17,7 @@ BUMP_TYPES = frozenset({
     "m.poll.start", "m.beacon_info",
 })  # fmt: skip
 MAX_LISTS = 100
+MAX_ROOM_SUBSCRIPTIONS = 1000  # clients subscribe to the rooms on screen: a handful
 MAX_TIMELINE_LIMIT = 1000
 MAX_REQUIRED_STATE = 1000
 WILDCARD = "*"
@@ -194,7 +195,10 @@ def parse_request(body: dict[str, Any], query_pos: str | None, query_timeout: in
             _room_config(raw, f"lists.{key}"), _ranges(raw, key), _filters(raw.get("filters"))
         )
     subscriptions = {}
-    for room_id, raw in _optional(body, "room_subscriptions", dict, {}).items():
+    raw_subscriptions = _optional(body, "room_subscriptions", dict, {})
+    if len(raw_subscriptions) > MAX_ROOM_SUBSCRIPTIONS:
+        raise RequestError(f"At most {MAX_ROOM_SUBSCRIPTIONS} room subscriptions")
+    for room_id, raw in raw_subscriptions.items():
         if not isinstance(raw, dict):
             raise RequestError(f"Subscription to {room_id} must be an object")
         subscriptions[room_id] = _room_config(raw, f"room_subscriptions.{room_id}")

@@ -223,6 +223,7 @@ def test_unknown_positions_and_bad_requests(alice: Client) -> None:
     bad: list[dict[str, Any]] = [{"lists": {"x": {"ranges": [[5, 1]], "timeline_limit": 1}}},
                  {"lists": {"x": {"timeline_limit": -1}}}, {"lists": []},
                  {"room_subscriptions": {"!r:x": {"timeline_limit": 1, "required_state": [["a"]]}}},
+                 {"room_subscriptions": {f"!r{i}:x": {} for i in range(1001)}},
                  {"set_presence": "dancing"},
                  {"extensions": {"to_device": {"enabled": "yes"}}}]  # fmt: skip
     for body in bad:
