@@ -135,8 +135,14 @@ class PresenceService:
         visible = {user_id}
         for room_id in joined_rooms:
             visible |= await self.hs.room_events.joined_users(room_id)
+        # Whichever side is smaller is walked: the people the user shares rooms with, or
+        # everyone whose presence is known.
+        if len(visible) <= len(self._users):
+            known = ((other, self._users.get(other)) for other in sorted(visible))
+        else:
+            known = ((o, p) for o, p in self._users.items() if o in visible)
         return [
             {"type": "m.presence", "sender": other, "content": self._content(other, presence)}
-            for other, presence in self._users.items()
-            if presence.position > since and other in visible
+            for other, presence in known
+            if presence is not None and presence.position > since
         ]
