@@ -18,6 +18,7 @@ from twisted.internet import defer
 
 from homeserver.caches import MeasuredLRU
 from homeserver.clock import Clock
+from homeserver.streams import StreamIdGenerator
 
 ParkKey = tuple[str, str, str]  # (user, device, the token the sync handed out)
 
@@ -76,6 +77,23 @@ class Notifier:
         self.clock = clock
         self._listeners: dict[str, set[Listener]] = {}
         self._parked = _ParkedListeners("parked_sync_listeners")
+        # Per watched stream: (position, users) notified before the position was readable
+        # (a smaller one still being written), woken again once it is.
+        self._not_yet_readable: dict[int, list[tuple[int, frozenset[str]]]] = {}
+
+    def watch(self, stream: StreamIdGenerator) -> None:
+        """Changes of ``stream`` are notified with their position (``notify_users``'s
+        ``stream``/``position``): when a position becomes readable only after its own
+        notification, exactly its users are woken again."""
+        stream.on_caught_up = lambda: self._caught_up(stream)
+
+    def _caught_up(self, stream: StreamIdGenerator) -> None:
+        pending = self._not_yet_readable.pop(id(stream), [])
+        current = stream.current
+        later = [(position, users) for position, users in pending if position > current]
+        if later:
+            self._not_yet_readable[id(stream)] = later
+        self.notify_users({u for position, users in pending if position <= current for u in users})
 
     def listen(self, user_id: str) -> Listener:
         listener = Listener(self, user_id)
@@ -105,7 +123,15 @@ class Notifier:
             if not listeners:
                 del self._listeners[listener.user_id]
 
-    def notify_users(self, user_ids: Iterable[str]) -> None:
+    def notify_users(
+        self,
+        user_ids: Iterable[str],
+        stream: StreamIdGenerator | None = None,
+        position: int | None = None,
+    ) -> None:
+        if stream is not None and position is not None and position > stream.current:
+            user_ids = frozenset(user_ids)
+            self._not_yet_readable.setdefault(id(stream), []).append((position, user_ids))
         for user_id in user_ids:
             for listener in self._listeners.pop(user_id, ()):
                 listener.fire()

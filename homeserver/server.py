@@ -170,8 +170,8 @@ class HomeServer:
         self.message_retention = MessageRetention(self)
         self.room_retention = RoomRetention(self)
         self.room_events.on_new_event.append(self._queue_for_federation)
+        self.notifier.watch(self.room_events.stream)
         for stream in (
-            self.room_events.stream,
             self.account_data.stream,
             self.receipts.stream,
             self.e2ee.to_device,
@@ -203,7 +203,7 @@ class HomeServer:
         users = set(await self.room_events.joined_users(event.room_id))
         if event.data.get("type") == "m.room.member":
             users.add(str(event.data.get("state_key")))
-        self.notifier.notify_users(users)
+        self.notifier.notify_users(users, self.room_events.stream, event.stream_ordering)
 
     def _queue_for_federation(self, event: StoredEvent) -> None:
         defer.ensureDeferred(self._queue_event(event))

@@ -95,6 +95,31 @@ def test_held_back_stream_position_wakes_sleepers_when_it_becomes_visible() -> N
     assert caught_up == [2]  # in-order completions need no extra wake-up
 
 
+def test_position_readable_after_its_notification_wakes_exactly_its_users() -> None:
+    """Sends in two rooms finish out of order: the later position is notified before a
+    sync can read it, so its users are woken again once it is readable, and nobody else
+    (waking every waiting sync would make each build an answer for nothing)."""
+    notifier = Notifier(Clock(task.Clock()))
+    stream = StreamIdGenerator(0)
+    notifier.watch(stream)
+    first, second = stream.next_id(), stream.next_id()
+    assert (first.__enter__(), second.__enter__()) == (1, 2)
+    second.__exit__(None, None, None)
+    notifier.notify_users(["@b:x"], stream, 2)  # position 2, not readable yet (1 is not)
+    b_again = notifier.listen("@b:x")  # b's sync saw nothing new and waits again
+    a_waiting = notifier.listen("@a:x")
+    first.__exit__(None, None, None)  # 1 and 2 readable now
+    assert b_again.notified, "b slept through position 2"
+    assert not a_waiting.notified
+    notifier.notify_users(["@a:x"], stream, 1)  # 1's own notification, readable at once
+    assert a_waiting.notified
+    with stream.next_id() as third:
+        pass
+    late = notifier.listen("@b:x")
+    notifier.notify_users(["@c:x"], stream, third)
+    assert not late.notified  # nothing was pending any more
+
+
 def test_notify_all_wakes_every_listener() -> None:
     notifier = Notifier(Clock(task.Clock()))
     listeners = [notifier.listen(user) for user in ("@a:x", "@a:x", "@b:x")]
