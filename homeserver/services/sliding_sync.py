@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import MatrixError
 from homeserver.services.auth import Requester
 from homeserver.services.filters import SyncFilter
-from homeserver.services.sync import _page_size
+from homeserver.services.sync import timeline_page_size
 from homeserver.storage.events import StateKey, StoredEvent
 from homeserver.storage.sliding_sync import POS_PREFIX, RoomMembership, SentRoom
 from homeserver.storage.sync import RoomBatch
@@ -380,7 +380,7 @@ class SlidingSyncService:
         groups: dict[tuple[int | None, int], list[str]] = {}
         for plan in plans:
             if plan.member.membership == "join":
-                page = _page_size(plan.timeline_filter)
+                page = timeline_page_size(plan.timeline_filter)
                 groups.setdefault((plan.after, page), []).append(plan.room_id)
         for (after, page), room_ids in groups.items():
             batch.first_pages.update(
@@ -388,7 +388,7 @@ class SlidingSyncService:
             )
         await self.events.get_events(e for rows in batch.first_pages.values() for e, _ in rows)
         return {
-            plan.room_id: await self.classic._timeline(
+            plan.room_id: await self.classic.timeline(
                 user_id, plan.room_id, plan.after, plan.upto, plan.timeline_filter, batch
             )
             for plan in plans

@@ -23,7 +23,8 @@ STRIPPED_STATE_TYPES = (
 )  # fmt: skip
 
 
-def _page_size(sync_filter: SyncFilter) -> int:
+def timeline_page_size(sync_filter: SyncFilter) -> int:
+    """Events read per page of a timeline (sync and sliding sync)."""
     limit = sync_filter.timeline.limit
     limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
     return max(limit + 1, 20)
@@ -285,7 +286,7 @@ class SyncService:
         sync_filter: SyncFilter,
     ) -> RoomBatch:
         """What every included room needs, read in one transaction for all rooms at once."""
-        page = None if sync_filter.timeline.types else _page_size(sync_filter)
+        page = None if sync_filter.timeline.types else timeline_page_size(sync_filter)
         batch = await self.store.read_room_batch(
             user_id, room_ids, since.events if since else None, now.events, page
         )
@@ -294,7 +295,7 @@ class SyncService:
         )  # loads them into the cache in one round trip
         return batch
 
-    async def _timeline(
+    async def timeline(
         self,
         user_id: str,
         room_id: str,
@@ -313,7 +314,7 @@ class SyncService:
         # (the limit counts returned events, not scanned ones).
         accepted: list[StoredEvent] = []
         before = upto + 1
-        page = _page_size(sync_filter)
+        page = timeline_page_size(sync_filter)
         exhausted = False
         first_page = batch.first_pages.get(room_id) if batch and batch.first_pages else None
         records = batch.records if batch else None
@@ -412,7 +413,7 @@ class SyncService:
         batch: RoomBatch | None = None,
     ) -> JsonDict:
         after = None if since is None else since.events
-        timeline, limited, first = await self._timeline(
+        timeline, limited, first = await self.timeline(
             user_id, room_id, after, now.events, sync_filter, batch
         )
         state = await self._state_for(
@@ -465,7 +466,7 @@ class SyncService:
     ) -> JsonDict:
         history = await self.event_store.get_membership_history(user_id, room_id)
         left_at = history[-1][0] if history else 0
-        timeline, limited, first = await self._timeline(
+        timeline, limited, first = await self.timeline(
             user_id, room_id, None if since is None else since.events, left_at, sync_filter
         )
         # Never show a room's state past the moment the user left it.
