@@ -284,14 +284,26 @@ class FederationStore:
         """(event ID, room ID, JSON, rejected); events already known are left alone."""
 
         def txn_fn(txn: Txn) -> None:
-            for event_id, room_id, json_text, rejected in events:
-                if txn.select_one("SELECT 1 FROM events WHERE event_id = ?", (event_id,)):
-                    continue
-                txn.execute(
-                    "INSERT INTO event_outliers (event_id, room_id, json, rejected) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-                    (event_id, room_id, json_text, 1 if rejected else 0),
+            # A large room's state and auth chain is thousands of events: known ones are
+            # found 500 at a time and the rest written as one batch.
+            ids = list(dict.fromkeys(e[0] for e in events))
+            known: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                known.update(
+                    r[0]
+                    for r in txn.select(
+                        f"SELECT event_id FROM events WHERE event_id IN "
+                        f"({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
                 )
+            txn.execute_many(
+                "INSERT INTO event_outliers (event_id, room_id, json, rejected) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+                [(event_id, room_id, json_text, 1 if rejected else 0)
+                 for event_id, room_id, json_text, rejected in events if event_id not in known],
+            )  # fmt: skip
 
         await self.db.run("store_outliers", txn_fn)
 
