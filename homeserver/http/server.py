@@ -134,30 +134,47 @@ def encode_json(body: Any) -> bytes:
 
 
 class Router:
-    """Matches a path to its routes; routes are bucketed by their literal prefix for speed."""
+    """Matches a path to its routes. Routes are bucketed by their first five segments and
+    their number of segments (a path variable is exactly one segment), so a request tries a
+    handful of patterns, not every route of the API; a route whose fifth segment is a
+    variable joins every bucket of its prefix and length. Each bucket keeps registration
+    order, so the first route added still wins."""
 
     def __init__(self) -> None:
-        self._routes: dict[str, list[Route]] = {}
+        self._buckets: dict[tuple[str, str, int], list[Route]] = {}
+        self._any_fifth: dict[tuple[str, int], list[Route]] = {}
 
     @staticmethod
-    def _bucket_key(path: str) -> str:
-        # The first four segments ("", "_matrix", "client", "v3") select a bucket.
-        return "/".join(path.split("/", 4)[:4])
+    def _key(path: str) -> tuple[str, str, int]:
+        segments = path.split("/")
+        fifth = segments[4] if len(segments) > 4 else ""
+        return "/".join(segments[:4]), fifth, len(segments)
 
     def add(self, method: str, templates: str | list[str], handler: Handler, name: str) -> None:
         for template in [templates] if isinstance(templates, str) else templates:
             route = Route(method, compile_template(template), handler, name)
-            key = self._bucket_key(template)
-            if "{" in key:
+            prefix, fifth, count = self._key(template)
+            if "{" in prefix:
                 raise ValueError(
                     f"path variables in the first segments are unsupported: {template}"
                 )
-            self._routes.setdefault(key, []).append(route)
+            if "{" in fifth:
+                self._any_fifth.setdefault((prefix, count), []).append(route)
+                for (p, _, c), routes in self._buckets.items():
+                    if (p, c) == (prefix, count):
+                        routes.append(route)
+            else:
+                key = (prefix, fifth, count)
+                if key not in self._buckets:
+                    self._buckets[key] = list(self._any_fifth.get((prefix, count), []))
+                self._buckets[key].append(route)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
         """Returns (route, path arguments, methods allowed on that path)."""
         allowed: list[str] = []
-        for route in self._routes.get(self._bucket_key(path), ()):
+        prefix, fifth, count = self._key(path)
+        routes = self._buckets.get((prefix, fifth, count))
+        for route in routes if routes is not None else self._any_fifth.get((prefix, count), []):
             found = route.regex.match(path)
             if not found:
                 continue
