@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from signedjson.types import SigningKey
+from unpaddedbase64 import encode_base64
 
 from crypto.canonical import canonical_json, sha256_b64, sign, verify
 from rooms.redaction import redact
@@ -68,6 +69,23 @@ def sign_event(
         {server_name: signed_redacted["signatures"][server_name]}
     )
     return event
+
+
+def hash_sign_and_identify(
+    event: JsonDict, version: RoomVersion, server_name: str, key: SigningKey
+) -> str:
+    """For an event this server creates (no signatures or unsigned yet): add its content
+    hash and signature and return its ID. The same as ``add_content_hash``, ``sign_event``
+    and ``compute_event_id`` in turn, with the redacted form built and encoded once: the
+    signature and the reference hash cover the same bytes."""
+    add_content_hash(event)
+    if version.event_id_format == 1 or "signatures" in event or "unsigned" in event:
+        sign_event(event, version, server_name, key)
+        return compute_event_id(event, version)
+    signed_bytes = canonical_json(_signed_form(event, version))
+    signature = encode_base64(key.sign(signed_bytes).signature)
+    event["signatures"] = {server_name: {f"{key.alg}:{key.version}": signature}}
+    return "$" + sha256_b64(signed_bytes, urlsafe=version.event_id_format == 3)
 
 
 def verify_event_signature(

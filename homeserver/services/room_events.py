@@ -34,12 +34,11 @@ from homeserver.streams import StreamIdGenerator
 from rooms.auth import AuthError, auth_types_for_event, check_auth
 from rooms.events import (
     MAX_EVENT_BYTES,
-    add_content_hash,
     check_event_numbers,
     compute_event_id,
+    hash_sign_and_identify,
     reference_hash,
     room_id_for_create_event,
-    sign_event,
 )
 from rooms.state_res import resolve_state
 from rooms.versions import RoomVersion, get_room_version
@@ -660,9 +659,7 @@ class RoomEventService:
         """Hash, sign and size-check the event; returns its ID and signed JSON."""
         if version.event_id_format == 1:
             event["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
-        add_content_hash(event)
-        sign_event(event, version, self.server_name, self.hs.signing_key)
-        return compute_event_id(event, version), event
+        return hash_sign_and_identify(event, version, self.server_name, self.hs.signing_key), event
 
     async def _current_state_rows(
         self, state: dict[StateKey, str]
