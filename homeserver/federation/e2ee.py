@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 
 from homeserver.federation.client import FederationError
+from rooms.auth import domain_of
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -26,10 +27,6 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_TIMEOUT_MS = 30_000
-
-
-def domain_of(user_id: str) -> str:
-    return user_id.split(":", 1)[1] if ":" in user_id else ""
 
 
 def _from(origin: str, user_id: Any) -> bool:

@@ -72,7 +72,7 @@ class FederationMembership:
         if create not in await self.hs.stores.events.get_current_state_ids_for(room_id, [create]):
             return True
         joined = await self.events.joined_users(room_id)
-        return not any(domain_of(u) == self.server_name for u in joined) and bool(joined)
+        return self.server_name not in joined.servers() and bool(joined)
 
     async def join_remote(
         self, user_id: str, room_id: str, servers: list[str], content: JsonDict
@@ -360,7 +360,7 @@ class FederationMembership:
             "auth_chain": [pdu_json(e) for e in chain],
             "event": event,
             "members_omitted": False,
-            "servers_in_room": sorted({domain_of(u) for u in joined}),
+            "servers_in_room": sorted(joined.servers()),
         }
 
     async def auth_chain(self, event_ids: list[str]) -> list[StoredEvent]:

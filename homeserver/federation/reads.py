@@ -175,7 +175,7 @@ class FederationReads:
             raise not_found("Room alias not found")
         room_id = found[0]
         joined = await self.events.joined_users(room_id)
-        servers = sorted({u.split(":", 1)[1] for u in joined} | {self.server_name})
+        servers = sorted(joined.servers() | {self.server_name})
         servers.remove(self.server_name)
         return {"room_id": room_id, "servers": [self.server_name, *servers]}
 

@@ -15,6 +15,7 @@ from twisted.internet import defer
 
 from homeserver.federation.client import FederationError
 from homeserver.storage.events import StoredEvent
+from rooms.auth import domain_of
 
 if TYPE_CHECKING:
     from homeserver.federation.client import FederationClient
@@ -27,10 +28,6 @@ JsonDict = dict[str, Any]
 MAX_PDUS = 50
 MAX_EDUS = 100
 FIRST_RETRY_MS = 5_000
-
-
-def domain_of(identifier: str) -> str:
-    return identifier.split(":", 1)[1] if ":" in identifier else ""
 
 
 class FederationSender:
@@ -58,7 +55,7 @@ class FederationSender:
     async def servers_in_room(self, room_id: str) -> set[str]:
         """The other servers with a joined member in the room."""
         joined = await self.hs.room_events.joined_users(room_id)
-        return {domain_of(u) for u in joined} - {self.server_name, ""}
+        return joined.servers() - {self.server_name, ""}
 
     async def on_new_event(self, event: StoredEvent) -> None:
         """Queue a local event for every other server in its room (and for the server of a

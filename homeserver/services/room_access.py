@@ -117,7 +117,7 @@ class RoomAccessService:
                 continue
             if event.room_id not in joined_now:
                 members = await self.events.joined_users(event.room_id)
-                joined_now[event.room_id] = any(u.endswith(suffix) for u in members)
+                joined_now[event.room_id] = server_name in members.servers()
             state = await self.events.state_ids(event.state_before)
             visibility = normalise_visibility(
                 (await self._content_of(state.get(HISTORY_KEY))).get("history_visibility")

@@ -31,7 +31,7 @@ from homeserver.storage.events import (
     TxnKey,
 )
 from homeserver.streams import StreamIdGenerator
-from rooms.auth import AuthError, auth_types_for_event, check_auth
+from rooms.auth import AuthError, auth_types_for_event, check_auth, domain_of
 from rooms.events import (
     MAX_EVENT_BYTES,
     check_event_numbers,
@@ -96,6 +96,37 @@ class _Draft:
     auth_state: dict[StateKey, JsonDict]
 
 
+class JoinedMembers(set[str]):
+    """A room's joined members, counted by server as they join and leave, so the servers
+    in the room (federation's recipients, for every event, typing notice and receipt) are
+    known without a pass over every member."""
+
+    def __init__(self, members: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._per_server: dict[str, int] = {}
+        for member in members:
+            self.add(member)
+
+    def add(self, member: str) -> None:
+        if member not in self:
+            super().add(member)
+            server = domain_of(member)
+            self._per_server[server] = self._per_server.get(server, 0) + 1
+
+    def discard(self, member: object) -> None:
+        if isinstance(member, str) and member in self:
+            super().discard(member)
+            server = domain_of(member)
+            left = self._per_server[server] - 1
+            if left:
+                self._per_server[server] = left
+            else:
+                del self._per_server[server]
+
+    def servers(self) -> set[str]:
+        return set(self._per_server)
+
+
 class RoomEventService:
     def __init__(self, hs: HomeServer, max_stream: int, max_state_group: int) -> None:
         self.hs = hs
@@ -111,7 +142,7 @@ class RoomEventService:
         # This process is the rooms' only writer, so these stay right once loaded.
         self._extremities: LRUCache[str, list[str]] = MeasuredLRU("forward_extremities")
         self._chain_lengths: LRUCache[int, int] = MeasuredLRU("state_chain_lengths")
-        self._joined: LRUCache[str, set[str]] = MeasuredLRU("joined_members")
+        self._joined: LRUCache[str, JoinedMembers] = MeasuredLRU("joined_members")
         # Recent client transactions -> event ID, so that a client's quick retry is answered
         # without drafting an event. Older retries (and those after a restart) are caught by
         # the transaction's unique key when the event is persisted.
@@ -220,11 +251,12 @@ class RoomEventService:
             self._extremities[room_id] = [keep.event_id]
             return len(dropped)
 
-    async def joined_users(self, room_id: str) -> set[str]:
-        """Who is joined to the room now (kept current as member events are written)."""
+    async def joined_users(self, room_id: str) -> JoinedMembers:
+        """Who is joined to the room now (kept current as member events are written; not
+        to be changed by callers)."""
         joined = self._joined.get(room_id)
         if joined is None:
-            joined = set(await self.store.get_joined_users(room_id))
+            joined = JoinedMembers(await self.store.get_joined_users(room_id))
             self._joined[room_id] = joined
         return joined
 
