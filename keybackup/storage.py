@@ -142,10 +142,11 @@ class KeyBackupStore:
                     existing = stored.get(key.session_id)
                     if existing is not None and not should_replace(existing, key.quality):
                         continue
+                    blob = msgspec.json.encode(key.session_data).decode()
                     args = (
                         key.quality.first_message_index, key.quality.forwarded_count,
-                        int(key.quality.is_verified), json.dumps(key.session_data),
-                        user_id, version, room_id, key.session_id,
+                        int(key.quality.is_verified), blob, user_id, version, room_id,
+                        key.session_id,
                     )  # fmt: skip
                     (inserts if existing is None else updates).append(args)
                     stored[key.session_id] = key.quality

@@ -197,6 +197,8 @@ def _session_data(**changes: Any) -> dict[str, Any]:
         _session_data(ephemeral=_b64(os.urandom(33))),
         _session_data(ephemeral=12),
         _session_data(ciphertext="***not base64***"),
+        _session_data(ciphertext="QUJDR"),  # 4n + 1 characters: not base64 of anything
+        _session_data(mac="Q"),
         _session_data(ciphertext=""),
         _session_data(ciphertext=None),
         _session_data(mac="!!"),
