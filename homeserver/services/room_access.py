@@ -53,6 +53,9 @@ class RoomAccessService:
         if ignored:
             events = [e for e in events if e.data.get("sender") not in ignored]
         histories: dict[str, list[tuple[int, str]] | None] = {}
+        # (visibility, the user's membership) by state group: a page of messages mostly
+        # shares one state, so it is read once, not twice per event.
+        by_group: dict[int, tuple[str, Any]] = {}
         visible = []
         for event in events:
             if event.room_id not in histories:
@@ -65,13 +68,18 @@ class RoomAccessService:
                     )
                 histories[event.room_id] = None if forgotten else record
             history = histories[event.room_id]
-            state = await self.events.state_ids(event.state_before)
-            visibility = normalise_visibility(
-                (await self._content_of(state.get(HISTORY_KEY))).get("history_visibility")
-            )
-            membership = (await self._content_of(state.get(("m.room.member", user_id)))).get(
-                "membership", "leave"
-            )
+            before = by_group.get(event.state_before)
+            if before is None:
+                state = await self.events.state_ids(event.state_before)
+                before = by_group[event.state_before] = (
+                    normalise_visibility(
+                        (await self._content_of(state.get(HISTORY_KEY))).get("history_visibility")
+                    ),
+                    (await self._content_of(state.get(("m.room.member", user_id)))).get(
+                        "membership", "leave"
+                    ),
+                )
+            visibility, membership = before
             if history is None:
                 membership = "leave"
             data = event.data
