@@ -951,7 +951,9 @@ async def scenario_one_time_keys(api: Api, server: Server, size: int) -> Measure
     a key someone else also got, or an error; ``upload_ops_per_s`` the upload batches."""
     from unpaddedbase64 import encode_base64
 
-    owner = (await api.quick_users(1, "otk" + secrets.token_hex(3)))[0]
+    # Registered, not logged in as by the admin API: Synapse's log-in-as token has no
+    # device, and one-time keys belong to one.
+    owner = (await api.users(1, "otk" + secrets.token_hex(3)))[0]
     claimer = (await api.quick_users(1, "otc" + secrets.token_hex(3)))[0]
     status, whoami = await api.call("GET", "account/whoami", None, owner)
     user_id, device_id = whoami["user_id"], whoami["device_id"]
