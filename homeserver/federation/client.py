@@ -32,7 +32,7 @@ from homeserver.federation.discovery import (
     make_well_known_fetcher,
     twisted_srv_lookup,
 )
-from homeserver.http.outbound import AddressFilter, FilteredWebEndpoints
+from homeserver.http.outbound import AddressFilter, filtered_web_agent
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -137,10 +137,8 @@ class FederationClient:
         # Its own pool: a connection to https://host/ (port 443, for a .well-known) must
         # never carry a federation request for the server named ``host``.
         self._plain_pool = HTTPConnectionPool(hs.reactor, persistent=True)
-        self._plain_agent: Any = Agent.usingEndpointFactory(
-            hs.reactor,
-            FilteredWebEndpoints(hs.reactor, self.address_filter, self.tls_creator, True),
-            pool=self._plain_pool,
+        self._plain_agent: Any = filtered_web_agent(
+            hs.reactor, self.address_filter, self.tls_creator, self._plain_pool, https_only=True
         )
 
     async def allowed_address(self, host: str, port: int) -> str:

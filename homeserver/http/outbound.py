@@ -97,6 +97,21 @@ class FilteredWebEndpoints:
                                 tls)  # fmt: skip
 
 
+def filtered_web_agent(
+    reactor: Any,
+    address_filter: AddressFilter,
+    tls_creator: Callable[[str], Any],
+    pool: Any,
+    https_only: bool = False,
+) -> Any:
+    """An HTTP agent for URLs someone else chose: each connection goes only to an allowed
+    address of the host, checked after resolution."""
+    from twisted.web.client import Agent
+
+    endpoints = FilteredWebEndpoints(reactor, address_filter, tls_creator, https_only)
+    return Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
+
+
 def parse_http_url(url: object) -> tuple[str, str, int] | None:
     """(scheme, host, port) of an http(s) URL a client gave us, or None if it is not one
     we could fetch (urllib raises ValueError on some malformed ones, e.g. a bad port)."""

@@ -138,7 +138,7 @@ class PresenceService:
         # Whichever side is smaller is walked: the people the user shares rooms with, or
         # everyone whose presence is known.
         if len(visible) <= len(self._users):
-            known = ((other, self._users.get(other)) for other in sorted(visible))
+            known = ((other, self._users.get(other)) for other in visible)
         else:
             known = ((o, p) for o, p in self._users.items() if o in visible)
         return [

@@ -12,7 +12,7 @@ from twisted.internet import defer
 
 from homeserver.caches import MeasuredLRU
 from homeserver.errors import Codes, MatrixError, not_found
-from homeserver.http.outbound import BlockedAddress, FilteredWebEndpoints, parse_http_url
+from homeserver.http.outbound import BlockedAddress, filtered_web_agent, parse_http_url
 from homeserver.storage.events import StoredEvent
 from homeserver.storage.push import EventNotifications
 from rooms import push_rules
@@ -374,14 +374,13 @@ class PushService:
         made before the request would resolve the name again, and DNS can change its answer
         in between), and redirects are not followed."""
         if self._gateway_agent is None:
-            from twisted.web.client import Agent, HTTPConnectionPool
+            from twisted.web.client import HTTPConnectionPool
 
             client = self.hs.federation_client
-            endpoints = FilteredWebEndpoints(
-                self.hs.reactor, client.address_filter, client.tls_creator
-            )
-            pool = HTTPConnectionPool(self.hs.reactor, persistent=True)
-            self._gateway_agent = Agent.usingEndpointFactory(self.hs.reactor, endpoints, pool=pool)
+            self._gateway_agent = filtered_web_agent(
+                self.hs.reactor, client.address_filter, client.tls_creator,
+                HTTPConnectionPool(self.hs.reactor, persistent=True),
+            )  # fmt: skip
         return self._gateway_agent
 
     async def _deliver(

@@ -20,12 +20,12 @@ from urllib.parse import urlencode, urljoin
 
 import treq
 from twisted.internet import threads
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from homeserver.errors import Codes, MatrixError
 from homeserver.federation.client import ResponseTooLarge, read_bounded
-from homeserver.http.outbound import AddressFilter, FilteredWebEndpoints, parse_http_url
+from homeserver.http.outbound import AddressFilter, filtered_web_agent, parse_http_url
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -100,10 +100,8 @@ class UrlPreviewer:
         address_filter = AddressFilter(
             self.config.url_preview_ip_range_blacklist, self.config.url_preview_ip_range_whitelist
         )
-        self._agent: Any = Agent.usingEndpointFactory(
-            hs.reactor,
-            FilteredWebEndpoints(hs.reactor, address_filter, tls),
-            pool=HTTPConnectionPool(hs.reactor, persistent=False),
+        self._agent: Any = filtered_web_agent(
+            hs.reactor, address_filter, tls, HTTPConnectionPool(hs.reactor, persistent=False)
         )
 
     async def preview(self, url: str) -> JsonDict:
