@@ -41,7 +41,7 @@ def _match(key: str, pattern: str) -> JsonDict:
     return {"kind": "event_match", "key": key, "pattern": pattern}
 
 
-def default_rules(user_id: str) -> dict[str, list[JsonDict]]:
+def _predefined_rules(user_id: str) -> dict[str, list[JsonDict]]:
     """The spec's predefined rules for ``user_id`` (Matrix 1.17+: mentions via m.mentions)."""
     sound = _tweak("sound", "default")
     return {
@@ -129,6 +129,41 @@ def default_rules(user_id: str) -> dict[str, list[JsonDict]]:
     }
 
 
+# Every user's defaults are built from one template: the rules that do not name their owner
+# (all but two) are the same objects for every user, and so is their compiled form. Per
+# user they cost 16 KiB when built afresh, and the push caches hold one set per member of
+# every room an event is evaluated in. Shared rules are read-only: a change makes a new dict.
+_OWNER = "\x00owner\x00"
+
+
+@lru_cache(maxsize=1)
+def _template() -> dict[str, list[tuple[JsonDict, bool]]]:
+    """Each predefined rule, and whether it names its owner."""
+    return {
+        kind: [(rule, _for_owner(rule, "") != rule) for rule in rules]
+        for kind, rules in _predefined_rules(_OWNER).items()
+    }
+
+
+def _for_owner(value: Any, user_id: str) -> Any:
+    if value == _OWNER:
+        return user_id
+    if isinstance(value, dict):
+        return {k: _for_owner(v, user_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_for_owner(v, user_id) for v in value]
+    return value
+
+
+def default_rules(user_id: str) -> dict[str, list[JsonDict]]:
+    """The predefined rules for ``user_id``: fresh lists; the rule dicts that do not name
+    the user are shared with every other user's and must not be changed in place."""
+    return {
+        kind: [_for_owner(rule, user_id) if names_owner else rule for rule, names_owner in rules]
+        for kind, rules in _template().items()
+    }
+
+
 # A user's stored rules: their own rules per kind (in priority order) and their changes to
 # the server-default rules ({rule_id: {"enabled": bool, "actions": [...]}}).
 def empty_user_rules() -> JsonDict:
@@ -139,9 +174,12 @@ def effective_rules(user_id: str, stored: JsonDict) -> dict[str, list[JsonDict]]
     """The ruleset clients see: ``.m.rule.master`` first, user rules before server defaults."""
     defaults = default_rules(user_id)
     changes = stored.get("defaults", {})
-    for rules in defaults.values():
-        for rule in rules:
-            rule.update(changes.get(rule["rule_id"], {}))
+    if changes:
+        for rules in defaults.values():
+            for index, rule in enumerate(rules):
+                change = changes.get(rule["rule_id"])
+                if change:
+                    rules[index] = {**rule, **change}  # (a shared rule stays unchanged)
     own = stored.get("rules", {})
     result: dict[str, list[JsonDict]] = {}
     for kind in KINDS:
@@ -333,6 +371,38 @@ def evaluate(rules: dict[str, list[JsonDict]], event: JsonDict, ctx: PushContext
     return EventEvaluation(event).first_match(CompiledRules(rules, ctx.user_id), ctx)[0]
 
 
+# (kind, what it matches on as JSON, whether it looks at display names, the rule, its
+# actions, the actions as JSON)
+_Entry = tuple[str, str, bool, JsonDict, list[Any], str]
+
+
+def _compile(kind: str, rule: JsonDict) -> _Entry | None:
+    """A rule ready for evaluation; None when it is disabled."""
+    if not rule.get("enabled", True):
+        return None
+    key = json.dumps(
+        [kind, rule.get("rule_id"), rule.get("pattern"), rule.get("conditions")], sort_keys=True
+    )
+    by_name = any(
+        isinstance(c, dict) and c.get("kind") == "contains_display_name"
+        for c in rule.get("conditions", [])
+    )
+    actions = [a for a in rule.get("actions", []) if a not in _LEGACY_ACTIONS]
+    return (kind, key, by_name, rule, actions, json.dumps(actions))
+
+
+@lru_cache(maxsize=1)
+def _shared_entries() -> dict[int, _Entry | None]:
+    """The compiled form of each shared predefined rule, by the rule's identity (the
+    template lives as long as the process, so no other object can take its ID)."""
+    return {
+        id(rule): _compile(kind, rule)
+        for kind, rules in _template().items()
+        for rule, names_owner in rules
+        if not names_owner
+    }
+
+
 class CompiledRules:
     """A user's rule set prepared for evaluating many events: each enabled rule with a key
     naming what it matches on (kind, ID, pattern, conditions; never its actions), and its
@@ -345,31 +415,21 @@ class CompiledRules:
     __slots__ = ("entries", "shape", "uses_display_name")
 
     def __init__(self, rules: dict[str, list[JsonDict]], user_id: str | None = None) -> None:
-        self.entries: list[tuple[str, str, bool, JsonDict, list[Any], str]] = []
-        self.uses_display_name = False
+        self.entries: list[_Entry] = []
+        shared = _shared_entries()
         for kind in KINDS:
             for rule in rules.get(kind, []):
-                if not rule.get("enabled", True):
-                    continue
-                key = json.dumps(
-                    [kind, rule.get("rule_id"), rule.get("pattern"), rule.get("conditions")],
-                    sort_keys=True,
-                )
-                by_name = any(
-                    isinstance(c, dict) and c.get("kind") == "contains_display_name"
-                    for c in rule.get("conditions", [])
-                )
-                self.uses_display_name |= by_name
-                actions = [a for a in rule.get("actions", []) if a not in _LEGACY_ACTIONS]
-                self.entries.append((kind, key, by_name, rule, actions, json.dumps(actions)))
+                entry = shared[id(rule)] if id(rule) in shared else _compile(kind, rule)
+                if entry is not None:
+                    self.entries.append(entry)
+        self.uses_display_name = any(by_name for _, _, by_name, _, _, _ in self.entries)
         self.shape: str | None = None
         # Glob characters in an ID could match text other than the ID itself; a non-ASCII
         # one is escaped in the keys and may fold case differently: neither is shared.
         if user_id and user_id.isascii() and not any(c in user_id for c in '*?"\\'):
-            placeholder = "\x00user\x00"
             self.shape = sys.intern(
                 "\n".join(
-                    key.replace(user_id, placeholder) + actions_json
+                    key.replace(user_id, _OWNER) + actions_json
                     for _, key, _, _, _, actions_json in self.entries
                 )
             )

@@ -701,3 +701,29 @@ def test_named_finds_exactly_the_members_whose_id_the_event_contains() -> None:
         "@carol:example.org", "@émile:example.org", "@bob:example.org",
     }  # fmt: skip
     assert push_rules.EventEvaluation({"type": "m.typing"}).named(members) == set()
+
+
+def test_users_share_the_predefined_rules_that_do_not_name_them() -> None:
+    ann, bob = "@ann:example.org", "@bob:example.org"
+    ann_rules, bob_rules = default_rules(ann), default_rules(bob)
+    for kind, rules in ann_rules.items():
+        for mine, theirs in zip(rules, bob_rules[kind], strict=True):
+            names_owner = ann in json.dumps(mine)
+            assert (mine is theirs) is not names_owner
+            assert json.dumps(mine).replace(ann, bob) == json.dumps(theirs)
+    # A change to a default rule is the changer's alone, however the rules are shared.
+    changed = empty_user_rules()
+    changed["defaults"] = {".m.rule.message": {"enabled": False, "actions": []}}
+    before = json.dumps(default_rules(bob))
+    effective_rules(ann, changed)
+    push_rules.CompiledRules(effective_rules(ann, changed), ann)
+    assert json.dumps(default_rules(bob)) == before
+    bob_message = next(r for r in effective_rules(bob, empty_user_rules())["underride"]
+                       if r["rule_id"] == ".m.rule.message")  # fmt: skip
+    assert bob_message["enabled"] is True and bob_message["actions"] == ["notify"]
+    # Compiled alike: the shared rules' entries are the same objects.
+    ann_compiled = push_rules.CompiledRules(effective_rules(ann, empty_user_rules()), ann)
+    bob_compiled = push_rules.CompiledRules(effective_rules(bob, empty_user_rules()), bob)
+    shared = [a for a, b in zip(ann_compiled.entries, bob_compiled.entries, strict=True) if a is b]
+    assert len(shared) == len(ann_compiled.entries) - 2  # all but the two naming the owner
+    assert ann_compiled.shape == bob_compiled.shape
