@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import msgspec
+
 from homeserver.storage.engine import Database, Row, Txn, escape_like
 from homeserver.storage.push import EventNotifications, store_notifications_txn
 from rooms.sliding_sync import BUMP_TYPES
@@ -18,7 +20,7 @@ StateIds = dict[StateKey, str]
 MAX_STATE_CHAIN = 50
 
 
-@dataclass
+@dataclass(slots=True)
 class StoredEvent:
     """An event as stored: its signed JSON, verbatim, and what the server knows about it."""
 
@@ -42,10 +44,22 @@ class StoredEvent:
     def data(self) -> dict[str, Any]:
         """The parsed JSON with ``event_id`` attached (room v3+ do not carry it signed)."""
         if self._data is None:
-            parsed = json.loads(self.json_text)
+            parsed = parse_event_json(self.json_text)
             parsed.setdefault("event_id", self.event_id)
             self._data = parsed
         return self._data
+
+
+def parse_event_json(text: str) -> dict[str, Any]:
+    """msgspec where it can (a third less memory than the json module's dicts, which matters
+    for the event cache, and faster); the json module for what msgspec refuses and an event
+    from another server may hold (a lone surrogate escape, a number beyond a double)."""
+    try:
+        parsed = msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        parsed = json.loads(text)
+    assert isinstance(parsed, dict)
+    return parsed
 
 
 _TXN_EVENT_SQL = (
