@@ -146,18 +146,17 @@ class E2eeStore:
         def txn_fn(txn: Txn) -> dict[tuple[str, str], tuple[str, JsonDict]]:
             claimed: dict[tuple[str, str], tuple[str, JsonDict]] = {}
             for user_id, device_id, algorithm in requests:
+                # One statement takes the oldest key (skipping one a concurrent claim on
+                # PostgreSQL has locked) and deletes it.
                 row = txn.select_one(
-                    "SELECT key_id, key_json FROM one_time_keys WHERE user_id = ? "
-                    "AND device_id = ? AND algorithm = ? ORDER BY seq LIMIT 1"
-                    + txn.engine.skip_locked,
-                    (user_id, device_id, algorithm),
+                    "DELETE FROM one_time_keys WHERE user_id = ? AND device_id = ? "
+                    "AND algorithm = ? AND key_id = (SELECT key_id FROM one_time_keys "
+                    "WHERE user_id = ? AND device_id = ? AND algorithm = ? ORDER BY seq LIMIT 1"
+                    + txn.engine.skip_locked
+                    + ") RETURNING key_id, key_json",
+                    (user_id, device_id, algorithm) * 2,
                 )
                 if row is not None:
-                    txn.execute(
-                        "DELETE FROM one_time_keys WHERE user_id = ? AND device_id = ? "
-                        "AND algorithm = ? AND key_id = ?",
-                        (user_id, device_id, algorithm, row[0]),
-                    )
                     claimed[(user_id, device_id)] = (f"{algorithm}:{row[0]}", json.loads(row[1]))
                     continue
                 row = txn.select_one(
