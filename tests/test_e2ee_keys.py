@@ -271,6 +271,22 @@ def test_one_time_keys_idempotent_and_conflicts_refused(alice: Client) -> None:
     assert resp.status == 400, resp
 
 
+def test_large_one_time_key_upload_is_idempotent(alice: Client) -> None:
+    # More keys than one page of the lookup of already-known keys (500).
+    _, signing = upload_device_keys(alice)
+    key = signed_otk(alice, signing)
+    keys = {f"{OTK}:BIG{i:04d}": key for i in range(600)}
+    for _ in range(2):
+        resp = alice.post("keys/upload", {"one_time_keys": keys})
+        assert resp.status == 200, resp
+        assert resp.body["one_time_key_counts"] == {OTK: 600}
+    changed = dict(keys)
+    changed[f"{OTK}:BIG0599"] = signed_otk(alice, signing)  # known, on the second page: refused
+    resp = alice.post("keys/upload", {"one_time_keys": changed})
+    assert resp.status == 400, resp
+    assert claim(alice, alice.user_id, alice.device_id) == {f"{OTK}:BIG0000": key}
+
+
 def test_fallback_key_one_per_algorithm_replaced_by_reupload(alice: Client, bob: Client) -> None:
     assert alice.user_id and alice.device_id
     _, signing = upload_device_keys(alice)
