@@ -160,14 +160,17 @@ class E2eeStore:
             claimed: dict[tuple[str, str], tuple[str, JsonDict]] = {}
             for user_id, device_id, algorithm in requests:
                 # One statement takes the oldest key (skipping one a concurrent claim on
-                # PostgreSQL has locked) and deletes it.
+                # PostgreSQL has locked) and deletes it. The whole key is compared, so the
+                # delete finds its row by an index: by key ID alone, PostgreSQL chose the
+                # claim index and walked every key of the device.
                 row = txn.select_one(
-                    "DELETE FROM one_time_keys WHERE user_id = ? AND device_id = ? "
-                    "AND algorithm = ? AND key_id = (SELECT key_id FROM one_time_keys "
-                    "WHERE user_id = ? AND device_id = ? AND algorithm = ? ORDER BY seq LIMIT 1"
+                    "DELETE FROM one_time_keys WHERE (user_id, device_id, algorithm, seq, "
+                    "key_id) = (SELECT user_id, device_id, algorithm, seq, key_id "
+                    "FROM one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? "
+                    "ORDER BY seq LIMIT 1"
                     + txn.engine.skip_locked
                     + ") RETURNING key_id, key_json",
-                    (user_id, device_id, algorithm) * 2,
+                    (user_id, device_id, algorithm),
                 )
                 if row is not None:
                     claimed[(user_id, device_id)] = (f"{algorithm}:{row[0]}", json.loads(row[1]))
