@@ -86,39 +86,9 @@ class E2eeStore:
     ) -> None:
         """(algorithm, key ID, key JSON) each; identical re-uploads are no-ops."""
 
-        def txn_fn(txn: Txn) -> None:
-            # Which of these the device already has, a page of IDs per query, then every new
-            # one in one statement: a batch of 50 keys was 100 round trips on PostgreSQL.
-            known: dict[tuple[str, str], str] = {}
-            key_ids = sorted({key_id for _, key_id, _ in keys})
-            for start in range(0, len(key_ids), 500):
-                page = key_ids[start : start + 500]
-                rows = txn.select(
-                    "SELECT algorithm, key_id, key_json FROM one_time_keys WHERE user_id = ? "
-                    f"AND device_id = ? AND key_id IN ({','.join('?' * len(page))})",
-                    (user_id, device_id, *page),
-                )
-                known.update(((r[0], r[1]), r[2]) for r in rows)
-            new_rows = []
-            seq = first_seq
-            for algorithm, key_id, key_json in keys:
-                existing = known.get((algorithm, key_id))
-                if existing is not None:
-                    if json.loads(existing) != json.loads(key_json):
-                        raise OneTimeKeyConflict(f"{algorithm}:{key_id}")
-                    continue
-                known[(algorithm, key_id)] = key_json
-                new_rows.append((user_id, device_id, algorithm, key_id, key_json, seq))
-                seq += 1
-            # (a concurrent upload of the same key from the same device: the first one stays)
-            txn.execute_many(
-                "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json, "
-                "seq) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, device_id, algorithm, "
-                "key_id) DO NOTHING",
-                new_rows,
-            )
-
-        await self.db.run("add_one_time_keys", txn_fn)
+        await self.db.run(
+            "add_one_time_keys", add_one_time_keys_txn, user_id, device_id, keys, first_seq
+        )
 
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
         return await self.db.run(
@@ -372,6 +342,68 @@ class E2eeStore:
             return str(row[0]) if row else None
 
         return await self.db.run("delete_dehydrated_device", txn_fn)
+
+
+def add_one_time_keys_txn(
+    txn: Txn, user_id: str, device_id: str, keys: Sequence[tuple[str, str, str]], first_seq: int
+) -> None:
+    """Store (algorithm, key ID, key JSON)s: an identical re-upload is a no-op, a different
+    key under a stored ID a conflict that keeps nothing of the batch. Which keys the device
+    has is one query, the new ones one statement (a batch of 50 keys was 100 round trips
+    on PostgreSQL)."""
+    known = _stored_one_time_keys_txn(txn, user_id, device_id, keys)
+    new_rows = []
+    seq = first_seq
+    for algorithm, key_id, key_json in keys:
+        existing = known.get((algorithm, key_id))
+        if existing is not None:
+            if not _same_json(existing, key_json):
+                raise OneTimeKeyConflict(f"{algorithm}:{key_id}")
+            continue
+        known[(algorithm, key_id)] = key_json
+        new_rows.append((user_id, device_id, algorithm, key_id, key_json, seq))
+        seq += 1
+    if not new_rows:
+        return
+    txn.execute_many(
+        "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json, "
+        "seq) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, device_id, algorithm, "
+        "key_id) DO NOTHING",
+        new_rows,
+    )
+    # A concurrent upload from the same device may have stored one of these keys
+    # first (PostgreSQL): the same key is a no-op, a different one a conflict.
+    inserted = [(r[2], r[3], r[4]) for r in new_rows]
+    stored = _stored_one_time_keys_txn(txn, user_id, device_id, inserted)
+    for algorithm, key_id, key_json in inserted:
+        if not _same_json(stored.get((algorithm, key_id), key_json), key_json):
+            raise OneTimeKeyConflict(f"{algorithm}:{key_id}")
+
+
+def _stored_one_time_keys_txn(
+    txn: Txn, user_id: str, device_id: str, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str], str]:
+    """The JSON the device has stored under these (algorithm, key ID)s: per algorithm (a
+    client uploads one), pages of 500 IDs, each an index range of the primary key."""
+    by_algorithm: dict[str, set[str]] = {}
+    for algorithm, key_id, _ in keys:
+        by_algorithm.setdefault(algorithm, set()).add(key_id)
+    found: dict[tuple[str, str], str] = {}
+    for algorithm, ids in by_algorithm.items():
+        key_ids = sorted(ids)
+        for start in range(0, len(key_ids), 500):
+            page = key_ids[start : start + 500]
+            rows = txn.select(
+                "SELECT key_id, key_json FROM one_time_keys WHERE user_id = ? AND device_id = ? "
+                f"AND algorithm = ? AND key_id IN ({','.join('?' * len(page))})",
+                (user_id, device_id, algorithm, *page),
+            )
+            found.update(((algorithm, key_id), key_json) for key_id, key_json in rows)
+    return found
+
+
+def _same_json(stored: str, uploaded: str) -> bool:
+    return stored == uploaded or json.loads(stored) == json.loads(uploaded)
 
 
 class DeviceSyncState(NamedTuple):
