@@ -191,7 +191,9 @@ class Server:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def ours(db_kind: str, cache_factor: float | None = None) -> Server:
+def ours(
+    db_kind: str, cache_factor: float | None = None, cache_sizes: dict[str, int] | None = None
+) -> Server:
     directory = tempfile.mkdtemp(prefix="bench-ours-")
     port = free_port()
     from crypto.signing_keys import ensure_signing_key
@@ -226,8 +228,13 @@ def ours(db_kind: str, cache_factor: float | None = None) -> Server:
         "admin": {"allow_login_as": True},
         "logging": {"level": "WARNING", "access_log": False},
     }
+    caches: dict[str, Any] = {}
     if cache_factor is not None:
-        config["caches"] = {"global_factor": cache_factor}
+        caches["global_factor"] = cache_factor
+    if cache_sizes:
+        caches["sizes"] = cache_sizes
+    if caches:
+        config["caches"] = caches
     with open(os.path.join(directory, "homeserver.yaml"), "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f)
     return Server(

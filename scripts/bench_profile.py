@@ -1,13 +1,16 @@
 """Where one benchmark scenario's time goes, on this server alone.
 
     .venv/bin/python -m scripts.bench_profile SCENARIO [--size N] [--db sqlite|postgres]
-        [--cprofile [--save-profile PATH]]
+        [--cprofile [--save-profile PATH]] [--cache-size NAME=N ...]
 
 Runs the scenario from ``scripts/bench.py`` once to warm up and once measured, and prints
 the measurement and, per named database transaction, how many ran per operation and their
 time inside the database thread (from the server's /metrics). With ``--cprofile`` the server
 runs under cProfile and the reactor thread's busiest functions are printed too (cProfile
 inflates Python-heavy code: use it to find where, the plain run to know how much).
+The server's resident memory (after start, at the end, peak) and every non-empty cache's
+size are printed too; ``--cache-size events=1`` runs with that cache all but off, so two
+runs tell what one cache costs at the scenario's peak.
 """
 
 from __future__ import annotations
@@ -25,9 +28,17 @@ import aiohttp
 
 from scripts import bench
 
+_CACHE_SIZE = re.compile(r'^homeserver_cache_size\{name="([^"]+)"\} (\S+)$', re.M)
 _TXN = re.compile(
     r'^homeserver_db_transaction_duration_seconds_(count|sum)\{name="([^"]+)"\} (\S+)$', re.M
 )
+
+
+def cache_sizes(port: int) -> dict[str, int]:
+    """Each non-empty cache's size (entries; room-state entries for state_groups)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:
+        text = resp.read().decode()
+    return {name: int(float(v)) for name, v in _CACHE_SIZE.findall(text) if float(v) > 0}
 
 
 def transactions(port: int) -> dict[str, tuple[float, float]]:
@@ -41,9 +52,14 @@ def transactions(port: int) -> dict[str, tuple[float, float]]:
 
 
 async def profile(
-    scenario: str, size: int, db_kind: str, use_cprofile: bool, save: str | None = None
+    scenario: str,
+    size: int,
+    db_kind: str,
+    use_cprofile: bool,
+    save: str | None = None,
+    sizes: dict[str, int] | None = None,
 ) -> None:
-    server = bench.ours(db_kind)
+    server = bench.ours(db_kind, cache_sizes=sizes)
     out = os.path.join(server.directory, "server.prof")
     if use_cprofile:
         server.command = [sys.executable, "-m", "cProfile", "-o", out, *server.command[1:]]
@@ -69,6 +85,12 @@ async def profile(
         print(f"{'per op':>8} {'ms/op':>9}  transaction (time inside the database thread)")
         for ms, per_op, name in rows[:25]:
             print(f"{per_op:8.2f} {ms:9.3f}  {name}")
+        print(
+            f"RSS MiB: {server.rss_after_start:.1f} after start, "
+            f"{bench.rss_mib(server.pid):.1f} at the end, "
+            f"{bench.rss_mib(server.pid, peak=True):.1f} peak"
+        )
+        print("caches:", cache_sizes(server.metrics_port))
     finally:
         if use_cprofile and server.process is not None:
             server.process.terminate()  # a clean stop writes the profile
@@ -86,8 +108,21 @@ def main() -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--save-profile", metavar="PATH", help="with --cprofile: keep it here")
+    parser.add_argument(
+        "--cache-size",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="set caches.sizes.NAME for the server (repeatable)",
+    )
     args = parser.parse_args()
-    asyncio.run(profile(args.scenario, args.size, args.db, args.cprofile, args.save_profile))
+    sizes = {}
+    for item in args.cache_size:
+        name, _, value = item.partition("=")
+        if not value.isdigit():
+            parser.error(f"--cache-size wants NAME=N, got {item!r}")
+        sizes[name] = int(value)
+    asyncio.run(profile(args.scenario, args.size, args.db, args.cprofile, args.save_profile, sizes))
     return 0
 
 
