@@ -26,25 +26,28 @@ import urllib.request
 
 import aiohttp
 
-from scripts import bench
+from scripts import bench, soak
 
-_CACHE_SIZE = re.compile(r'^homeserver_cache_size\{name="([^"]+)"\} (\S+)$', re.M)
 _TXN = re.compile(
     r'^homeserver_db_transaction_duration_seconds_(count|sum)\{name="([^"]+)"\} (\S+)$', re.M
 )
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:
+        return str(resp.read().decode())
+
+
 def cache_sizes(port: int) -> dict[str, int]:
     """Each non-empty cache's size (entries; room-state entries for state_groups)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:
-        text = resp.read().decode()
-    return {name: int(float(v)) for name, v in _CACHE_SIZE.findall(text) if float(v) > 0}
+    caches = soak.cache_metrics(_metrics(port))
+    caches.pop("gc_pauses", None)
+    return {name: int(c["size"]) for name, c in caches.items() if c["size"] > 0}
 
 
 def transactions(port: int) -> dict[str, tuple[float, float]]:
     """(count, seconds) of each named transaction so far."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:
-        text = resp.read().decode()
+    text = _metrics(port)
     totals: dict[str, list[float]] = {}
     for kind, name, value in _TXN.findall(text):
         totals.setdefault(name, [0.0, 0.0])[0 if kind == "count" else 1] = float(value)

@@ -133,28 +133,7 @@ class Soak:
                 text = await r.text()
         except aiohttp.ClientError:
             return {}
-        values: dict[str, dict[str, float]] = {}
-        gc_pauses: dict[str, float] = {}
-        for line in text.splitlines():
-            for metric in ("sum", "count"):
-                # Collector pauses so far, by generation (2 = full collections).
-                prefix = f'homeserver_gc_pause_seconds_{metric}{{generation="'
-                if line.startswith(prefix):
-                    generation, _, value = line[len(prefix) :].partition('"} ')
-                    gc_pauses[f"gen{generation}_{metric}"] = float(value)
-            for metric in ("size", "capacity", "hits_total", "misses_total"):
-                prefix = f'homeserver_cache_{metric}{{name="'
-                if line.startswith(prefix):
-                    name, _, value = line[len(prefix) :].partition('"} ')
-                    values.setdefault(name, {})[metric] = float(value)
-        stats: JsonBody = {
-            name: {"size": v.get("size", 0), "capacity": v.get("capacity", 0),
-                   "hits": v.get("hits_total", 0), "misses": v.get("misses_total", 0)}
-            for name, v in values.items()
-        }  # fmt: skip
-        if gc_pauses:
-            stats["gc_pauses"] = gc_pauses
-        return stats
+        return cache_metrics(text)
 
     # Set-up
 
@@ -367,6 +346,33 @@ async def soak_server(server: Server, minutes: float, rate: float) -> list[JsonB
             return await soak.drive(minutes)
     finally:
         server.stop()
+
+
+def cache_metrics(text: str) -> JsonBody:
+    """Size, capacity, hits and misses of each cache, and the collector's pauses so far
+    (under ``gc_pauses``), from our server's /metrics text."""
+    values: dict[str, dict[str, float]] = {}
+    gc_pauses: dict[str, float] = {}
+    for line in text.splitlines():
+        for metric in ("sum", "count"):
+            # Collector pauses so far, by generation (2 = full collections).
+            prefix = f'homeserver_gc_pause_seconds_{metric}{{generation="'
+            if line.startswith(prefix):
+                generation, _, value = line[len(prefix) :].partition('"} ')
+                gc_pauses[f"gen{generation}_{metric}"] = float(value)
+        for metric in ("size", "capacity", "hits_total", "misses_total"):
+            prefix = f'homeserver_cache_{metric}{{name="'
+            if line.startswith(prefix):
+                name, _, value = line[len(prefix) :].partition('"} ')
+                values.setdefault(name, {})[metric] = float(value)
+    stats: JsonBody = {
+        name: {"size": v.get("size", 0), "capacity": v.get("capacity", 0),
+               "hits": v.get("hits_total", 0), "misses": v.get("misses_total", 0)}
+        for name, v in values.items()
+    }  # fmt: skip
+    if gc_pauses:
+        stats["gc_pauses"] = gc_pauses
+    return stats
 
 
 def caches_full_minute(series: list[JsonBody]) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scripts.soak import caches_full_minute, rss_growth_percent_per_hour, summary
+from scripts.soak import cache_metrics, caches_full_minute, rss_growth_percent_per_hour, summary
 
 
 def minute(n: int, rss: float, events: int, states: int) -> dict[str, Any]:
@@ -47,3 +47,21 @@ def test_growth_after_a_late_fill_is_not_a_rate() -> None:
     series = [minute(n, 100, 100 if n > 25 else 50, 0) for n in range(1, 31)]
     assert caches_full_minute(series) == 26
     assert rss_growth_percent_per_hour(series, 26) is None  # 4 minutes is too short
+
+
+def test_cache_metrics_read_from_the_metrics_text() -> None:
+    text = "\n".join([
+        '# HELP homeserver_cache_size Entries in the cache',
+        'homeserver_cache_size{name="events"} 12.0',
+        'homeserver_cache_capacity{name="events"} 100.0',
+        'homeserver_cache_hits_total{name="events"} 7.0',
+        'homeserver_cache_misses_total{name="events"} 3.0',
+        'homeserver_cache_size{name="room_versions"} 0.0',
+        'homeserver_gc_pause_seconds_count{generation="2"} 4.0',
+        'homeserver_gc_pause_seconds_sum{generation="2"} 0.5',
+    ])  # fmt: skip
+    assert cache_metrics(text) == {
+        "events": {"size": 12.0, "capacity": 100.0, "hits": 7.0, "misses": 3.0},
+        "room_versions": {"size": 0.0, "capacity": 0, "hits": 0, "misses": 0},
+        "gc_pauses": {"gen2_count": 4.0, "gen2_sum": 0.5},
+    }
