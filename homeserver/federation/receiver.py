@@ -21,6 +21,7 @@ from homeserver.services.room_events import (
 )
 from homeserver.storage.events import StateIds
 from rooms.events import compute_event_id
+from rooms.layered_state import state_dict
 from rooms.state_res import resolve_state
 from rooms.versions import RoomVersion
 
@@ -186,7 +187,7 @@ class FederationReceiver:
         for prev_id in prev_ids:
             prev = known.get(prev_id)
             if prev is not None and not prev.is_outlier and prev_id not in missing:
-                state_sets.append(dict(await self.events.state_ids(prev.state_after)))
+                state_sets.append(state_dict(await self.events.state_ids(prev.state_after)))
                 continue
             state_sets.append(await self.hs.federation_events.state_after(origin, room_id, prev_id))
         if len(state_sets) == 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,8 @@ from rooms.events import (
     reference_hash,
     room_id_for_create_event,
 )
+from rooms.layered_state import derive_state, state_dict
+from rooms.state_res import StateIds as StateView
 from rooms.state_res import resolve_state
 from rooms.versions import RoomVersion, get_room_version
 
@@ -91,7 +93,7 @@ class _Draft:
     prev_ids: list[str]
     auth_ids: list[str]
     before_group: int
-    before_ids: StateIds
+    before_ids: StateView
     resolved_group: NewStateGroup | None
     auth_state: dict[StateKey, JsonDict]
 
@@ -137,7 +139,9 @@ class RoomEventService:
         self._next_state_group = max_state_group
         self._locks: dict[str, DeferredLock] = {}
         self._event_cache: LRUCache[str, StoredEvent] = MeasuredLRU("events")
-        self._state_cache: LRUCache[int, StateIds] = MeasuredLRU("state_groups", weigh=len)
+        # Weighed by each state's whole length, though states derived from one another
+        # share a snapshot (rooms.layered_state): the bound holds however little is shared.
+        self._state_cache: LRUCache[int, StateView] = MeasuredLRU("state_groups", weigh=len)
         self._room_versions: LRUCache[str, RoomVersion] = MeasuredLRU("room_versions")
         # This process is the rooms' only writer, so these stay right once loaded.
         self._extremities: LRUCache[str, list[str]] = MeasuredLRU("forward_extremities")
@@ -197,7 +201,8 @@ class RoomEventService:
     async def get_event(self, event_id: str) -> StoredEvent | None:
         return (await self.get_events([event_id])).get(event_id)
 
-    async def state_ids(self, group_id: int) -> StateIds:
+    async def state_ids(self, group_id: int) -> StateView:
+        """The group's state (cached: read-only, copy with ``state_dict`` to change it)."""
         state = self._state_cache.get(group_id)
         if state is None:
             state = await self.store.get_state_group(group_id)
@@ -282,32 +287,29 @@ class RoomEventService:
         return self._next_state_group
 
     async def _new_group(
-        self, room_id: str, base_group: int | None, changes: StateIds
+        self, room_id: str, base_group: int | None, changes: Mapping[StateKey, str]
     ) -> NewStateGroup:
         """A group for ``base_group``'s state plus ``changes``: a delta, or a snapshot."""
         group_id = self._allocate_state_group()
-        if base_group is not None:
-            length = self._chain_lengths.get(base_group)
-            if length is None:
-                length = await self.store.get_state_group_chain_length(base_group)
-            if length < MAX_STATE_CHAIN:
-                group = NewStateGroup(group_id, base_group, length + 1, dict(changes))
-                self._chain_lengths[group_id] = length + 1
-                full = dict(await self.state_ids(base_group))
-                full.update(changes)
-                self._state_cache[group_id] = full
-                return group
-            full = dict(await self.state_ids(base_group))
-            full.update(changes)
-        else:
+        if base_group is None:
             full = dict(changes)
-        self._state_cache[group_id] = full
+            self._state_cache[group_id] = full
+            self._chain_lengths[group_id] = 0
+            return NewStateGroup(group_id, None, 0, full)
+        length = self._chain_lengths.get(base_group)
+        if length is None:
+            length = await self.store.get_state_group_chain_length(base_group)
+        state = derive_state(await self.state_ids(base_group), changes)
+        self._state_cache[group_id] = state
+        if length < MAX_STATE_CHAIN:
+            self._chain_lengths[group_id] = length + 1
+            return NewStateGroup(group_id, base_group, length + 1, dict(changes))
         self._chain_lengths[group_id] = 0
-        return NewStateGroup(group_id, None, 0, full)
+        return NewStateGroup(group_id, None, 0, state_dict(state))
 
     async def _state_before(
         self, room_id: str, version: RoomVersion, prev_ids: list[str]
-    ) -> tuple[int, StateIds, NewStateGroup | None]:
+    ) -> tuple[int, StateView, NewStateGroup | None]:
         """The state before a new event whose prev_events are ``prev_ids``."""
         prevs = await self.get_events(prev_ids)
         if len(prevs) == 1:
@@ -585,7 +587,7 @@ class RoomEventService:
                 if version.redacts_in_content
                 else event.get("redacts")
             )
-            after_ids = dict(before_ids)
+            after_ids = state_dict(before_ids)
             if isinstance(state_key, str):
                 after_ids[(str(event["type"]), state_key)] = event_id
             current: dict[StateKey, str] | None = None
@@ -619,7 +621,9 @@ class RoomEventService:
         self, room_id: str, version: RoomVersion, extremities: list[str], new_state: StateIds
     ) -> StateIds:
         branches = await self.get_events(extremities)
-        state_sets = [dict(await self.state_ids(e.state_after)) for e in branches.values()]
+        state_sets: list[StateView] = [
+            await self.state_ids(e.state_after) for e in branches.values()
+        ]
         state_sets.append(new_state)
         if all(s == state_sets[0] for s in state_sets):
             return new_state
@@ -627,7 +631,7 @@ class RoomEventService:
         return resolve_state(state_sets, events, version)
 
     async def _check_current_state(
-        self, room_id: str, version: RoomVersion, event: JsonDict, before_ids: StateIds
+        self, room_id: str, version: RoomVersion, event: JsonDict, before_ids: StateView
     ) -> None:
         """AuthError if the room's current state (not only the state before the event)
         refuses the event."""
@@ -646,7 +650,7 @@ class RoomEventService:
         version: RoomVersion,
         event: JsonDict,
         auth_ids: list[str],
-        before_ids: StateIds,
+        before_ids: StateView,
     ) -> None:
         """The rules against the event's own auth events, then against the state before it;
         AuthError if either refuses."""
