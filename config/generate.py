@@ -54,6 +54,9 @@ database:
 #    dbname: matrix
 #    cp_min: 2
 #    cp_max: 8
+#    # Repeated reads are prepared once per connection; false behind a pooler (pgbouncer
+#    # in transaction mode) that moves a session's statements between connections.
+#    prepared_statements: true
 
 registration:
   # Let anyone create an account through /register.

@@ -102,6 +102,10 @@ class PostgresArgs(_Section):
     dbname: str = "matrix"
     cp_min: Annotated[int, msgspec.Meta(ge=1)] = 2
     cp_max: Annotated[int, msgspec.Meta(ge=1)] = 8
+    # Plain reads the server repeats are prepared once per connection (PostgreSQL then
+    # skips parsing and, once it settles on a generic plan, planning). Turn off behind a
+    # connection pooler that hands one session's statements to different connections.
+    prepared_statements: bool = True
 
 
 class DatabaseConfig(_Section):

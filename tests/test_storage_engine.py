@@ -82,6 +82,12 @@ def test_locking_read_opens_the_transaction(pg: tuple[PostgresEngine, Any]) -> N
         ("SELECT a FROM platform_for_keys", True),
         ("INSERT INTO t VALUES (1)", False),
         ("WITH x AS (DELETE FROM t RETURNING k) SELECT k FROM x", False),
+        ("WITH x (k) AS (VALUES (1)) SELECT k FROM x", True),
+        ("with\nx (k) AS (VALUES (1)) SELECT t.k FROM x JOIN last_update t ON t.k = x.k", True),
+        ("WITH x (k) AS (VALUES (1)) UPDATE t SET k = 2 FROM x", False),
+        ("WITH x (k) AS (VALUES (1)) INSERT INTO t SELECT k FROM x", False),
+        ("WITH x (k) AS (VALUES (1)) SELECT k FROM x FOR UPDATE", False),
+        ("WITHOUT", False),
         ("LOCK TABLE t IN EXCLUSIVE MODE", False),
     ],
 )
@@ -129,3 +135,108 @@ def test_batched_inserts_are_one_statement_of_many_rows(pg: tuple[PostgresEngine
 )  # fmt: skip
 def test_which_batches_become_multi_row_inserts(sql: str, multi: tuple[str, str] | None) -> None:
     assert _as_multi_row_insert(sql) == multi
+
+
+def _prepared(conn: Any) -> list[str]:
+    cur = conn.cursor()
+    cur.execute("SELECT statement FROM pg_prepared_statements ORDER BY prepare_time")
+    return [row[0] for row in cur.fetchall()]
+
+
+def test_a_repeated_plain_read_is_prepared_and_answers_the_same(
+    pg: tuple[PostgresEngine, Any],
+) -> None:
+    engine, conn = pg
+    txn = Txn(conn.cursor(), engine)
+    txn.execute("INSERT INTO kv (k, v, n) VALUES (?, ?, ?)", (1, "it's 100%", 7))
+    conn.commit()
+    sql = "SELECT v, n FROM kv WHERE k = ? AND v LIKE '%' || ?"
+    sent = []
+    for _ in range(8):
+        txn = Txn(conn.cursor(), engine)
+        assert txn.select(sql, (1, "100%")) == [("it's 100%", 7)]
+        sent.append(bytes(txn._cursor.query))
+    assert _prepared(conn) == [
+        "PREPARE hs_1 AS SELECT v, n FROM kv WHERE k = $1 AND v LIKE '%' || $2"
+    ]
+    assert sent[0].startswith(b"SELECT") and sent[1:] == [b"EXECUTE hs_1 (1, '100%')"] * 7
+    # Seen once: not prepared (a one-off text costs no extra round trip).
+    Txn(conn.cursor(), engine).select("SELECT k FROM kv WHERE n = ?", (7,))
+    assert len(_prepared(conn)) == 1
+
+
+def test_a_read_that_cannot_be_prepared_still_runs(pg: tuple[PostgresEngine, Any]) -> None:
+    engine, conn = pg
+    sql = "SELECT COUNT(*) FROM kv WHERE ? IS NULL"  # $1 has no type PostgreSQL can infer
+    for _ in range(3):
+        txn = Txn(conn.cursor(), engine)
+        assert txn.select(sql, (None,)) == [(0,)]
+        assert not in_transaction(conn)
+    assert _prepared(conn) == []
+
+
+def test_reads_inside_a_transaction_are_not_prepared(pg: tuple[PostgresEngine, Any]) -> None:
+    engine, conn = pg
+    for k in range(3):
+        txn = Txn(conn.cursor(), engine)
+        txn.execute("INSERT INTO t (k) VALUES (?)", (k,))
+        assert txn.select("SELECT COUNT(*) FROM t WHERE k <= ?", (k,)) == [(k + 1,)]
+        conn.commit()
+    assert _prepared(conn) == []
+
+
+def test_each_connection_keeps_a_bounded_number_prepared(
+    pg: tuple[PostgresEngine, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from homeserver.storage import prepared
+
+    monkeypatch.setattr(prepared, "MAX_PREPARED", 2)
+    engine, conn = pg
+    for n in range(4):
+        for _ in range(3):
+            assert Txn(conn.cursor(), engine).select(f"SELECT {n} + ?", (1,)) == [(n + 1,)]
+    assert _prepared(conn) == ["PREPARE hs_3 AS SELECT 2 + $1", "PREPARE hs_4 AS SELECT 3 + $1"]
+    assert Txn(conn.cursor(), engine).select("SELECT 0 + ?", (1,)) == [(1,)]
+
+
+def test_prepared_statements_can_be_turned_off(pg: tuple[PostgresEngine, Any]) -> None:
+    import psycopg2
+
+    _, conn = pg
+    engine = PostgresEngine(dict(conn.get_dsn_parameters()), 1, 1, prepare=False)
+    plain = psycopg2.connect(**engine.connection_kwargs())
+    engine.on_new_connection(plain)
+    try:
+        for _ in range(3):
+            assert Txn(plain.cursor(), engine).select("SELECT ? + 1", (1,)) == [(2,)]
+        assert _prepared(plain) == []
+    finally:
+        plain.close()
+
+
+def test_write_transactions_run_read_committed_with_no_extra_round_trip(
+    pg: tuple[PostgresEngine, Any],
+) -> None:
+    import psycopg2
+
+    engine, conn = pg
+    # Even on a database whose default is stricter.
+    conn.cursor().execute(
+        f"ALTER DATABASE {conn.get_dsn_parameters()['dbname']} "
+        "SET default_transaction_isolation TO 'serializable'"
+    )
+    fresh = psycopg2.connect(**engine.connection_kwargs())
+    try:
+        engine.on_new_connection(fresh)
+        seen = []
+        for k in range(2):
+            txn = Txn(fresh.cursor(), engine)
+            txn.execute("INSERT INTO t (k) VALUES (?)", (k,))
+            seen.append(txn.select("SHOW transaction_isolation")[0][0])
+            fresh.commit()
+        assert seen == ["read committed", "read committed"]
+        # psycopg2 knows no isolation level of its own for the session, so it starts each
+        # transaction with a bare BEGIN instead of re-sending one first.
+        assert fresh.isolation_level is None
+    finally:
+        fresh.close()

@@ -56,6 +56,10 @@ class Engine:
         it is open."""
         return True
 
+    def execute(self, cursor: Any, sql: str, args: tuple[Any, ...], reading: bool) -> None:
+        """Run one statement; ``reading``: a plain read outside any transaction."""
+        cursor.execute(self.convert_sql(sql), args)
+
     def execute_many(self, cursor: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
         cursor.executemany(sql, rows)
 
@@ -114,23 +118,46 @@ class PostgresEngine(Engine):
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, args: dict[str, Any], cp_min: int, cp_max: int) -> None:
+    def __init__(
+        self, args: dict[str, Any], cp_min: int, cp_max: int, prepare: bool = True
+    ) -> None:
         self.args = {k: v for k, v in args.items() if v is not None}
         self._pool_size = (cp_min, cp_max)
+        self._prepare = prepare
 
     def convert_sql(self, sql: str) -> str:
         return _to_pyformat(sql)
 
     def connection_kwargs(self) -> dict[str, Any]:
-        return dict(self.args)
+        kwargs = dict(self.args)
+        if self._prepare:
+            from homeserver.storage.prepared import PreparingConnection
+
+            kwargs["connection_factory"] = PreparingConnection
+        return kwargs
+
+    def execute(self, cursor: Any, sql: str, args: tuple[Any, ...], reading: bool) -> None:
+        if reading and self._prepare:
+            prepared = cursor.connection.statements.statement_for(cursor, sql, len(args))
+            if prepared is not None:
+                cursor.execute(prepared, args)
+                return
+        cursor.execute(_to_pyformat(sql), args)
 
     # Pooled connections start each transaction autocommitting, and BEGIN only before the
     # first statement that writes or locks: a transaction of plain reads is then one round
     # trip per query instead of three (BEGIN, query, COMMIT). Under READ COMMITTED each
     # statement reads its own snapshot inside a transaction or out of one, so nothing a
     # caller can observe changes; this is also what Python's sqlite3 does for SQLite.
+    #
+    # READ COMMITTED is set as the session's default by hand: given to psycopg2 instead, it
+    # costs a "SET default_transaction_isolation" round trip on every switch out of
+    # autocommit, which is every transaction that writes.
     def on_new_connection(self, conn: Any) -> None:
-        conn.set_session(isolation_level="READ COMMITTED", autocommit=True)
+        conn.set_session(autocommit=True)
+        conn.cursor().execute(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+        )
 
     def start_transaction(self, conn: Any) -> None:
         if not conn.autocommit:
@@ -162,7 +189,7 @@ class PostgresEngine(Engine):
         """A connection for migrations: one transaction throughout, committed explicitly."""
         import psycopg2
 
-        conn = psycopg2.connect(**self.connection_kwargs())
+        conn = psycopg2.connect(**self.args)
         conn.set_session(isolation_level="READ COMMITTED", autocommit=False)
         return conn
 
@@ -185,7 +212,7 @@ def engine_from_config(config: DatabaseConfig) -> Engine:
         "password": pg.password,
         "dbname": pg.dbname,
     }
-    return PostgresEngine(args, pg.cp_min, pg.cp_max)
+    return PostgresEngine(args, pg.cp_min, pg.cp_max, pg.prepared_statements)
 
 
 class Txn:
@@ -202,7 +229,7 @@ class Txn:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
         if not self._open:
             self._open = self.engine.begin_before(self._connection, sql)
-        self._cursor.execute(self.engine.convert_sql(sql), tuple(args))
+        self.engine.execute(self._cursor, sql, tuple(args), not self._open)
 
     def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if not self._open:
@@ -309,12 +336,19 @@ def _as_multi_row_insert(sql: str) -> tuple[str, str] | None:
 
 
 _LOCKING_CLAUSE = re.compile(r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY|KEY)\b", re.IGNORECASE)
+_WRITING_WORD = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=5_000)
 def _is_plain_read(sql: str) -> bool:
-    """A SELECT that neither writes nor locks rows (so it needs no open transaction)."""
-    return sql.lstrip()[:6].upper() == "SELECT" and not _LOCKING_CLAUSE.search(sql)
+    """A SELECT (or a WITH ... SELECT) that neither writes nor locks rows (so it needs no
+    open transaction)."""
+    start = sql.lstrip()[:6].upper()
+    if start == "SELECT":
+        return not _LOCKING_CLAUSE.search(sql)
+    if start[:4] == "WITH" and start[4:5].isspace():
+        return not _LOCKING_CLAUSE.search(sql) and not _WRITING_WORD.search(sql)
+    return False
 
 
 def escape_like(value: str) -> str:
