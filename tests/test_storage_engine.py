@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from homeserver.storage.engine import PostgresEngine, Txn, _as_multi_row_insert, _is_plain_read
+from homeserver.storage.engine import (
+    PostgresEngine,
+    Txn,
+    _as_multi_row_insert,
+    _in_lists_as_arrays,
+    _is_plain_read,
+)
 from tests.conftest import _require_db
 from tests.harness import PG_ARGS, create_pg_database, drop_pg_database
 
@@ -240,3 +246,49 @@ def test_write_transactions_run_read_committed_with_no_extra_round_trip(
         assert fresh.isolation_level is None
     finally:
         fresh.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT a FROM t WHERE k IN (?, ?,?)", ("SELECT a FROM t WHERE k = ANY(?)", ((0, 3),))),
+        ("SELECT a FROM t WHERE n = ? AND k NOT IN (?) AND v in (?, ?) LIMIT ?",
+         ("SELECT a FROM t WHERE n = ? AND k <> ALL(?) AND v = ANY(?) LIMIT ?", ((1, 1), (2, 2)))),
+        ("SELECT a FROM t JOIN (SELECT ? AS k) u ON u.k = t.k", None),
+        ("SELECT a FROM t WHERE (a, b) IN ((?, ?), (?, ?))", None),
+        ("SELECT a FROM t WHERE k IN (SELECT k FROM u WHERE v = ?)", None),
+    ],
+)  # fmt: skip
+def test_in_lists_become_arrays_on_postgresql(
+    sql: str, expected: tuple[str, tuple[tuple[int, int], ...]] | None
+) -> None:
+    assert _in_lists_as_arrays(sql) == (expected or (sql, ()))
+
+
+def test_in_lists_of_every_length_share_one_prepared_statement(
+    pg: tuple[PostgresEngine, Any],
+) -> None:
+    engine, conn = pg
+    txn = Txn(conn.cursor(), engine)
+    txn.execute_many(
+        "INSERT INTO kv (k, v, n) VALUES (?, ?, ?)", [(k, f"v{k}", k % 3) for k in range(10)]
+    )
+    conn.commit()
+    for length in range(1, 6):
+        keys = list(range(0, 2 * length, 2))
+        sql = f"SELECT k FROM kv WHERE n <> ? AND k IN ({', '.join('?' * length)}) ORDER BY k"
+        expected = [(k,) for k in keys if k % 3 != 1]
+        for _ in range(2):
+            assert Txn(conn.cursor(), engine).select(sql, (1, *keys)) == expected
+    not_in = "SELECT COUNT(*) FROM kv WHERE k NOT IN (?, ?, ?)"
+    for _ in range(2):
+        assert Txn(conn.cursor(), engine).select(not_in, (1, 2, 3)) == [(7,)]
+    # Inside a transaction too (unprepared, as arrays).
+    txn = Txn(conn.cursor(), engine)
+    txn.execute("DELETE FROM kv WHERE v IN (?, ?)", ("v1", "v2"))
+    assert txn.rowcount == 2
+    conn.rollback()
+    assert _prepared(conn) == [
+        "PREPARE hs_1 AS SELECT k FROM kv WHERE n <> $1 AND k = ANY($2) ORDER BY k",
+        "PREPARE hs_2 AS SELECT COUNT(*) FROM kv WHERE k <> ALL($1)",
+    ]

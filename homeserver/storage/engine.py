@@ -137,6 +137,9 @@ class PostgresEngine(Engine):
         return kwargs
 
     def execute(self, cursor: Any, sql: str, args: tuple[Any, ...], reading: bool) -> None:
+        sql, lists = _in_lists_as_arrays(sql)
+        if lists:
+            args = _collapse_lists(args, lists)
         if reading and self._prepare:
             prepared = cursor.connection.statements.statement_for(cursor, sql, len(args))
             if prepared is not None:
@@ -333,6 +336,41 @@ def _as_multi_row_insert(sql: str) -> tuple[str, str] | None:
         return None
     row = rows[0]
     return sql[: row.start(1)] + "%s" + sql[row.end(1) :], row.group(1)
+
+
+_IN_LIST = re.compile(r"\b(NOT\s+)?IN\s*\(\s*\?(?:\s*,\s*\?)*\s*\)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=5_000)
+def _in_lists_as_arrays(sql: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """``x IN (?, ?, ...)`` as ``x = ANY(?)`` (and NOT IN as ``<> ALL(?)``), for PostgreSQL:
+    one text for lists of every length, so PostgreSQL parses and plans it once instead of
+    once per length (a sync's transaction-ID lookup of 400 events: 1.1 ms, mostly
+    planning). Returns the text and, per list, (index of its first argument, length)."""
+    parts: list[str] = []
+    lists: list[tuple[int, int]] = []
+    end = 0
+    for match in _IN_LIST.finditer(sql):
+        parts.append(sql[end : match.start()])
+        lists.append((sql.count("?", 0, match.start()), match.group(0).count("?")))
+        parts.append("<> ALL(?)" if match.group(1) else "= ANY(?)")
+        end = match.end()
+    if not lists:
+        return sql, ()
+    parts.append(sql[end:])
+    return "".join(parts), tuple(lists)
+
+
+def _collapse_lists(args: tuple[Any, ...], lists: tuple[tuple[int, int], ...]) -> tuple[Any, ...]:
+    """The arguments with each IN list's run of values as one list (an array for psycopg2)."""
+    collapsed: list[Any] = []
+    taken = 0
+    for first, length in lists:
+        collapsed.extend(args[taken:first])
+        collapsed.append(list(args[first : first + length]))
+        taken = first + length
+    collapsed.extend(args[taken:])
+    return tuple(collapsed)
 
 
 _LOCKING_CLAUSE = re.compile(r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY|KEY)\b", re.IGNORECASE)
