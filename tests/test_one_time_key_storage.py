@@ -56,6 +56,7 @@ def upload_while_another_commits(engine: PostgresEngine, theirs: str, ours: str)
         txn = Txn(mine.cursor(), engine)
         try:
             add_one_time_keys_txn(txn, USER, DEVICE, [(ALG, "K1", ours), (ALG, "K2", "{}")], 10)
+            txn.flush()
             mine.commit()
             outcome.append(None)
         except OneTimeKeyConflict as e:

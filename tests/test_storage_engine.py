@@ -59,6 +59,7 @@ def test_a_write_opens_the_transaction_and_a_rollback_undoes_it(
     txn.select("SELECT COUNT(*) FROM t")
     txn.execute("INSERT INTO t (k) VALUES (?)", (1,))
     txn.execute_many("INSERT INTO t (k) VALUES (?)", [(2,), (3,)])
+    txn.flush()
     assert in_transaction(conn)
     conn.rollback()  # what the pool does when the transaction function raises
     assert Txn(conn.cursor(), engine).select("SELECT COUNT(*) FROM t") == [(0,)]
@@ -106,9 +107,10 @@ def test_batched_inserts_are_one_statement_of_many_rows(pg: tuple[PostgresEngine
     txn = Txn(conn.cursor(), engine)
     rows = [(i, f"it's {i}%") for i in range(1, 1201)]  # more than one page, quotes, %
     txn.execute_many("INSERT INTO kv (k, v, n) VALUES (?, ?, 7)", rows)
-    # The last page went as one statement of 200 rows, not 200 statements.
-    last = bytes(txn._cursor.query)
-    assert b";" not in last and last.count(b"(") == 201, last[:200]
+    # Pages of 500 rows: three statements, not 1,200.
+    txn.flush()
+    sent = bytes(txn._cursor.query)
+    assert sent.count(b"INSERT INTO kv") == 3 and sent.count(b"),(") == 1197, sent[:200]
     # A repeated key with DO NOTHING: the first row of the key stays.
     txn.execute_many(
         "INSERT INTO kv (k, v, n) VALUES (?, ?, 0) ON CONFLICT (k) DO NOTHING",
@@ -119,6 +121,7 @@ def test_batched_inserts_are_one_statement_of_many_rows(pg: tuple[PostgresEngine
         "INSERT INTO kv (k, v, n) VALUES (?, ?, 1) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
         [(3000, "a"), (3000, "b")],
     )
+    txn.flush()
     conn.commit()
     read = Txn(conn.cursor(), engine)
     assert read.select("SELECT COUNT(*), SUM(n) FROM kv") == [(1202, 1200 * 7 + 1)]
@@ -155,6 +158,7 @@ def test_a_repeated_plain_read_is_prepared_and_answers_the_same(
     engine, conn = pg
     txn = Txn(conn.cursor(), engine)
     txn.execute("INSERT INTO kv (k, v, n) VALUES (?, ?, ?)", (1, "it's 100%", 7))
+    txn.flush()
     conn.commit()
     sql = "SELECT v, n FROM kv WHERE k = ? AND v LIKE '%' || ?"
     sent = []
@@ -273,6 +277,7 @@ def test_in_lists_of_every_length_share_one_prepared_statement(
     txn.execute_many(
         "INSERT INTO kv (k, v, n) VALUES (?, ?, ?)", [(k, f"v{k}", k % 3) for k in range(10)]
     )
+    txn.flush()
     conn.commit()
     for length in range(1, 6):
         keys = list(range(0, 2 * length, 2))
@@ -292,3 +297,55 @@ def test_in_lists_of_every_length_share_one_prepared_statement(
         "PREPARE hs_1 AS SELECT k FROM kv WHERE n <> $1 AND k = ANY($2) ORDER BY k",
         "PREPARE hs_2 AS SELECT COUNT(*) FROM kv WHERE k <> ALL($1)",
     ]
+
+
+def test_a_transactions_statements_go_together_and_answer_as_the_last(
+    pg: tuple[PostgresEngine, Any],
+) -> None:
+    engine, conn = pg
+    txn = Txn(conn.cursor(), engine)
+    txn.execute("INSERT INTO kv (k, v, n) VALUES (?, ?, ?)", (1, "a;b", 1))
+    txn.execute("INSERT INTO kv (k, v, n) VALUES (?, ?, ?)", (2, "it's 50%", 1))
+    txn.execute("UPDATE kv SET n = n + 1 WHERE k IN (?, ?)", (1, 2))
+    assert txn._held, "held back until something needs an answer"
+    assert txn.rowcount == 2
+    sent = bytes(txn._cursor.query)
+    assert sent.count(b";") == 3 and sent.startswith(b"INSERT"), sent
+    txn.execute("DELETE FROM kv WHERE k = ? RETURNING v", (2,))
+    assert txn.fetchall() == [("it's 50%",)]
+    txn.execute("INSERT INTO t (k) VALUES (?)", (9,))
+    assert txn.select("SELECT COUNT(*), SUM(n) FROM kv") == [(1, 2)]  # the read sends it too
+    txn.execute("INSERT INTO t (k) VALUES (?)", (10,))
+    txn.flush()
+    conn.commit()
+    assert Txn(conn.cursor(), engine).select("SELECT k FROM t ORDER BY k") == [(9,), (10,)]
+
+
+def test_a_failing_statement_in_a_batch_fails_the_transaction(
+    pg: tuple[PostgresEngine, Any],
+) -> None:
+    import psycopg2
+
+    engine, conn = pg
+    txn = Txn(conn.cursor(), engine)
+    txn.execute("INSERT INTO t (k) VALUES (?)", (1,))
+    txn.execute("INSERT INTO t (k) VALUES (?)", (1,))
+    txn.execute("INSERT INTO t (k) VALUES (?)", (2,))
+    with pytest.raises(psycopg2.IntegrityError):
+        txn.flush()
+    conn.rollback()
+    assert Txn(conn.cursor(), engine).select("SELECT COUNT(*) FROM t") == [(0,)]
+
+
+def test_a_large_batch_is_sent_before_it_grows_past_a_mebibyte(
+    pg: tuple[PostgresEngine, Any],
+) -> None:
+    engine, conn = pg
+    txn = Txn(conn.cursor(), engine)
+    big = "x" * 100_000
+    for k in range(15):
+        txn.execute("INSERT INTO kv (k, v, n) VALUES (?, ?, 0)", (k, big))
+    assert 0 < len(txn._held) < 15 and txn._held_bytes <= 1 << 20, "the first ones went"
+    txn.flush()
+    conn.commit()
+    assert Txn(conn.cursor(), engine).select("SELECT COUNT(*) FROM kv") == [(15,)]

@@ -56,9 +56,19 @@ class Engine:
         it is open."""
         return True
 
+    # Whether statements inside a transaction are held back and sent together (see Txn).
+    batches_statements = False
+
     def execute(self, cursor: Any, sql: str, args: tuple[Any, ...], reading: bool) -> None:
         """Run one statement; ``reading``: a plain read outside any transaction."""
         cursor.execute(self.convert_sql(sql), args)
+
+    def render(self, cursor: Any, sql: str, args: tuple[Any, ...]) -> bytes:
+        """``sql`` with its arguments inlined, to be sent with others in one round trip."""
+        raise NotImplementedError
+
+    def render_many(self, cursor: Any, sql: str, rows: list[tuple[Any, ...]]) -> list[bytes]:
+        raise NotImplementedError
 
     def execute_many(self, cursor: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
         cursor.executemany(sql, rows)
@@ -136,6 +146,14 @@ class PostgresEngine(Engine):
             kwargs["connection_factory"] = PreparingConnection
         return kwargs
 
+    batches_statements = True
+
+    def render(self, cursor: Any, sql: str, args: tuple[Any, ...]) -> bytes:
+        sql, lists = _in_lists_as_arrays(sql)
+        if lists:
+            args = _collapse_lists(args, lists)
+        return bytes(cursor.mogrify(_to_pyformat(sql), args))
+
     def execute(self, cursor: Any, sql: str, args: tuple[Any, ...], reading: bool) -> None:
         sql, lists = _in_lists_as_arrays(sql)
         if lists:
@@ -172,21 +190,24 @@ class PostgresEngine(Engine):
         conn.autocommit = False  # psycopg2 sends BEGIN ahead of the next statement
         return True
 
-    def execute_many(self, cursor: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        # psycopg2's executemany is one round trip per row. An INSERT of one row becomes one
-        # INSERT of many rows (a hundred single-row INSERTs cost the server a hundred parses
-        # and plans: 17 ms for a key-backup batch); other statements go in pages of a hundred
-        # per round trip.
-        from psycopg2.extras import execute_batch, execute_values
-
-        if not rows:
-            return
+    def render_many(self, cursor: Any, sql: str, rows: list[tuple[Any, ...]]) -> list[bytes]:
+        """``execute_many`` as statements to send with others: a single-row INSERT as
+        INSERTs of up to 500 rows each (a hundred single-row INSERTs cost the server a
+        hundred parses and plans: 17 ms for a key-backup batch), anything else (an upsert,
+        which PostgreSQL refuses to apply twice to one row in one statement) one statement
+        per row."""
+        sql = _to_pyformat(sql)
         multi_row = _as_multi_row_insert(sql)
-        if multi_row is not None:
-            statement, template = multi_row
-            execute_values(cursor, statement, rows, template=template, page_size=500)
-        else:
-            execute_batch(cursor, sql, rows, page_size=100)
+        if multi_row is None:
+            return [bytes(cursor.mogrify(sql, row)) for row in rows]
+        statement, template = multi_row
+        before, after = (
+            part.replace("%%", "%").encode("utf-8") for part in statement.split("%s", 1)
+        )
+        return [
+            before + b",".join(cursor.mogrify(template, row) for row in rows[i : i + 500]) + after
+            for i in range(0, len(rows), 500)
+        ]
 
     def connect(self) -> Any:
         """A connection for migrations: one transaction throughout, committed explicitly."""
@@ -218,8 +239,19 @@ def engine_from_config(config: DatabaseConfig) -> Engine:
     return PostgresEngine(args, pg.cp_min, pg.cp_max, pg.prepared_statements)
 
 
+# Statements held back beyond this many bytes are sent without waiting for more.
+MAX_HELD_BYTES = 1 << 20
+
+
 class Txn:
-    """A cursor inside one transaction, speaking the portable ``?`` dialect."""
+    """A cursor inside one transaction, speaking the portable ``?`` dialect.
+
+    On PostgreSQL, once the transaction is open, statements are held back until something
+    needs a result (a read, a fetch, ``rowcount``) or the transaction ends, and then sent in
+    one round trip: persisting an event is two or three round trips instead of a dozen.
+    The result of a batch is its last statement's, which is the one the caller asks about.
+    A failing statement fails the batch, and with it the transaction, as it would alone.
+    """
 
     def __init__(self, cursor: Any, engine: Engine) -> None:
         self._cursor = cursor
@@ -228,24 +260,53 @@ class Txn:
         self._connection = cursor.connection
         engine.start_transaction(self._connection)
         self._open = False
+        self._held: list[bytes] = []
+        self._held_bytes = 0
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
         if not self._open:
             self._open = self.engine.begin_before(self._connection, sql)
+        if self._open and self.engine.batches_statements:
+            self._hold([self.engine.render(self._cursor, sql, tuple(args))])
+            if _is_plain_read(sql):
+                self.flush()
+            return
         self.engine.execute(self._cursor, sql, tuple(args), not self._open)
 
     def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if not self._open:
             self._open = self.engine.begin_before(self._connection, "")
+        if self.engine.batches_statements:
+            batch = [tuple(r) for r in rows]
+            if batch:
+                self._hold(self.engine.render_many(self._cursor, sql, batch))
+            return
         self.engine.execute_many(
             self._cursor, self.engine.convert_sql(sql), [tuple(r) for r in rows]
         )
 
+    def _hold(self, statements: list[bytes]) -> None:
+        self._held.extend(statements)
+        self._held_bytes += sum(len(s) for s in statements)
+        if self._held_bytes > MAX_HELD_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the statements held back (the caller of a bare Txn calls this before
+        committing; ``Database.run`` does it for transaction functions)."""
+        if self._held:
+            batch = self._held[0] if len(self._held) == 1 else b";".join(self._held)
+            self._held.clear()
+            self._held_bytes = 0
+            self._cursor.execute(batch)
+
     def fetchone(self) -> Row | None:
+        self.flush()
         row = self._cursor.fetchone()
         return tuple(row) if row is not None else None
 
     def fetchall(self) -> list[Row]:
+        self.flush()
         return [tuple(r) for r in self._cursor.fetchall()]
 
     def select(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
@@ -258,6 +319,7 @@ class Txn:
 
     @property
     def rowcount(self) -> int:
+        self.flush()
         return int(self._cursor.rowcount)
 
     def call_after(self, callback: Callable[[], None]) -> None:
@@ -302,7 +364,9 @@ class Database:
             started = time.perf_counter()
             txn = Txn(adb_txn, engine)
             try:
-                return func(txn, *args, **kwargs)
+                result = func(txn, *args, **kwargs)
+                txn.flush()
+                return result
             finally:
                 after.extend(txn._after_commit)
                 metrics.DB_TXN_SECONDS.labels(name).observe(time.perf_counter() - started)
@@ -326,7 +390,7 @@ _ONE_ROW_OF_VALUES = re.compile(r"\bVALUES\s*(\([^()]*\))", re.IGNORECASE)
 @functools.lru_cache(maxsize=1_000)
 def _as_multi_row_insert(sql: str) -> tuple[str, str] | None:
     """A single-row ``INSERT ... VALUES (%s, ...)`` as the statement with ``VALUES %s`` and
-    the row template, for psycopg2's execute_values; None for any other statement. An
+    the row template, for rows rendered into one statement; None for any other statement. An
     upsert (``DO UPDATE``) stays one row per statement: PostgreSQL refuses a statement that
     updates the same row twice, which a batch with a repeated key would ask for."""
     if sql.lstrip()[:6].upper() != "INSERT" or re.search(r"\bDO\s+UPDATE\b", sql, re.I):
