@@ -29,6 +29,9 @@ DEFAULT_SIZES: dict[str, int] = {
     # Only to answer quick retries without drafting an event: the database's unique key
     # catches every other one.
     "transaction_ids": 10_000,
+    # The reverse, event ID -> the sending device's transaction (or none), for the
+    # transaction_id a sync shows the sender: fixed once the event is written.
+    "event_transactions": 10_000,
     "room_versions": 50_000,
     "forward_extremities": 20_000,
     "access_tokens": 50_000,

@@ -471,6 +471,34 @@ def test_txn_ids_are_per_device(server: ServerProcess, alice: Client) -> None:
     assert bodies(timeline(alice, room_id)) == ["a", "b"]
 
 
+def test_only_the_sending_device_sees_its_transaction_id(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """Whether the answer comes from memory (the event sent by this process), from the
+    database (the memo holds one event; after a restart), the sending device is shown its
+    transaction ID and another device of the same user is not."""
+    server = server_factory({"caches": {"sizes": {"event_transactions": 1}}})
+    alice = new_user(server)
+    other_device = Client(server)
+    assert other_device.login(alice.user_id or "").status == 200
+    room_id = create_room(alice)
+    sent = {send(alice, room_id, f"m{i}", txn_id=f"t{i}"): f"t{i}" for i in range(3)}
+    from_other = send(other_device, room_id, "other", txn_id="t-other")
+
+    def shown(client: Client) -> dict[str, str | None]:
+        events = client.get("sync").body["rooms"]["join"][room_id]["timeline"]["events"]
+        return {e["event_id"]: e["unsigned"].get("transaction_id") for e in events
+                if e["type"] == "m.room.message"}  # fmt: skip
+
+    for _ in range(2):
+        assert shown(alice) == {**sent, from_other: None}
+        assert shown(other_device) == {**dict.fromkeys(sent), from_other: "t-other"}
+        assert (
+            get_event(alice, room_id, next(iter(sent))).body["unsigned"]["transaction_id"] == "t0"
+        )
+        server.restart()
+
+
 def test_put_and_get_state(alice: Client, bob: Client) -> None:
     room_id = create_room(alice, preset="public_chat")
     base = f"rooms/{q(room_id)}/state"

@@ -292,7 +292,7 @@ class RoomAccessService:
             for e in events
             if requester_device and e.data.get("sender") == requester_device[0]
         ]
-        txn_ids = await self.store.get_txn_ids(own)
+        txn_ids = await self.events.transactions_of(own)
         previous = await self.events.get_events(
             [e.replaces_state for e in events if e.replaces_state]
         )

@@ -151,6 +151,7 @@ class RoomEventService:
         # without drafting an event. Older retries (and those after a restart) are caught by
         # the transaction's unique key when the event is persisted.
         self._txn_ids: LRUCache[TxnKey, str] = MeasuredLRU("transaction_ids")
+        self._event_txns: LRUCache[str, TxnKey | None] = MeasuredLRU("event_transactions")
         self.on_new_event: list[Any] = []
         # The lowest stream position handed to backfilled history in this process.
         self._backfill_floor = 1
@@ -160,6 +161,26 @@ class RoomEventService:
         only: every send's write catches older retries anyway)."""
         event_id = self._txn_ids.get(txn)
         return await self.get_event(event_id) if event_id is not None else None
+
+    async def transactions_of(self, event_ids: Iterable[str]) -> dict[str, TxnKey]:
+        """The transaction each event was sent under, for those sent with one. An event's
+        transaction is written with it and never changes, so an answer (or its absence)
+        is kept; the database is asked only about events this process has not seen."""
+        found: dict[str, TxnKey] = {}
+        missing: list[str] = []
+        for event_id in event_ids:
+            if event_id in self._event_txns:
+                txn = self._event_txns[event_id]
+                if txn is not None:
+                    found[event_id] = txn
+            else:
+                missing.append(event_id)
+        if missing:
+            loaded = await self.store.get_txn_ids(missing)
+            for event_id in missing:
+                self._event_txns[event_id] = loaded.get(event_id)
+            found.update(loaded)
+        return found
 
     async def first_of_retry(self, txn: TxnKey | None, refusal: MatrixError) -> StoredEvent:
         """The first event of ``txn`` if it was sent before, else ``refusal`` raised: a retry
@@ -901,6 +922,7 @@ class RoomEventService:
             self._joined.pop(room_id, None)  # the whole membership changed: read it again
         if txn is not None:
             self._txn_ids[txn] = event_id
+        self._event_txns[event_id] = txn
         if membership is not None and state_key is not None and room_id in self._joined:
             if membership == "join":
                 self._joined[room_id].add(state_key)
