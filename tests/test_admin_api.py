@@ -771,3 +771,29 @@ def test_external_ids_link_a_user_to_an_identity_provider(
     # Accounts do not expire here: renewing one is refused as Synapse refuses it when off.
     renew = admin.post(f"{A}/v1/account_validity/validity", {"user_id": other_id})
     assert renew.status == 400 and renew.body["errcode"] == "M_UNKNOWN", renew
+
+
+def test_an_erased_users_transaction_ids_are_not_shown_after_reactivation(
+    admin: Client, server: ServerProcess, alice: Client
+) -> None:
+    """Erasure deletes the user's transactions: signed in again on the same device after an
+    administrator reactivates the account, they are not shown on the events they sent."""
+    room_id = create_room(alice, preset="public_chat")
+    bob = new_user(server)
+    bob_id = bob.user_id or ""
+    device = Client(server)
+    assert device.login(bob_id, device_id="SAMEDEVICE").status == 200
+    join(device, room_id)
+    sent = send(device, room_id, "before erasure", txn_id="erased-txn")
+    shown = device.get(f"rooms/{q(room_id)}/event/{q(sent)}").body
+    assert shown["unsigned"].get("transaction_id") == "erased-txn", shown
+    assert admin.post(f"{A}/v1/deactivate/{q(bob_id)}", {"erase": True}).status == 200
+    back = admin.put(f"{A}/v2/users/{q(bob_id)}", {"deactivated": False,
+                     "password": "a new long password"})  # fmt: skip
+    assert back.status == 200, back
+    again = Client(server)
+    assert again.login(bob_id, "a new long password", device_id="SAMEDEVICE").status == 200
+    join(again, room_id)
+    seen = again.get(f"rooms/{q(room_id)}/event/{q(sent)}")
+    assert seen.status == 200, seen
+    assert "transaction_id" not in seen.body["unsigned"], seen.body

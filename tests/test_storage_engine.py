@@ -133,16 +133,20 @@ def test_batched_inserts_are_one_statement_of_many_rows(pg: tuple[PostgresEngine
 @pytest.mark.parametrize(
     ("sql", "multi"),
     [
-        ("INSERT INTO t (a, b) VALUES (%s, %s)", ("INSERT INTO t (a, b) VALUES %s", "(%s, %s)")),
-        ("insert into t values (%s, 0) ON CONFLICT (a) DO NOTHING",
-         ("insert into t values %s ON CONFLICT (a) DO NOTHING", "(%s, 0)")),
-        ("INSERT INTO t (a) VALUES (%s) ON CONFLICT (a) DO UPDATE SET a = excluded.a", None),
-        ("UPDATE t SET a = %s WHERE b = %s", None),
-        ("INSERT INTO t (a) SELECT a FROM u WHERE b = %s", None),
-        ("INSERT INTO t (a) VALUES (lower(%s))", None),  # a call in the row: left alone
+        ("INSERT INTO t (a, b) VALUES (?, ?)", ("INSERT INTO t (a, b) VALUES ", "(?, ?)", "")),
+        ("insert into t values (?, 0) ON CONFLICT (a) DO NOTHING",
+         ("insert into t values ", "(?, 0)", " ON CONFLICT (a) DO NOTHING")),
+        ("INSERT INTO t VALUES (?, '%s')", ("INSERT INTO t VALUES ", "(?, '%s')", "")),
+        ("INSERT INTO t (a) VALUES (?) ON CONFLICT (a) DO UPDATE SET a = excluded.a", None),
+        ("INSERT INTO t (a) VALUES (?) ON CONFLICT (a) WHERE b = ? DO NOTHING", None),
+        ("UPDATE t SET a = ? WHERE b = ?", None),
+        ("INSERT INTO t (a) SELECT a FROM u WHERE b = ?", None),
+        ("INSERT INTO t (a) VALUES (lower(?))", None),  # a call in the row: left alone
     ],
 )  # fmt: skip
-def test_which_batches_become_multi_row_inserts(sql: str, multi: tuple[str, str] | None) -> None:
+def test_which_batches_become_multi_row_inserts(
+    sql: str, multi: tuple[str, str, str] | None
+) -> None:
     assert _as_multi_row_insert(sql) == multi
 
 
@@ -220,6 +224,9 @@ def test_prepared_statements_can_be_turned_off(pg: tuple[PostgresEngine, Any]) -
         for _ in range(3):
             assert Txn(plain.cursor(), engine).select("SELECT ? + 1", (1,)) == [(2,)]
         assert _prepared(plain) == []
+        # Behind a pooler a session setting would reach one server connection only: here
+        # psycopg2 names the isolation level with every transaction.
+        assert plain.isolation_level == psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED
     finally:
         plain.close()
 

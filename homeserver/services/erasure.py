@@ -30,6 +30,7 @@ class ErasureService:
         for room_id in await self.hs.stores.events.rooms_ever_in(user_id):
             pruned += await self._prune_room(user_id, room_id)
         self.hs.push.forget_user(user_id)
+        self.hs.room_events.forget_transactions_of(user_id)
         self.hs.account_data.forget_user(user_id)
         self.hs.presence.forget_user(user_id)
         logger.info("Erased %s: %d events pruned", user_id, pruned)

@@ -254,6 +254,13 @@ class RoomEventService:
         for event_id in [e for e, v in self._event_cache.items() if v.room_id == room_id]:
             self._event_cache.pop(event_id, None)
 
+    def forget_transactions_of(self, user_id: str) -> None:
+        """An erased user's transactions are deleted: none of them may be shown again."""
+        for txn in [t for t in self._txn_ids if t.user_id == user_id]:
+            self._txn_ids.pop(txn, None)
+        for event_id in [e for e, t in self._event_txns.items() if t and t.user_id == user_id]:
+            self._event_txns[event_id] = None
+
     def invalidate_event(self, event_id: str) -> None:
         self._event_cache.pop(event_id, None)
 

@@ -173,12 +173,18 @@ class PostgresEngine(Engine):
     #
     # READ COMMITTED is set as the session's default by hand: given to psycopg2 instead, it
     # costs a "SET default_transaction_isolation" round trip on every switch out of
-    # autocommit, which is every transaction that writes.
+    # autocommit, which is every transaction that writes. Behind a transaction-mode pooler
+    # (prepared statements off) a session setting reaches one server connection only, so
+    # there psycopg2 re-sends it with every transaction.
     def on_new_connection(self, conn: Any) -> None:
+        if not self._prepare:
+            conn.set_session(isolation_level="READ COMMITTED", autocommit=True)
+            return
         conn.set_session(autocommit=True)
-        conn.cursor().execute(
-            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
-        )
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+            )
 
     def start_transaction(self, conn: Any) -> None:
         if not conn.autocommit:
@@ -196,16 +202,15 @@ class PostgresEngine(Engine):
         hundred parses and plans: 17 ms for a key-backup batch), anything else (an upsert,
         which PostgreSQL refuses to apply twice to one row in one statement) one statement
         per row."""
-        sql = _to_pyformat(sql)
         multi_row = _as_multi_row_insert(sql)
         if multi_row is None:
-            return [bytes(cursor.mogrify(sql, row)) for row in rows]
-        statement, template = multi_row
-        before, after = (
-            part.replace("%%", "%").encode("utf-8") for part in statement.split("%s", 1)
-        )
+            statement = _to_pyformat(sql)
+            return [bytes(cursor.mogrify(statement, row)) for row in rows]
+        before, template, after = multi_row
+        row_template = _to_pyformat(template)
+        head, tail = before.encode("utf-8"), after.encode("utf-8")
         return [
-            before + b",".join(cursor.mogrify(template, row) for row in rows[i : i + 500]) + after
+            head + b",".join(cursor.mogrify(row_template, row) for row in rows[i : i + 500]) + tail
             for i in range(0, len(rows), 500)
         ]
 
@@ -388,18 +393,22 @@ _ONE_ROW_OF_VALUES = re.compile(r"\bVALUES\s*(\([^()]*\))", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1_000)
-def _as_multi_row_insert(sql: str) -> tuple[str, str] | None:
-    """A single-row ``INSERT ... VALUES (%s, ...)`` as the statement with ``VALUES %s`` and
-    the row template, for rows rendered into one statement; None for any other statement. An
-    upsert (``DO UPDATE``) stays one row per statement: PostgreSQL refuses a statement that
-    updates the same row twice, which a batch with a repeated key would ask for."""
+def _as_multi_row_insert(sql: str) -> tuple[str, str, str] | None:
+    """A single-row ``INSERT ... VALUES (?, ...) ...`` as (the text before the row, the row,
+    the text after it), for many rows rendered into one statement; None for any other
+    statement, and for one with a placeholder outside its row. An upsert (``DO UPDATE``)
+    stays one row per statement: PostgreSQL refuses a statement that updates the same row
+    twice, which a batch with a repeated key would ask for."""
     if sql.lstrip()[:6].upper() != "INSERT" or re.search(r"\bDO\s+UPDATE\b", sql, re.I):
         return None
     rows = list(_ONE_ROW_OF_VALUES.finditer(sql))
     if len(rows) != 1:
         return None
     row = rows[0]
-    return sql[: row.start(1)] + "%s" + sql[row.end(1) :], row.group(1)
+    before, after = sql[: row.start(1)], sql[row.end(1) :]
+    if "?" in before or "?" in after:
+        return None
+    return before, row.group(1), after
 
 
 _IN_LIST = re.compile(r"\b(NOT\s+)?IN\s*\(\s*\?(?:\s*,\s*\?)*\s*\)", re.IGNORECASE)
@@ -410,7 +419,9 @@ def _in_lists_as_arrays(sql: str) -> tuple[str, tuple[tuple[int, int], ...]]:
     """``x IN (?, ?, ...)`` as ``x = ANY(?)`` (and NOT IN as ``<> ALL(?)``), for PostgreSQL:
     one text for lists of every length, so PostgreSQL parses and plans it once instead of
     once per length (a sync's transaction-ID lookup of 400 events: 1.1 ms, mostly
-    planning). Returns the text and, per list, (index of its first argument, length)."""
+    planning). The values must have the column's type (ints for an integer column): an
+    array takes its elements' type, where literals in a list were coerced to the column's.
+    Returns the text and, per list, (index of its first argument, length)."""
     parts: list[str] = []
     lists: list[tuple[int, int]] = []
     end = 0

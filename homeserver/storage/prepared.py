@@ -10,6 +10,10 @@ whose type PostgreSQL cannot infer) then aborts nothing, and the statement simpl
 unprepared from then on. A text is prepared the second time a connection sees it, so the
 one-off texts (IN lists of unusual lengths) cost no extra round trip, and each connection
 keeps at most ``MAX_PREPARED`` of them, deallocating the least recently used.
+
+A prepared statement's parameters take the types PostgreSQL inferred at PREPARE (a float
+compared with a bigint column is rounded to it, not compared as a float), so stores pass
+values of their columns' types, as they do today.
 """
 
 from __future__ import annotations
