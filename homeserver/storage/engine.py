@@ -149,15 +149,11 @@ class PostgresEngine(Engine):
     batches_statements = True
 
     def render(self, cursor: Any, sql: str, args: tuple[Any, ...]) -> bytes:
-        sql, lists = _in_lists_as_arrays(sql)
-        if lists:
-            args = _collapse_lists(args, lists)
+        sql, args = _with_arrays(sql, args)
         return bytes(cursor.mogrify(_to_pyformat(sql), args))
 
     def execute(self, cursor: Any, sql: str, args: tuple[Any, ...], reading: bool) -> None:
-        sql, lists = _in_lists_as_arrays(sql)
-        if lists:
-            args = _collapse_lists(args, lists)
+        sql, args = _with_arrays(sql, args)
         if reading and self._prepare:
             prepared = cursor.connection.statements.statement_for(cursor, sql, len(args))
             if prepared is not None:
@@ -281,14 +277,11 @@ class Txn:
     def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if not self._open:
             self._open = self.engine.begin_before(self._connection, "")
-        if self.engine.batches_statements:
-            batch = [tuple(r) for r in rows]
-            if batch:
-                self._hold(self.engine.render_many(self._cursor, sql, batch))
-            return
-        self.engine.execute_many(
-            self._cursor, self.engine.convert_sql(sql), [tuple(r) for r in rows]
-        )
+        batch = [tuple(r) for r in rows]
+        if not self.engine.batches_statements:
+            self.engine.execute_many(self._cursor, self.engine.convert_sql(sql), batch)
+        elif batch:
+            self._hold(self.engine.render_many(self._cursor, sql, batch))
 
     def _hold(self, statements: list[bytes]) -> None:
         self._held.extend(statements)
@@ -434,6 +427,12 @@ def _in_lists_as_arrays(sql: str) -> tuple[str, tuple[tuple[int, int], ...]]:
         return sql, ()
     parts.append(sql[end:])
     return "".join(parts), tuple(lists)
+
+
+def _with_arrays(sql: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """The statement and its arguments with every IN list as an array."""
+    sql, lists = _in_lists_as_arrays(sql)
+    return (sql, _collapse_lists(args, lists)) if lists else (sql, args)
 
 
 def _collapse_lists(args: tuple[Any, ...], lists: tuple[tuple[int, int], ...]) -> tuple[Any, ...]:
