@@ -24,6 +24,11 @@ DB_TXN_SECONDS = Histogram(
     ["name"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+ROOM_EVENTS_PER_WRITE = Histogram(
+    "homeserver_room_events_per_write",
+    "Events of one room written in one database transaction (group commit)",
+    buckets=(1, 2, 3, 5, 10, 20, 50, 100),
+)
 CLIENT_IP_BUFFERED = Gauge(
     "homeserver_client_ips_buffered",
     "Client IP sightings waiting to be written to the database",

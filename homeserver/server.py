@@ -217,6 +217,7 @@ class HomeServer:
     def _register_memory_tables(self) -> None:
         tables = {
             "room_locks": lambda: len(self.room_events._locks),
+            "unwritten_room_events": self.room_events.unwritten_count,
             "sync_listeners": self.notifier.listener_count,
             "uia_sessions": lambda: len(self.uia._sessions),
             "ratelimit_buckets": lambda: len(self.ratelimiter._buckets),

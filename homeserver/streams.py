@@ -46,22 +46,31 @@ class StreamIdGenerator:
         self._held_back = 0
         self.on_caught_up: Callable[[], None] | None = None
 
-    @contextmanager
-    def next_id(self) -> Iterator[int]:
+    def allocate(self) -> int:
+        """The next id, in flight until ``finish``: a reader's ``current`` stays below it."""
         self._last_allocated += 1
         stream_id = self._last_allocated
         self._in_flight.add(stream_id)
+        return stream_id
+
+    def finish(self, stream_id: int) -> None:
+        """The change under ``stream_id`` is written (or abandoned)."""
+        self._in_flight.discard(stream_id)
+        current = self.current
+        if stream_id > current:
+            self._held_back = max(self._held_back, stream_id)
+        elif self._held_back and current >= self._held_back:
+            self._held_back = 0
+            if self.on_caught_up is not None:
+                self.on_caught_up()
+
+    @contextmanager
+    def next_id(self) -> Iterator[int]:
+        stream_id = self.allocate()
         try:
             yield stream_id
         finally:
-            self._in_flight.discard(stream_id)
-            current = self.current
-            if stream_id > current:
-                self._held_back = max(self._held_back, stream_id)
-            elif self._held_back and current >= self._held_back:
-                self._held_back = 0
-                if self.on_caught_up is not None:
-                    self.on_caught_up()
+            self.finish(stream_id)
 
     @property
     def current(self) -> int:

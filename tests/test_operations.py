@@ -331,4 +331,5 @@ def test_caches_are_bounded_by_config_and_measured(server_factory: Any) -> None:
     assert 0 < value("homeserver_cache_size", "events") <= 246
     assert value("homeserver_cache_hits_total", "events") > 0
     assert value("homeserver_memory_table_size", "room_locks") == 0  # dropped when free
+    assert value("homeserver_memory_table_size", "unwritten_room_events") == 0
     assert value("homeserver_memory_table_size", "typing_rooms") == 0

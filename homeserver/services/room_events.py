@@ -2,6 +2,12 @@
 
 One writer per room: a per-room lock serialises event creation so that each new event
 points at the room's current forward extremity and sees exactly the state before it.
+
+Group commit: a message (no state change, no redaction) is drafted on top of the room's
+messages still being written, queued, and written with every message queued behind the
+transaction in flight in the next one; the lock is not held while it is written, and the
+sender is answered once it is. Anything else waits for the room's writes to finish and
+is written alone, with the lock held, so every later draft sees what it changed.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 from twisted.internet import defer
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock
 
 from crypto.canonical import canonical_json
 from homeserver.caches import MeasuredLRU
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
+from homeserver.metrics import ROOM_EVENTS_PER_WRITE
 from homeserver.storage.events import (
     MAX_STATE_CHAIN,
     EventToPersist,
@@ -98,6 +105,53 @@ class _Draft:
     auth_state: dict[StateKey, JsonDict]
 
 
+# The most messages of one room written in one transaction.
+MAX_GROUP_COMMIT = 100
+
+
+@dataclass(eq=False)
+class _Unwritten:
+    """An event queued for its room's writer, and who waits for it to be written."""
+
+    row: EventToPersist
+    stored: StoredEvent
+    notified: list[tuple[str, list[Any]]]
+    waiting: list[Deferred[StoredEvent]]
+
+    def answer(self) -> Deferred[StoredEvent]:
+        """Fires with the event once it is written, or fails if it cannot be."""
+        answer: Deferred[StoredEvent] = Deferred()
+        self.waiting.append(answer)
+        return answer
+
+    def settle(self, outcome: StoredEvent | Exception) -> None:
+        waiting, self.waiting = self.waiting, []
+        for answer in waiting:
+            if isinstance(outcome, Exception):
+                answer.errback(outcome)
+            else:
+                answer.callback(outcome)
+
+
+@dataclass(eq=False)
+class _RoomWriter:
+    """A room's messages not yet written, and its extremities once they are."""
+
+    extremities: list[str]
+    queue: list[_Unwritten]  # waiting for the next transaction
+    events: dict[str, _Unwritten]  # queued or being written
+    idle: list[Deferred[None]]  # fired when everything is written (or abandoned)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """What a draft builds on: the room's extremities (its unwritten messages included)
+    and the number of the room's abandoned writes when it was read."""
+
+    extremities: list[str]
+    failures: int
+
+
 class JoinedMembers(set[str]):
     """A room's joined members, counted by server as they join and leave, so the servers
     in the room (federation's recipients, for every event, typing notice and receipt) are
@@ -152,13 +206,27 @@ class RoomEventService:
         # the transaction's unique key when the event is persisted.
         self._txn_ids: LRUCache[TxnKey, str] = MeasuredLRU("transaction_ids")
         self._event_txns: LRUCache[str, TxnKey | None] = MeasuredLRU("event_transactions")
+        # Group commit: the rooms with messages being written, their transactions, how
+        # many times each room's writes were abandoned (a database failure), and how many
+        # transactions were written (a cache filled from the store skips a stale answer).
+        self._writers: dict[str, _RoomWriter] = {}
+        self._unwritten_txns: dict[TxnKey, _Unwritten] = {}
+        self._write_failures: dict[str, int] = {}
+        self._commits = 0
         self.on_new_event: list[Any] = []
         # The lowest stream position handed to backfilled history in this process.
         self._backfill_floor = 1
 
     async def event_for_txn(self, txn: TxnKey) -> StoredEvent | None:
         """The event a device recently sent with this transaction ID, if any (the cache
-        only: every send's write catches older retries anyway)."""
+        only: every send's write catches older retries anyway); one still being written
+        is answered once it is (and forgotten if it cannot be)."""
+        unwritten = self._unwritten_txns.get(txn)
+        if unwritten is not None:
+            try:
+                return await _result_of(unwritten.answer())
+            except Exception:
+                return None
         event_id = self._txn_ids.get(txn)
         return await self.get_event(event_id) if event_id is not None else None
 
@@ -265,10 +333,13 @@ class RoomEventService:
         self._event_cache.pop(event_id, None)
 
     async def forward_extremities(self, room_id: str) -> list[str]:
+        """The room's extremities as written (not its messages still being written)."""
         extremities = self._extremities.get(room_id)
         if extremities is None:
+            commits = self._commits
             extremities = await self.store.get_forward_extremities(room_id)
-            self._extremities[room_id] = extremities
+            if commits == self._commits:  # (else a write landed meanwhile: maybe missed)
+                self._extremities[room_id] = extremities
         return list(extremities)
 
     async def drop_extremities(self, room_id: str) -> int:
@@ -296,19 +367,58 @@ class RoomEventService:
     # Writing
 
     @asynccontextmanager
-    async def _lock(self, room_id: str) -> AsyncIterator[None]:
+    async def _lock(self, room_id: str, settle: bool = True) -> AsyncIterator[None]:
         """The room's writer lock, dropped from the table once nobody holds or awaits it
-        (a table of every room ever written to would only grow)."""
+        (a table of every room ever written to would only grow). With ``settle``, the
+        room's queued messages are written before the holder goes on."""
         lock = self._locks.get(room_id)
         if lock is None:
             lock = self._locks[room_id] = DeferredLock()
         await lock.acquire()
         try:
+            if settle:
+                await self._settled(room_id)
             yield
         finally:
             lock.release()
             if not lock.locked and not lock.waiting and self._locks.get(room_id) is lock:
                 del self._locks[room_id]
+
+    def unwritten_count(self) -> int:
+        """Events queued for their rooms' writers (or being written)."""
+        return sum(len(writer.events) for writer in self._writers.values())
+
+    async def _settled(self, room_id: str) -> None:
+        """Once the room's queued messages are written (or abandoned). Under the room's
+        lock no more can be queued meanwhile."""
+        writer = self._writers.get(room_id)
+        if writer is not None:
+            idle: Deferred[None] = Deferred()
+            writer.idle.append(idle)
+            await idle
+
+    async def _head(self, room_id: str) -> _Head:
+        """What the next event of the room builds on (read under the room's lock)."""
+        failures = self._write_failures.get(room_id, 0)
+        writer = self._writers.get(room_id)
+        if writer is not None:
+            return _Head(list(writer.extremities), failures)
+        return _Head(await self.forward_extremities(room_id), failures)
+
+    async def _events_with_unwritten(
+        self, room_id: str, event_ids: Iterable[str]
+    ) -> dict[str, StoredEvent]:
+        """Events by ID, the room's messages still being written included (drafts only:
+        readers never see an event before it is written)."""
+        writer = self._writers.get(room_id)
+        if writer is None:
+            return await self.get_events(event_ids)
+        ids = list(event_ids)
+        found = {e: writer.events[e].stored for e in ids if e in writer.events}
+        rest = [e for e in ids if e not in found]
+        if rest:
+            found.update(await self.get_events(rest))
+        return found
 
     def _allocate_state_group(self) -> int:
         self._next_state_group += 1
@@ -339,7 +449,7 @@ class RoomEventService:
         self, room_id: str, version: RoomVersion, prev_ids: list[str]
     ) -> tuple[int, StateView, NewStateGroup | None]:
         """The state before a new event whose prev_events are ``prev_ids``."""
-        prevs = await self.get_events(prev_ids)
+        prevs = await self._events_with_unwritten(room_id, prev_ids)
         if len(prevs) == 1:
             group = next(iter(prevs.values())).state_after
             return group, await self.state_ids(group), None
@@ -415,8 +525,10 @@ class RoomEventService:
             except AuthError as e:
                 raise MatrixError(400, Codes.BAD_JSON, f"Invalid create event: {e}") from None
             empty = await self._new_group(room_id, None, {})
-            return await self._persist(
-                signed, event_id, room_id, version, [], [], empty.group_id, empty, None
+            return await _result_of(
+                await self._persist(
+                    signed, event_id, room_id, version, [], [], empty.group_id, empty, None
+                )
             )
 
     async def send(
@@ -435,14 +547,23 @@ class RoomEventService:
         ``cosign`` gets the signed event before it is persisted and returns it with another
         server's signature added (invites of remote users)."""
         version = await self.room_version(room_id)
-        async with self._lock(room_id):
+        async with self._lock(room_id, settle=False):
             if txn is not None:
                 existing = await self.event_for_txn(txn)
                 if existing is not None:
                     return existing
+            head = await self._head(room_id)
             try:
                 draft = await self._draft(
-                    room_id, version, sender, event_type, content, state_key, redacts, extra
+                    room_id,
+                    version,
+                    head.extremities,
+                    sender,
+                    event_type,
+                    content,
+                    state_key,
+                    redacts,
+                    extra,
                 )
                 event_id, signed = self._finish(draft.event, version)
                 try:
@@ -455,7 +576,7 @@ class RoomEventService:
                 return await self.first_of_retry(txn, refusal)
             if cosign is not None:
                 signed = await cosign(signed, version)
-            return await self._persist(
+            written = await self._persist(
                 signed,
                 event_id,
                 room_id,
@@ -469,7 +590,13 @@ class RoomEventService:
                 if state_key is not None
                 else None,
                 redacts=redacts,
+                head=head,
             )
+        try:
+            return await _result_of(written)  # (a message: written after the lock is let go)
+        except TransactionAlreadySent:
+            # Purges drop transactions with their events, so the first event is there.
+            return await self.first_of_retry(txn, not_found("Unknown transaction"))
 
     async def build_template(
         self, room_id: str, sender: str, event_type: str, content: JsonDict, state_key: str
@@ -477,8 +604,9 @@ class RoomEventService:
         """An unsigned event another server completes and signs (``make_join`` and friends),
         refused here already if the rules would refuse it."""
         version = await self.room_version(room_id)
+        head = await self.forward_extremities(room_id)  # (only what is written)
         draft = await self._draft(
-            room_id, version, sender, event_type, content, state_key, None, None
+            room_id, version, head, sender, event_type, content, state_key, None, None
         )
         event = draft.event
         event["origin"] = self.server_name
@@ -492,6 +620,7 @@ class RoomEventService:
         self,
         room_id: str,
         version: RoomVersion,
+        extremities: list[str],
         sender: str,
         event_type: str,
         content: JsonDict,
@@ -499,15 +628,15 @@ class RoomEventService:
         redacts: str | None,
         extra: JsonDict | None,
     ) -> _Draft:
-        """The next event in the room, pointing at its extremities, citing its auth events,
+        """The next event in the room, pointing at ``extremities``, citing its auth events,
         not yet hashed or signed."""
-        prev_ids = sorted(await self.forward_extremities(room_id))[:10]
+        prev_ids = sorted(extremities)[:10]
         if not prev_ids:
             raise not_found("Unknown room")
         before_group, before_ids, resolved_group = await self._state_before(
             room_id, version, prev_ids
         )
-        prevs = await self.get_events(prev_ids)
+        prevs = await self._events_with_unwritten(room_id, prev_ids)
         event: JsonDict = {
             "type": event_type,
             "room_id": room_id,
@@ -628,7 +757,7 @@ class RoomEventService:
                     # the resolution of every branch's latest state.
                     current = await self._resolve_branches(room_id, version, others, after_ids)
             self.invalidate_event(event_id)
-            return await self._persist(
+            written = await self._persist(
                 event,
                 event_id,
                 room_id,
@@ -644,6 +773,7 @@ class RoomEventService:
                 redacts=redacts if isinstance(redacts, str) else None,
                 replace_current_state=current,
             )
+            return await _result_of(written)
 
     async def _resolve_branches(
         self, room_id: str, version: RoomVersion, extremities: list[str], new_state: StateIds
@@ -872,7 +1002,12 @@ class RoomEventService:
         replaces: str | None = None,
         redacts: str | None = None,
         replace_current_state: dict[StateKey, str] | None = None,
-    ) -> StoredEvent:
+        head: _Head | None = None,
+    ) -> Deferred[StoredEvent]:
+        """Queue the event for the room's writer (under the room's lock); the answer fires
+        once it is written. Only a message drafted on ``head`` is queued behind messages
+        still being written and answered after the lock is let go; anything else is
+        written alone before this returns."""
         json_text = self._encode(event)
         state_key = event.get("state_key")
         new_group, after_group = await self._group_after(
@@ -886,74 +1021,162 @@ class RoomEventService:
             current_rows = await self._current_state_rows(replace_current_state)
             if state_key is not None:
                 current_rows[(event["type"], state_key)] = (event_id, membership)
-        with self.stream.next_id() as stream_ordering:
+        queued = head is not None and state_key is None and new_group is None and redacts is None
+        if not queued:
+            await self._settled(room_id)
+        stream_ordering = self.stream.allocate()
+        try:
             # Notification counts are written with the event, so a sync that sees the event
             # sees its counts too.
             notifications, notified = await self.hs.push.evaluate_event(
                 event, room_id, before_group, event_id
             )
-            try:
-                await self.store.persist_event(
-                    EventToPersist(
-                        event_id=event_id,
-                        room_id=room_id,
-                        event_type=event["type"],
-                        state_key=state_key,
-                        sender=event["sender"],
-                        depth=int(event["depth"]),
-                        origin_server_ts=int(event["origin_server_ts"]),
-                        json_text=json_text,
-                        prev_event_ids=prev_ids,
-                        auth_event_ids=auth_ids,
-                        stream_ordering=stream_ordering,
-                        state_before=before_group,
-                        state_after=after_group,
-                        new_state_group=new_group,
-                        membership=membership,
-                        current_state_update=True,
-                        replaces_state=replaces,
-                        txn=txn,
-                        redacts=redacts,
-                        relation=relation_of(event),
-                        search=search_text_of(event),
-                        notifications=notifications,
-                        replace_current_state=current_rows,
-                    )
-                )
-            except TransactionAlreadySent:
-                # Purges drop transactions with their events, so the first event is there.
-                return await self.first_of_retry(txn, not_found("Unknown transaction"))
-        if redacts is not None:
-            self.invalidate_event(redacts)
-        if current_rows is not None:
-            self._joined.pop(room_id, None)  # the whole membership changed: read it again
-        if txn is not None:
-            self._txn_ids[txn] = event_id
-        self._event_txns[event_id] = txn
-        if membership is not None and state_key is not None and room_id in self._joined:
-            if membership == "join":
-                self._joined[room_id].add(state_key)
-            else:
-                self._joined[room_id].discard(state_key)
-        known = self._extremities.get(room_id)
-        if known is not None:  # (when not cached, the next read loads them from the store)
-            self._extremities[room_id] = [e for e in known if e not in prev_ids] + [event_id]
-        stored = StoredEvent(
-            event_id,
-            room_id,
-            stream_ordering,
-            json_text,
-            before_group,
-            after_group,
-            False,
-            replaces,
+            if head is not None and head.failures != self._write_failures.get(room_id, 0):
+                raise _not_stored()  # what the draft built on was never written
+        except BaseException:
+            self.stream.finish(stream_ordering)
+            raise
+        row = EventToPersist(
+            event_id=event_id,
+            room_id=room_id,
+            event_type=event["type"],
+            state_key=state_key,
+            sender=event["sender"],
+            depth=int(event["depth"]),
+            origin_server_ts=int(event["origin_server_ts"]),
+            json_text=json_text,
+            prev_event_ids=prev_ids,
+            auth_event_ids=auth_ids,
+            stream_ordering=stream_ordering,
+            state_before=before_group,
+            state_after=after_group,
+            new_state_group=new_group,
+            membership=membership,
+            current_state_update=True,
+            replaces_state=replaces,
+            txn=txn,
+            redacts=redacts,
+            relation=relation_of(event),
+            search=search_text_of(event),
+            notifications=notifications,
+            replace_current_state=current_rows,
         )
-        self._event_cache[event_id] = stored
-        if notified:
-            defer.ensureDeferred(self.hs.push.deliver(stored, notified))
-        for callback in self.on_new_event:
-            callback(stored)
-        return stored
+        stored = StoredEvent(
+            event_id, room_id, stream_ordering, json_text, before_group, after_group, False,
+            replaces,
+        )  # fmt: skip
+        unwritten = _Unwritten(row, stored, notified, [])
+        written = unwritten.answer()
+        self._queue(unwritten, head.extremities if head is not None else [])
+        if not queued:
+            return defer.succeed(await _result_of(written))
+        return written
+
+    def _queue(self, unwritten: _Unwritten, head: list[str]) -> None:
+        """Queue an event for its room's writer, starting one if none runs. ``head``: the
+        extremities its draft built on (what the room's next message builds on after it;
+        an event written alone holds the lock until it is written, so needs none)."""
+        row = unwritten.row
+        writer = self._writers.get(row.room_id)
+        start = writer is None
+        if writer is None:
+            writer = self._writers[row.room_id] = _RoomWriter([], [], {}, [])
+        writer.extremities = [e for e in head if e not in row.prev_event_ids] + [row.event_id]
+        writer.queue.append(unwritten)
+        writer.events[row.event_id] = unwritten
+        if row.txn is not None:
+            self._unwritten_txns[row.txn] = unwritten
+        if start:
+            defer.ensureDeferred(self._write_room(row.room_id, writer))
+
+    async def _write_room(self, room_id: str, writer: _RoomWriter) -> None:
+        """Write the room's queue, a transaction at a time, each taking every event queued
+        while the one before it was written, until the queue is empty."""
+        while writer.queue:
+            batch = writer.queue[:MAX_GROUP_COMMIT]
+            del writer.queue[:MAX_GROUP_COMMIT]
+            ROOM_EVENTS_PER_WRITE.observe(len(batch))
+            try:
+                await self.store.persist_events([u.row for u in batch])
+            except Exception as error:
+                self._abandon(room_id, writer, batch, error)
+                return
+            self._written(room_id, writer, batch)
+        del self._writers[room_id]
+        for idle in writer.idle:
+            idle.callback(None)
+
+    def _written(self, room_id: str, writer: _RoomWriter, batch: list[_Unwritten]) -> None:
+        """Bring the caches up to the written events, then tell readers and senders."""
+        self._commits += 1
+        for unwritten in batch:
+            row, stored = unwritten.row, unwritten.stored
+            if row.redacts is not None:
+                self.invalidate_event(row.redacts)
+            if row.replace_current_state is not None:
+                self._joined.pop(room_id, None)  # the whole membership changed: read it again
+            if row.txn is not None:
+                self._txn_ids[row.txn] = stored.event_id
+                self._unwritten_txns.pop(row.txn, None)
+            self._event_txns[stored.event_id] = row.txn
+            joined = self._joined.get(room_id)
+            if row.membership is not None and row.state_key is not None and joined is not None:
+                if row.membership == "join":
+                    joined.add(row.state_key)
+                else:
+                    joined.discard(row.state_key)
+            known = self._extremities.get(room_id)
+            if known is not None:  # (when not cached, the next read loads them from the store)
+                self._extremities[room_id] = [e for e in known if e not in row.prev_event_ids] + [
+                    stored.event_id
+                ]
+            self._event_cache[stored.event_id] = stored
+            del writer.events[stored.event_id]
+        for unwritten in batch:  # every position first: the first sync woken sees them all
+            self.stream.finish(unwritten.row.stream_ordering)
+        for unwritten in batch:
+            stored = unwritten.stored
+            try:
+                if unwritten.notified:
+                    defer.ensureDeferred(self.hs.push.deliver(stored, unwritten.notified))
+                for callback in self.on_new_event:
+                    callback(stored)
+            except Exception:  # (the writer must go on: the room's later events wait on it)
+                logger.exception("Announcing %s failed", stored.event_id)
+            unwritten.settle(stored)
+
+    def _abandon(
+        self, room_id: str, writer: _RoomWriter, batch: list[_Unwritten], error: Exception
+    ) -> None:
+        """A transaction failed: its events and every one queued behind it (built on
+        them) are given up, and the room's next draft starts from what is written."""
+        behind = writer.queue[:]
+        writer.queue.clear()
+        del self._writers[room_id]
+        self._write_failures[room_id] = self._write_failures.get(room_id, 0) + 1
+        self._extremities.pop(room_id, None)
+        if not isinstance(error, TransactionAlreadySent):
+            logger.error("Writing %d events of %s failed", len(batch), room_id, exc_info=error)
+        for unwritten in batch + behind:
+            row = unwritten.row
+            self.stream.finish(row.stream_ordering)
+            if row.txn is not None:
+                self._unwritten_txns.pop(row.txn, None)
+            failed: Exception = _not_stored()
+            if isinstance(error, TransactionAlreadySent) and error.txn == row.txn:
+                failed = error  # (answered with the transaction's first event)
+            unwritten.settle(failed)
+        for idle in writer.idle:
+            idle.callback(None)
+
+
+def _not_stored() -> MatrixError:
+    """For an event given up with its room's failed write (logged once, by the writer)."""
+    return MatrixError(500, Codes.UNKNOWN, "The event could not be stored: try again")
+
+
+async def _result_of(answer: Deferred[StoredEvent]) -> StoredEvent:
+    return await answer
 
 
 _SEARCHABLE = {

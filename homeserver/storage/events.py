@@ -72,9 +72,10 @@ class TransactionAlreadySent(Exception):
     """The client transaction of an event being persisted already made ``event_id``: the
     whole write was rolled back."""
 
-    def __init__(self, event_id: str) -> None:
+    def __init__(self, event_id: str, txn: TxnKey) -> None:
         super().__init__(event_id)
         self.event_id = event_id
+        self.txn = txn
 
 
 class TxnKey(NamedTuple):
@@ -231,108 +232,21 @@ class EventStore:
 
     async def persist_event(self, ev: EventToPersist) -> None:
         """Write the event, its edges, its state and the room's new extremity at once."""
+        await self.persist_events([ev])
+
+    async def persist_events(self, evs: list[EventToPersist]) -> None:
+        """Write several events of one room, in order, in one transaction (group commit):
+        all of them or, if any fails, none."""
 
         def txn_fn(txn: Txn) -> None:
-            if ev.txn is not None:
-                # First, so that a retry the caller's cache no longer knows (older than it,
-                # from before a restart) writes nothing and answers with the first event.
-                txn.execute(
-                    "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, "
-                    "event_id, created_ts) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING",
-                    (*ev.txn, ev.event_id, ev.origin_server_ts),
-                )
-                if txn.rowcount == 0:
-                    row = txn.select_one(_TXN_EVENT_SQL, tuple(ev.txn))
-                    assert row is not None  # the conflict was with this very row
-                    raise TransactionAlreadySent(str(row[0]))
-            txn.execute(
-                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, "
-                "depth, origin_server_ts, json, state_before, state_after, replaces_state) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ev.stream_ordering, ev.event_id, ev.room_id, ev.event_type, ev.state_key,
-                    ev.sender, ev.depth, ev.origin_server_ts, ev.json_text, ev.state_before,
-                    ev.state_after, ev.replaces_state,
-                ),
-            )  # fmt: skip
-            txn.execute_many(
-                "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
-                [(ev.event_id, p) for p in ev.prev_event_ids],
-            )
-            txn.execute_many(
-                "INSERT INTO event_auth (event_id, auth_id) VALUES (?, ?)",
-                [(ev.event_id, a) for a in ev.auth_event_ids],
-            )
-            txn.execute("DELETE FROM event_outliers WHERE event_id = ?", (ev.event_id,))
-            if not ev.backfilled:
-                for prev in ev.prev_event_ids:
-                    txn.execute(
-                        "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?",
-                        (ev.room_id, prev),
-                    )
-                txn.execute(
-                    "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
-                    (ev.room_id, ev.event_id),
-                )
-            if ev.new_state_group is not None:
-                _insert_state_group(txn, ev.room_id, ev.new_state_group)
-            if not ev.backfilled and ev.event_type in BUMP_TYPES:
-                txn.execute(
-                    "UPDATE rooms SET bump_stamp = ? WHERE room_id = ? AND bump_stamp < ?",
-                    (ev.stream_ordering, ev.room_id, ev.stream_ordering),
-                )
-            if ev.backfilled:
-                pass  # history from before what we held: the current state stays
-            elif ev.replace_current_state is not None:
-                txn.execute("DELETE FROM current_state WHERE room_id = ?", (ev.room_id,))
-                txn.execute_many(
-                    "INSERT INTO current_state (room_id, type, state_key, event_id, membership) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (ev.room_id, t, k, e, m)
-                        for (t, k), (e, m) in ev.replace_current_state.items()
-                    ],
-                )
-            elif ev.state_key is not None and ev.current_state_update:
-                txn.execute(
-                    "INSERT INTO current_state (room_id, type, state_key, event_id, membership) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, type, state_key) DO UPDATE "
-                    "SET event_id = excluded.event_id, membership = excluded.membership",
-                    (ev.room_id, ev.event_type, ev.state_key, ev.event_id, ev.membership),
-                )
-            if ev.membership is not None and ev.state_key is not None:
-                txn.execute(
-                    "INSERT INTO room_memberships (event_id, room_id, user_id, sender, "
-                    "membership, stream_ordering) VALUES (?, ?, ?, ?, ?, ?)",
-                    (ev.event_id, ev.room_id, ev.state_key, ev.sender, ev.membership,
-                     ev.stream_ordering),
-                )  # fmt: skip
-            if ev.relation is not None:
-                txn.execute(
-                    "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, "
-                    "type, sender, stream_ordering) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ev.event_id, *ev.relation, ev.room_id, ev.event_type, ev.sender,
-                     ev.stream_ordering),
-                )  # fmt: skip
-            if ev.notifications is not None:
-                store_notifications_txn(
-                    txn, ev.room_id, ev.event_id, ev.sender, ev.stream_ordering, ev.notifications
-                )
-            if ev.search is not None:
-                _index_for_search(txn, ev.event_id, ev.room_id, ev.stream_ordering, *ev.search)
-            if ev.redacts is not None:
-                # A redacted event's text must not be findable any more.
-                txn.execute("DELETE FROM event_search WHERE event_id = ?", (ev.redacts,))
-                txn.execute(
-                    "INSERT INTO redactions (event_id, redacted_by) VALUES (?, ?) "
-                    "ON CONFLICT (event_id, redacted_by) DO NOTHING",
-                    (ev.redacts, ev.event_id),
-                )
+            _claim_transactions(txn, [ev for ev in evs if ev.txn is not None])
+            for ev in evs:
+                _write_event(txn, ev)
 
-        await self.db.run("persist_event", txn_fn)
+        await self.db.run("persist_events", txn_fn)
 
     async def persist_state_group(self, room_id: str, group: NewStateGroup) -> None:
+
         await self.db.run("persist_state_group", _insert_state_group, room_id, group)
 
     # Reading events
@@ -948,3 +862,109 @@ def latest_event_ids_txn(
             for event_id, stream in txn.select(page.format(room="?"), (room_id, upto, lower, limit))
         ]
     return result
+
+
+def _claim_transactions(txn: Txn, evs: list[EventToPersist]) -> None:
+    """Record the events' client transactions first, in one statement, so that a retry
+    the caller's memory no longer knows (older than it, from before a restart) writes
+    nothing and answers with the first event: TransactionAlreadySent."""
+    if not evs:
+        return
+    claimed = txn.select(
+        "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id, "
+        "created_ts) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(evs)) + " "
+        "ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING RETURNING event_id",
+        [value for ev in evs for value in (*(ev.txn or ()), ev.event_id, ev.origin_server_ts)],
+    )
+    if len(claimed) == len(evs):
+        return
+    written = {row[0] for row in claimed}
+    refused = next(ev for ev in evs if ev.event_id not in written)
+    assert refused.txn is not None
+    row = txn.select_one(_TXN_EVENT_SQL, tuple(refused.txn))
+    assert row is not None  # the conflict was with this very row
+    raise TransactionAlreadySent(str(row[0]), refused.txn)
+
+
+def _write_event(txn: Txn, ev: EventToPersist) -> None:
+    """The event, its edges, its state and the room's new extremity."""
+    txn.execute(
+        "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, "
+        "depth, origin_server_ts, json, state_before, state_after, replaces_state) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            ev.stream_ordering, ev.event_id, ev.room_id, ev.event_type, ev.state_key,
+            ev.sender, ev.depth, ev.origin_server_ts, ev.json_text, ev.state_before,
+            ev.state_after, ev.replaces_state,
+        ),
+    )  # fmt: skip
+    txn.execute_many(
+        "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
+        [(ev.event_id, p) for p in ev.prev_event_ids],
+    )
+    txn.execute_many(
+        "INSERT INTO event_auth (event_id, auth_id) VALUES (?, ?)",
+        [(ev.event_id, a) for a in ev.auth_event_ids],
+    )
+    txn.execute("DELETE FROM event_outliers WHERE event_id = ?", (ev.event_id,))
+    if not ev.backfilled:
+        for prev in ev.prev_event_ids:
+            txn.execute(
+                "DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?",
+                (ev.room_id, prev),
+            )
+        txn.execute(
+            "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
+            (ev.room_id, ev.event_id),
+        )
+    if ev.new_state_group is not None:
+        _insert_state_group(txn, ev.room_id, ev.new_state_group)
+    if not ev.backfilled and ev.event_type in BUMP_TYPES:
+        txn.execute(
+            "UPDATE rooms SET bump_stamp = ? WHERE room_id = ? AND bump_stamp < ?",
+            (ev.stream_ordering, ev.room_id, ev.stream_ordering),
+        )
+    if ev.backfilled:
+        pass  # history from before what we held: the current state stays
+    elif ev.replace_current_state is not None:
+        txn.execute("DELETE FROM current_state WHERE room_id = ?", (ev.room_id,))
+        txn.execute_many(
+            "INSERT INTO current_state (room_id, type, state_key, event_id, membership) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(ev.room_id, t, k, e, m) for (t, k), (e, m) in ev.replace_current_state.items()],
+        )
+    elif ev.state_key is not None and ev.current_state_update:
+        txn.execute(
+            "INSERT INTO current_state (room_id, type, state_key, event_id, membership) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, type, state_key) DO UPDATE "
+            "SET event_id = excluded.event_id, membership = excluded.membership",
+            (ev.room_id, ev.event_type, ev.state_key, ev.event_id, ev.membership),
+        )
+    if ev.membership is not None and ev.state_key is not None:
+        txn.execute(
+            "INSERT INTO room_memberships (event_id, room_id, user_id, sender, "
+            "membership, stream_ordering) VALUES (?, ?, ?, ?, ?, ?)",
+            (ev.event_id, ev.room_id, ev.state_key, ev.sender, ev.membership,
+             ev.stream_ordering),
+        )  # fmt: skip
+    if ev.relation is not None:
+        txn.execute(
+            "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, "
+            "type, sender, stream_ordering) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ev.event_id, *ev.relation, ev.room_id, ev.event_type, ev.sender,
+             ev.stream_ordering),
+        )  # fmt: skip
+    if ev.notifications is not None:
+        store_notifications_txn(
+            txn, ev.room_id, ev.event_id, ev.sender, ev.stream_ordering, ev.notifications
+        )
+    if ev.search is not None:
+        _index_for_search(txn, ev.event_id, ev.room_id, ev.stream_ordering, *ev.search)
+    if ev.redacts is not None:
+        # A redacted event's text must not be findable any more.
+        txn.execute("DELETE FROM event_search WHERE event_id = ?", (ev.redacts,))
+        txn.execute(
+            "INSERT INTO redactions (event_id, redacted_by) VALUES (?, ?) "
+            "ON CONFLICT (event_id, redacted_by) DO NOTHING",
+            (ev.redacts, ev.event_id),
+        )
