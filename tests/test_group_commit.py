@@ -21,7 +21,16 @@ import psycopg2
 import pytest
 import requests
 
-from tests.harness import PG_ARGS, Client, Response, ServerProcess, db_execute, db_rows, q
+from tests.harness import (
+    PG_ARGS,
+    Client,
+    Response,
+    ServerProcess,
+    db_execute,
+    db_rows,
+    new_user,
+    q,
+)
 
 
 def create_room(client: Client) -> str:
@@ -46,6 +55,10 @@ def metric(server: ServerProcess, pattern: str) -> float:
 
 def unwritten(server: ServerProcess) -> float:
     return metric(server, r'homeserver_memory_table_size\{name="unwritten_room_events"\}')
+
+
+def room_locks(server: ServerProcess) -> float:
+    return metric(server, r'homeserver_memory_table_size\{name="room_locks"\}')
 
 
 def writes(server: ServerProcess) -> tuple[float, float]:
@@ -172,8 +185,9 @@ def test_messages_queued_behind_a_write_share_the_next_transaction(
         background.start(
             lambda: alice.put(f"rooms/{q(room_id)}/state/m.room.topic/", {"topic": "after"})
         )
-        time.sleep(0.3)
+        wait_until(lambda: room_locks(server) == 1, "the state change to wait")
         assert all(isinstance(r, RuntimeError) for r in background.results)  # none answered
+        assert timeline_ids(alice, room_id)[-1] == first  # and readers see none of them
         release()
         answers = background.answers()
     assert [a.status for a in answers] == [200] * 7, answers
@@ -195,7 +209,8 @@ def test_messages_queued_behind_a_write_share_the_next_transaction(
 
 @contextmanager
 def refusing(server: ServerProcess, marker: str) -> Iterator[None]:
-    """The database refuses any event whose JSON holds ``marker`` (a failing disk, say)."""
+    """The database refuses any event whose JSON holds ``marker`` (a failing disk, say);
+    PostgreSQL takes a second to do so, so that more can queue behind the write."""
     if server.db_kind == "sqlite":
         db_execute(
             server,
@@ -207,7 +222,8 @@ def refusing(server: ServerProcess, marker: str) -> Iterator[None]:
         db_execute(
             server,
             "CREATE FUNCTION refuse_marked() RETURNS trigger AS $$ BEGIN "
-            f"IF position('{marker}' in NEW.json) > 0 THEN RAISE EXCEPTION 'refused'; END IF; "
+            f"IF position('{marker}' in NEW.json) > 0 THEN "
+            "PERFORM pg_sleep(1); RAISE EXCEPTION 'refused'; END IF; "
             "RETURN NEW; END $$ LANGUAGE plpgsql",
         )
         db_execute(
@@ -246,29 +262,63 @@ def test_a_failed_write_gives_up_what_was_queued_behind_it(
 ) -> None:
     require_postgres(server)
     room_id = create_room(alice)
+    good = str(put_message(alice, room_id, "good").body["event_id"])
     background = InBackground()
-    with refusing(server, "refuse-me"), events_table_locked(server) as release:
-        start_held_write(server, background, alice, room_id)
+    with refusing(server, "refuse-me"):
+        before = writes(server)[0]
         background.start(lambda: put_message(alice, room_id, "refuse-me"))
-        wait_until(lambda: unwritten(server) == 2, "the refused message queued")
+        wait_until(lambda: writes(server)[0] == before + 1, "the refused write to start")
         background.start(lambda: put_message(alice, room_id, "built on it", "retry-me"))
-        wait_until(lambda: unwritten(server) == 3, "a message queued behind it")
-        release()
-        in_flight, refused, behind = background.answers()
-    assert in_flight.status == 200, in_flight
-    assert refused.status == 500 and refused.body["errcode"] == "M_UNKNOWN", refused
-    assert behind.status == 500 and behind.body["errcode"] == "M_UNKNOWN", behind
-    assert "try again" in behind.body["error"]
-    written = str(in_flight.body["event_id"])
-    assert extremities(server, room_id) == [written]
+        wait_until(lambda: unwritten(server) == 2, "a message queued behind it")
+        refused, behind = background.answers()
+    assert writes(server)[0] == before + 1  # the one behind was never written
+    for answer in (refused, behind):
+        assert answer.status == 500 and answer.body["errcode"] == "M_UNKNOWN", answer
+        assert "try again" in answer.body["error"]
+    assert extremities(server, room_id) == [good]
+    assert unwritten(server) == 0
     # The client's retry (same transaction ID) is drafted anew, on what was written.
     retried = put_message(alice, room_id, "built on it", "retry-me")
     assert retried.status == 200, retried
     retried_id = str(retried.body["event_id"])
-    assert prev_events(server, retried_id) == [written]
+    assert timeline_ids(alice, room_id)[-2:] == [good, retried_id]
+    assert_one_chain(server, room_id, [good, retried_id])
+
+
+def test_a_stale_retry_in_a_write_keeps_what_came_before_it(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """A retry older than the server's memory (as after a restart) is caught only when
+    written: the messages before it in its transaction are written, it is answered with
+    its first event, and the one built on it is given up."""
+    server = server_factory({"caches": {"sizes": {"transaction_ids": 1}}})
+    require_postgres(server)
+    alice = new_user(server)
+    room_id = create_room(alice)
+    original = put_message(alice, room_id, "original", "old-txn")
+    assert original.status == 200, original
+    assert put_message(alice, room_id, "pushes old-txn out", "new-txn").status == 200
+    background = InBackground()
+    with events_table_locked(server) as release:
+        start_held_write(server, background, alice, room_id)
+        background.start(lambda: put_message(alice, room_id, "queued first"))
+        wait_until(lambda: unwritten(server) == 2, "a message queued")
+        background.start(lambda: put_message(alice, room_id, "original", "old-txn"))
+        wait_until(lambda: unwritten(server) == 3, "the stale retry queued")
+        background.start(lambda: put_message(alice, room_id, "built on the retry"))
+        wait_until(lambda: unwritten(server) == 4, "a message queued behind it")
+        release()
+        in_flight, first, retry, behind = background.answers()
+    assert [in_flight.status, first.status, retry.status] == [200, 200, 200]
+    assert retry.body["event_id"] == original.body["event_id"]
+    assert behind.status == 500 and behind.body["errcode"] == "M_UNKNOWN", behind
     ids = timeline_ids(alice, room_id)
-    assert ids[-2:] == [written, retried_id]
+    assert ids[-2:] == [in_flight.body["event_id"], first.body["event_id"]]
     assert_one_chain(server, room_id, ids[-2:])
+    bodies = [e["content"].get("body") for e in alice.get(
+        f"rooms/{q(room_id)}/messages", params={"dir": "b"}).body["chunk"]]  # fmt: skip
+    assert bodies.count("original") == 1 and "built on the retry" not in bodies
+    assert put_message(alice, room_id, "built on the retry").status == 200
 
 
 def test_a_retry_of_a_queued_message_gets_the_same_event(
@@ -282,8 +332,9 @@ def test_a_retry_of_a_queued_message_gets_the_same_event(
         background.start(lambda: put_message(alice, room_id, "once", "txn-once"))
         wait_until(lambda: unwritten(server) == 2, "the message queued")
         background.start(lambda: put_message(alice, room_id, "once", "txn-once"))
-        time.sleep(0.3)
-        assert unwritten(server) == 2  # the retry drafted nothing
+        # The retry waits for the queued message, holding the room's lock meanwhile.
+        wait_until(lambda: room_locks(server) == 1, "the retry to wait")
+        assert unwritten(server) == 2  # it drafted nothing
         release()
         answers: list[Any] = background.answers()
     assert [a.status for a in answers] == [200, 200, 200], answers

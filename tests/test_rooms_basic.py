@@ -418,6 +418,9 @@ def test_retry_older_than_the_txn_cache_is_still_the_same_event(
     path = f"rooms/{q(room_id)}/redact/{q(first)}/redact-txn"
     redaction = alice.put(path, {})
     assert redaction.status == 200
+    send(alice, room_id, "pushes the redaction out", txn_id="evicting-txn")
+    resp = alice.put(path, {})  # still allowed: drafted again, caught when written
+    assert (resp.status, resp.body.get("event_id")) == (200, redaction.body["event_id"])
     assert alice.post(f"rooms/{q(room_id)}/leave", {}).status == 200
     resp = alice.put(f"rooms/{q(room_id)}/send/m.room.message/old-txn", {"body": "once"})
     assert (resp.status, resp.body.get("event_id")) == (200, first)

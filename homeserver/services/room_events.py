@@ -206,13 +206,14 @@ class RoomEventService:
         # the transaction's unique key when the event is persisted.
         self._txn_ids: LRUCache[TxnKey, str] = MeasuredLRU("transaction_ids")
         self._event_txns: LRUCache[str, TxnKey | None] = MeasuredLRU("event_transactions")
-        # Group commit: the rooms with messages being written, their transactions, how
-        # many times each room's writes were abandoned (a database failure), and how many
-        # transactions were written (a cache filled from the store skips a stale answer).
+        # Group commit: the rooms with messages being written, their transactions, and how
+        # many times each room's writes were given up (a database failure).
         self._writers: dict[str, _RoomWriter] = {}
         self._unwritten_txns: dict[TxnKey, _Unwritten] = {}
         self._write_failures: dict[str, int] = {}
-        self._commits = 0
+        # Rooms whose extremities are being read from the store -> whether a write of the
+        # room landed meanwhile (the answer, maybe missing it, is then not cached).
+        self._extremity_loads: dict[str, bool] = {}
         self.on_new_event: list[Any] = []
         # The lowest stream position handed to backfilled history in this process.
         self._backfill_floor = 1
@@ -225,8 +226,10 @@ class RoomEventService:
         if unwritten is not None:
             try:
                 return await _result_of(unwritten.answer())
+            except TransactionAlreadySent as e:
+                return await self.get_event(e.event_id)
             except Exception:
-                return None
+                return None  # given up: drafted again
         event_id = self._txn_ids.get(txn)
         return await self.get_event(event_id) if event_id is not None else None
 
@@ -249,6 +252,11 @@ class RoomEventService:
                 self._event_txns[event_id] = loaded.get(event_id)
             found.update(loaded)
         return found
+
+    async def _first_of_sent(self, txn: TxnKey | None) -> StoredEvent:
+        """The first event of a transaction the database says was sent before (purges
+        drop transactions with their events, so it is there)."""
+        return await self.first_of_retry(txn, not_found("Unknown transaction"))
 
     async def first_of_retry(self, txn: TxnKey | None, refusal: MatrixError) -> StoredEvent:
         """The first event of ``txn`` if it was sent before, else ``refusal`` raised: a retry
@@ -322,6 +330,15 @@ class RoomEventService:
         for event_id in [e for e, v in self._event_cache.items() if v.room_id == room_id]:
             self._event_cache.pop(event_id, None)
 
+    async def purge_room(self, room_id: str) -> int:
+        """Delete everything held of the room (once its queued messages are written: under
+        its lock no more are queued meanwhile); returns the number of events removed."""
+        async with self._lock(room_id):
+            self.forget_room(room_id)
+            purged = await self.store.purge_room(room_id)
+            self.forget_room(room_id)
+            return purged
+
     def forget_transactions_of(self, user_id: str) -> None:
         """An erased user's transactions are deleted: none of them may be shown again."""
         for txn in [t for t in self._txn_ids if t.user_id == user_id]:
@@ -336,9 +353,13 @@ class RoomEventService:
         """The room's extremities as written (not its messages still being written)."""
         extremities = self._extremities.get(room_id)
         if extremities is None:
-            commits = self._commits
-            extremities = await self.store.get_forward_extremities(room_id)
-            if commits == self._commits:  # (else a write landed meanwhile: maybe missed)
+            self._extremity_loads.setdefault(room_id, False)
+            try:
+                extremities = await self.store.get_forward_extremities(room_id)
+            finally:
+                # (True: a write of the room landed meanwhile, which the answer may miss)
+                stale = self._extremity_loads.pop(room_id, True)
+            if not stale:
                 self._extremities[room_id] = extremities
         return list(extremities)
 
@@ -401,7 +422,7 @@ class RoomEventService:
         """What the next event of the room builds on (read under the room's lock)."""
         failures = self._write_failures.get(room_id, 0)
         writer = self._writers.get(room_id)
-        if writer is not None:
+        if writer is not None and writer.events:
             return _Head(list(writer.extremities), failures)
         return _Head(await self.forward_extremities(room_id), failures)
 
@@ -450,6 +471,8 @@ class RoomEventService:
     ) -> tuple[int, StateView, NewStateGroup | None]:
         """The state before a new event whose prev_events are ``prev_ids``."""
         prevs = await self._events_with_unwritten(room_id, prev_ids)
+        if len(prevs) < len(set(prev_ids)):
+            raise _not_stored()  # unwritten messages it was to build on were given up
         if len(prevs) == 1:
             group = next(iter(prevs.values())).state_after
             return group, await self.state_ids(group), None
@@ -547,7 +570,10 @@ class RoomEventService:
         ``cosign`` gets the signed event before it is persisted and returns it with another
         server's signature added (invites of remote users)."""
         version = await self.room_version(room_id)
-        async with self._lock(room_id, settle=False):
+        # A message is drafted on the room's unwritten messages; anything else on what is
+        # written (it is written alone, after them).
+        message = state_key is None and redacts is None
+        async with self._lock(room_id, settle=not message):
             if txn is not None:
                 existing = await self.event_for_txn(txn)
                 if existing is not None:
@@ -576,27 +602,29 @@ class RoomEventService:
                 return await self.first_of_retry(txn, refusal)
             if cosign is not None:
                 signed = await cosign(signed, version)
-            written = await self._persist(
-                signed,
-                event_id,
-                room_id,
-                version,
-                draft.prev_ids,
-                draft.auth_ids,
-                draft.before_group,
-                draft.resolved_group,
-                txn,
-                replaces=draft.before_ids.get((event_type, state_key))
-                if state_key is not None
-                else None,
-                redacts=redacts,
-                head=head,
-            )
+            try:
+                answer = await self._persist(
+                    signed,
+                    event_id,
+                    room_id,
+                    version,
+                    draft.prev_ids,
+                    draft.auth_ids,
+                    draft.before_group,
+                    draft.resolved_group,
+                    txn,
+                    replaces=draft.before_ids.get((event_type, state_key))
+                    if state_key is not None
+                    else None,
+                    redacts=redacts,
+                    head=head,
+                )
+            except TransactionAlreadySent:  # (an event written alone: a redaction)
+                return await self._first_of_sent(txn)
         try:
-            return await _result_of(written)  # (a message: written after the lock is let go)
+            return await _result_of(answer)  # (a message: written after the lock is let go)
         except TransactionAlreadySent:
-            # Purges drop transactions with their events, so the first event is there.
-            return await self.first_of_retry(txn, not_found("Unknown transaction"))
+            return await self._first_of_sent(txn)
 
     async def build_template(
         self, room_id: str, sender: str, event_type: str, content: JsonDict, state_key: str
@@ -1033,41 +1061,41 @@ class RoomEventService:
             )
             if head is not None and head.failures != self._write_failures.get(room_id, 0):
                 raise _not_stored()  # what the draft built on was never written
+            row = EventToPersist(
+                event_id=event_id,
+                room_id=room_id,
+                event_type=event["type"],
+                state_key=state_key,
+                sender=event["sender"],
+                depth=int(event["depth"]),
+                origin_server_ts=int(event["origin_server_ts"]),
+                json_text=json_text,
+                prev_event_ids=prev_ids,
+                auth_event_ids=auth_ids,
+                stream_ordering=stream_ordering,
+                state_before=before_group,
+                state_after=after_group,
+                new_state_group=new_group,
+                membership=membership,
+                current_state_update=True,
+                replaces_state=replaces,
+                txn=txn,
+                redacts=redacts,
+                relation=relation_of(event),
+                search=search_text_of(event),
+                notifications=notifications,
+                replace_current_state=current_rows,
+            )
+            stored = StoredEvent(
+                event_id, room_id, stream_ordering, json_text, before_group, after_group, False,
+                replaces,
+            )  # fmt: skip
+            unwritten = _Unwritten(row, stored, notified, [])
+            written = unwritten.answer()
+            self._queue(unwritten, head.extremities if head is not None else [])
         except BaseException:
             self.stream.finish(stream_ordering)
             raise
-        row = EventToPersist(
-            event_id=event_id,
-            room_id=room_id,
-            event_type=event["type"],
-            state_key=state_key,
-            sender=event["sender"],
-            depth=int(event["depth"]),
-            origin_server_ts=int(event["origin_server_ts"]),
-            json_text=json_text,
-            prev_event_ids=prev_ids,
-            auth_event_ids=auth_ids,
-            stream_ordering=stream_ordering,
-            state_before=before_group,
-            state_after=after_group,
-            new_state_group=new_group,
-            membership=membership,
-            current_state_update=True,
-            replaces_state=replaces,
-            txn=txn,
-            redacts=redacts,
-            relation=relation_of(event),
-            search=search_text_of(event),
-            notifications=notifications,
-            replace_current_state=current_rows,
-        )
-        stored = StoredEvent(
-            event_id, room_id, stream_ordering, json_text, before_group, after_group, False,
-            replaces,
-        )  # fmt: skip
-        unwritten = _Unwritten(row, stored, notified, [])
-        written = unwritten.answer()
-        self._queue(unwritten, head.extremities if head is not None else [])
         if not queued:
             return defer.succeed(await _result_of(written))
         return written
@@ -1091,24 +1119,45 @@ class RoomEventService:
 
     async def _write_room(self, room_id: str, writer: _RoomWriter) -> None:
         """Write the room's queue, a transaction at a time, each taking every event queued
-        while the one before it was written, until the queue is empty."""
-        while writer.queue:
-            batch = writer.queue[:MAX_GROUP_COMMIT]
-            del writer.queue[:MAX_GROUP_COMMIT]
-            ROOM_EVENTS_PER_WRITE.observe(len(batch))
-            try:
-                await self.store.persist_events([u.row for u in batch])
-            except Exception as error:
-                self._abandon(room_id, writer, batch, error)
+        while the one before it was written, until the queue is empty (or a write fails:
+        what is left is given up)."""
+        try:
+            while writer.queue:
+                batch = writer.queue[:MAX_GROUP_COMMIT]
+                del writer.queue[:MAX_GROUP_COMMIT]
+                ROOM_EVENTS_PER_WRITE.observe(len(batch))
+                try:
+                    refusal = await self.store.persist_events([u.row for u in batch])
+                except Exception as error:
+                    logger.error(
+                        "Writing %d events of %s failed", len(batch), room_id, exc_info=error
+                    )
+                    self._give_up(room_id, writer, batch, _not_stored())
+                    return
+                if refusal is None:
+                    self._written(room_id, writer, batch)
+                    continue
+                # A retry from before a restart: what came before it is written; it is
+                # answered with its first event; what was built on it is given up.
+                refused = next(i for i, u in enumerate(batch) if u.row.txn == refusal.txn)
+                self._written(room_id, writer, batch[:refused])
+                batch[refused].settle(refusal)
+                self._give_up(room_id, writer, batch[refused:], _not_stored())
                 return
-            self._written(room_id, writer, batch)
-        del self._writers[room_id]
-        for idle in writer.idle:
-            idle.callback(None)
+        except Exception:  # (a bug: nothing may wait on this room for ever)
+            logger.exception("The writer of %s failed", room_id)
+            self._give_up(room_id, writer, list(writer.events.values()), _not_stored())
+        finally:
+            if self._writers.get(room_id) is writer:
+                del self._writers[room_id]
+            idle, writer.idle = writer.idle, []
+            for waiting in idle:
+                waiting.callback(None)
 
     def _written(self, room_id: str, writer: _RoomWriter, batch: list[_Unwritten]) -> None:
         """Bring the caches up to the written events, then tell readers and senders."""
-        self._commits += 1
+        if room_id in self._extremity_loads:
+            self._extremity_loads[room_id] = True
         for unwritten in batch:
             row, stored = unwritten.row, unwritten.stored
             if row.redacts is not None:
@@ -1131,7 +1180,7 @@ class RoomEventService:
                     stored.event_id
                 ]
             self._event_cache[stored.event_id] = stored
-            del writer.events[stored.event_id]
+            writer.events.pop(stored.event_id, None)
         for unwritten in batch:  # every position first: the first sync woken sees them all
             self.stream.finish(unwritten.row.stream_ordering)
         for unwritten in batch:
@@ -1145,29 +1194,25 @@ class RoomEventService:
                 logger.exception("Announcing %s failed", stored.event_id)
             unwritten.settle(stored)
 
-    def _abandon(
-        self, room_id: str, writer: _RoomWriter, batch: list[_Unwritten], error: Exception
+    def _give_up(
+        self, room_id: str, writer: _RoomWriter, failed: list[_Unwritten], error: Exception
     ) -> None:
-        """A transaction failed: its events and every one queued behind it (built on
-        them) are given up, and the room's next draft starts from what is written."""
-        behind = writer.queue[:]
+        """Events not written, and every one queued behind them (built on them), are given
+        up; the room's next draft starts from what is written."""
+        failed = failed + [u for u in writer.queue if u not in failed]
         writer.queue.clear()
-        del self._writers[room_id]
+        if self._writers.get(room_id) is writer:
+            del self._writers[room_id]
         self._write_failures[room_id] = self._write_failures.get(room_id, 0) + 1
         self._extremities.pop(room_id, None)
-        if not isinstance(error, TransactionAlreadySent):
-            logger.error("Writing %d events of %s failed", len(batch), room_id, exc_info=error)
-        for unwritten in batch + behind:
+        for unwritten in failed:
             row = unwritten.row
+            if writer.events.pop(row.event_id, None) is None:
+                continue  # (answered already)
             self.stream.finish(row.stream_ordering)
             if row.txn is not None:
                 self._unwritten_txns.pop(row.txn, None)
-            failed: Exception = _not_stored()
-            if isinstance(error, TransactionAlreadySent) and error.txn == row.txn:
-                failed = error  # (answered with the transaction's first event)
-            unwritten.settle(failed)
-        for idle in writer.idle:
-            idle.callback(None)
+            unwritten.settle(error)
 
 
 def _not_stored() -> MatrixError:

@@ -72,9 +72,7 @@ class RoomShutdown:
                     result["failed_to_kick_users"].append(user_id)
                 await hs.tasks.progress(task, {"shutdown_room": result})
             if params.get("purge", True):
-                hs.room_events.forget_room(room_id)
-                await hs.stores.events.purge_room(room_id)
-                hs.room_events.forget_room(room_id)
+                await hs.room_events.purge_room(room_id)
         return {"shutdown_room": result}
 
     async def _member(self, room_id: str, user_id: str, membership: str) -> None:

@@ -232,18 +232,24 @@ class EventStore:
 
     async def persist_event(self, ev: EventToPersist) -> None:
         """Write the event, its edges, its state and the room's new extremity at once."""
-        await self.persist_events([ev])
+        refusal = await self.persist_events([ev])
+        if refusal is not None:
+            raise refusal
 
-    async def persist_events(self, evs: list[EventToPersist]) -> None:
-        """Write several events of one room, in order, in one transaction (group commit):
-        all of them or, if any fails, none."""
+    async def persist_events(self, evs: list[EventToPersist]) -> TransactionAlreadySent | None:
+        """Write several events of one room, in order, in one transaction (group commit).
+        If one's client transaction already made an event (a retry from before a
+        restart), only the events before it are written and the refusal is returned:
+        the events after it cite it. Any other failure writes none of them."""
 
-        def txn_fn(txn: Txn) -> None:
-            _claim_transactions(txn, [ev for ev in evs if ev.txn is not None])
-            for ev in evs:
+        def txn_fn(txn: Txn) -> TransactionAlreadySent | None:
+            refusal = _claim_transactions(txn, evs)
+            written = evs if refusal is None else evs[: evs.index(refusal[0])]
+            for ev in written:
                 _write_event(txn, ev)
+            return None if refusal is None else refusal[1]
 
-        await self.db.run("persist_events", txn_fn)
+        return await self.db.run("persist_events", txn_fn)
 
     async def persist_state_group(self, room_id: str, group: NewStateGroup) -> None:
 
@@ -864,26 +870,36 @@ def latest_event_ids_txn(
     return result
 
 
-def _claim_transactions(txn: Txn, evs: list[EventToPersist]) -> None:
+def _claim_transactions(
+    txn: Txn, evs: list[EventToPersist]
+) -> tuple[EventToPersist, TransactionAlreadySent] | None:
     """Record the events' client transactions first, in one statement, so that a retry
-    the caller's memory no longer knows (older than it, from before a restart) writes
-    nothing and answers with the first event: TransactionAlreadySent."""
-    if not evs:
-        return
+    the caller's memory no longer knows (older than it, from before a restart) is caught:
+    the first event whose transaction already made another, with that refusal (the
+    claims of the events after it are taken back)."""
+    claiming = [ev for ev in evs if ev.txn is not None]
+    if not claiming:
+        return None
     claimed = txn.select(
         "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id, "
-        "created_ts) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(evs)) + " "
+        "created_ts) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(claiming)) + " "
         "ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING RETURNING event_id",
-        [value for ev in evs for value in (*(ev.txn or ()), ev.event_id, ev.origin_server_ts)],
+        [v for ev in claiming for v in (*(ev.txn or ()), ev.event_id, ev.origin_server_ts)],
     )
-    if len(claimed) == len(evs):
-        return
+    if len(claimed) == len(claiming):
+        return None
     written = {row[0] for row in claimed}
-    refused = next(ev for ev in evs if ev.event_id not in written)
+    refused = next(ev for ev in claiming if ev.event_id not in written)
     assert refused.txn is not None
     row = txn.select_one(_TXN_EVENT_SQL, tuple(refused.txn))
     assert row is not None  # the conflict was with this very row
-    raise TransactionAlreadySent(str(row[0]), refused.txn)
+    after = [ev.event_id for ev in evs[evs.index(refused) + 1 :] if ev.event_id in written]
+    if after:
+        txn.execute(
+            f"DELETE FROM event_transactions WHERE event_id IN ({','.join('?' * len(after))})",
+            after,
+        )
+    return refused, TransactionAlreadySent(str(row[0]), refused.txn)
 
 
 def _write_event(txn: Txn, ev: EventToPersist) -> None:
