@@ -4,10 +4,11 @@ One writer per room: a per-room lock serialises event creation so that each new 
 points at the room's current forward extremity and sees exactly the state before it.
 
 Group commit: a message (no state change, no redaction) is drafted on top of the room's
-messages still being written, queued, and written with every message queued behind the
-transaction in flight in the next one; the lock is not held while it is written, and the
-sender is answered once it is. Anything else waits for the room's writes to finish and
-is written alone, with the lock held, so every later draft sees what it changed.
+messages still being written, queued, and written with every event (of any room) queued
+behind the transaction in flight in the next one; the lock is not held while it is
+written, and the sender is answered once it is. Anything else waits for the room's
+writes to finish and is queued alone, with the lock held until it is written, so every
+later draft sees what it changed.
 """
 
 from __future__ import annotations
@@ -209,6 +210,8 @@ class RoomEventService:
         # Group commit: the rooms with messages being written, their transactions, and how
         # many times each room's writes were given up (a database failure).
         self._writers: dict[str, _RoomWriter] = {}
+        self._ready: dict[str, None] = {}  # rooms with events queued, oldest first
+        self._writing = False
         self._unwritten_txns: dict[TxnKey, _Unwritten] = {}
         self._write_failures: dict[str, int] = {}
         # Rooms whose extremities are being read from the store -> whether a write of the
@@ -1101,55 +1104,86 @@ class RoomEventService:
         return written
 
     def _queue(self, unwritten: _Unwritten, head: list[str]) -> None:
-        """Queue an event for its room's writer, starting one if none runs. ``head``: the
+        """Queue an event for writing, starting the writer if it is idle. ``head``: the
         extremities its draft built on (what the room's next message builds on after it;
         an event written alone holds the lock until it is written, so needs none)."""
         row = unwritten.row
         writer = self._writers.get(row.room_id)
-        start = writer is None
         if writer is None:
             writer = self._writers[row.room_id] = _RoomWriter([], [], {}, [])
         writer.extremities = [e for e in head if e not in row.prev_event_ids] + [row.event_id]
         writer.queue.append(unwritten)
         writer.events[row.event_id] = unwritten
+        self._ready[row.room_id] = None
         if row.txn is not None:
             self._unwritten_txns[row.txn] = unwritten
-        if start:
-            defer.ensureDeferred(self._write_room(row.room_id, writer))
+        if not self._writing:
+            defer.ensureDeferred(self._write_queued())
 
-    async def _write_room(self, room_id: str, writer: _RoomWriter) -> None:
-        """Write the room's queue, a transaction at a time, each taking every event queued
-        while the one before it was written, until the queue is empty (or a write fails:
-        what is left is given up)."""
+    async def _write_queued(self) -> None:
+        """Write what is queued, a transaction at a time, each taking every event (of any
+        room, up to MAX_GROUP_COMMIT) queued while the one before it was written, until
+        nothing is queued. A room's events keep their order; a failed write gives up its
+        events and what their rooms queued behind them."""
+        self._writing = True
         try:
-            while writer.queue:
-                batch = writer.queue[:MAX_GROUP_COMMIT]
-                del writer.queue[:MAX_GROUP_COMMIT]
-                ROOM_EVENTS_PER_WRITE.observe(len(batch))
+            while self._ready:
+                taken = self._take_queued()
+                rows = [u.row for _, _, batch in taken for u in batch]
+                ROOM_EVENTS_PER_WRITE.observe(len(rows))
                 try:
-                    refusal = await self.store.persist_events([u.row for u in batch])
-                except Exception as error:
-                    logger.error(
-                        "Writing %d events of %s failed", len(batch), room_id, exc_info=error
-                    )
-                    self._give_up(room_id, writer, batch, _not_stored())
-                    return
-                if refusal is None:
-                    self._written(room_id, writer, batch)
+                    refusals = await self.store.persist_events(rows)
+                except Exception:
+                    logger.exception("Writing %d room events failed", len(rows))
+                    for room_id, writer, batch in taken:
+                        self._give_up(room_id, writer, batch, _not_stored())
                     continue
-                # A retry from before a restart: what came before it is written; it is
-                # answered with its first event; what was built on it is given up.
-                refused = next(i for i, u in enumerate(batch) if u.row.txn == refusal.txn)
-                self._written(room_id, writer, batch[:refused])
-                batch[refused].settle(refusal)
-                self._give_up(room_id, writer, batch[refused:], _not_stored())
-                return
-        except Exception:  # (a bug: nothing may wait on this room for ever)
-            logger.exception("The writer of %s failed", room_id)
-            self._give_up(room_id, writer, list(writer.events.values()), _not_stored())
+                refused = {r.txn: r for r in refusals}
+                for room_id, writer, batch in taken:
+                    self._settle_batch(room_id, writer, batch, refused)
         finally:
-            if self._writers.get(room_id) is writer:
-                del self._writers[room_id]
+            self._writing = False
+
+    def _take_queued(self) -> list[tuple[str, _RoomWriter, list[_Unwritten]]]:
+        """The next transaction's events: each ready room's queue, oldest rooms first."""
+        taken = []
+        budget = MAX_GROUP_COMMIT
+        for room_id in list(self._ready):
+            if budget == 0:
+                break
+            writer = self._writers.get(room_id)
+            batch = writer.queue[:budget] if writer is not None else []
+            if writer is not None and batch:
+                del writer.queue[: len(batch)]
+                taken.append((room_id, writer, batch))
+                budget -= len(batch)
+            if writer is None or not writer.queue:
+                del self._ready[room_id]
+        return taken
+
+    def _settle_batch(
+        self,
+        room_id: str,
+        writer: _RoomWriter,
+        batch: list[_Unwritten],
+        refused: dict[TxnKey, TransactionAlreadySent],
+    ) -> None:
+        """A room's part of a written transaction. A retry from before a restart was
+        refused: what came before it is written, it is answered with its first event,
+        and what was built on it is given up."""
+        try:
+            at = next((i for i, u in enumerate(batch) if u.row.txn in refused), len(batch))
+            self._written(room_id, writer, batch[:at])
+            if at < len(batch):
+                txn = batch[at].row.txn
+                assert txn is not None
+                batch[at].settle(refused[txn])
+                self._give_up(room_id, writer, batch[at:], _not_stored())
+        except Exception:  # (a bug: nothing may wait on this room for ever)
+            logger.exception("Settling the writes of %s failed", room_id)
+            self._give_up(room_id, writer, list(writer.events.values()), _not_stored())
+        if not writer.events and self._writers.get(room_id) is writer:
+            del self._writers[room_id]
             idle, writer.idle = writer.idle, []
             for waiting in idle:
                 waiting.callback(None)
@@ -1197,12 +1231,13 @@ class RoomEventService:
     def _give_up(
         self, room_id: str, writer: _RoomWriter, failed: list[_Unwritten], error: Exception
     ) -> None:
-        """Events not written, and every one queued behind them (built on them), are given
-        up; the room's next draft starts from what is written."""
+        """Events not written, and every one their room queued behind them (built on
+        them), are given up; the room's next draft starts from what is written."""
         failed = failed + [u for u in writer.queue if u not in failed]
         writer.queue.clear()
         if self._writers.get(room_id) is writer:
             del self._writers[room_id]
+            self._ready.pop(room_id, None)
         self._write_failures[room_id] = self._write_failures.get(room_id, 0) + 1
         self._extremities.pop(room_id, None)
         for unwritten in failed:
@@ -1213,6 +1248,9 @@ class RoomEventService:
             if row.txn is not None:
                 self._unwritten_txns.pop(row.txn, None)
             unwritten.settle(error)
+        idle, writer.idle = writer.idle, []
+        for waiting in idle:
+            waiting.callback(None)
 
 
 def _not_stored() -> MatrixError:

@@ -232,22 +232,30 @@ class EventStore:
 
     async def persist_event(self, ev: EventToPersist) -> None:
         """Write the event, its edges, its state and the room's new extremity at once."""
-        refusal = await self.persist_events([ev])
-        if refusal is not None:
+        for refusal in await self.persist_events([ev]):
             raise refusal
 
-    async def persist_events(self, evs: list[EventToPersist]) -> TransactionAlreadySent | None:
-        """Write several events of one room, in order, in one transaction (group commit).
-        If one's client transaction already made an event (a retry from before a
-        restart), only the events before it are written and the refusal is returned:
-        the events after it cite it. Any other failure writes none of them."""
+    async def persist_events(self, evs: list[EventToPersist]) -> list[TransactionAlreadySent]:
+        """Write events, each room's in order, in one transaction (group commit). If an
+        event's client transaction already made an event (a retry from before a restart),
+        it and the events of its room after it (which cite it) are not written, and the
+        refusal is returned; the other events are. Any other failure writes none."""
 
-        def txn_fn(txn: Txn) -> TransactionAlreadySent | None:
-            refusal = _claim_transactions(txn, evs)
-            written = evs if refusal is None else evs[: evs.index(refusal[0])]
-            for ev in written:
+        def txn_fn(txn: Txn) -> list[TransactionAlreadySent]:
+            refused = _claim_transactions(txn, evs)
+            kept = [ev for i, ev in enumerate(evs) if i < refused.get(ev.room_id, (len(evs),))[0]]
+            if len(kept) < len(evs):
+                # The claims of events that follow a refused one in their room go too.
+                kept_ids = {ev.event_id for ev in kept}
+                dropped = [ev.event_id for ev in evs if ev.event_id not in kept_ids]
+                txn.execute(
+                    "DELETE FROM event_transactions WHERE event_id IN "
+                    f"({','.join('?' * len(dropped))})",
+                    dropped,
+                )
+            for ev in kept:
                 _write_event(txn, ev)
-            return None if refusal is None else refusal[1]
+            return [refusal for _, refusal in refused.values()]
 
         return await self.db.run("persist_events", txn_fn)
 
@@ -872,14 +880,14 @@ def latest_event_ids_txn(
 
 def _claim_transactions(
     txn: Txn, evs: list[EventToPersist]
-) -> tuple[EventToPersist, TransactionAlreadySent] | None:
+) -> dict[str, tuple[int, TransactionAlreadySent]]:
     """Record the events' client transactions first, in one statement, so that a retry
     the caller's memory no longer knows (older than it, from before a restart) is caught:
-    the first event whose transaction already made another, with that refusal (the
-    claims of the events after it are taken back)."""
+    per room, the position of its first event whose transaction already made another,
+    with that refusal."""
     claiming = [ev for ev in evs if ev.txn is not None]
     if not claiming:
-        return None
+        return {}
     claimed = txn.select(
         "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id, "
         "created_ts) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(claiming)) + " "
@@ -887,19 +895,16 @@ def _claim_transactions(
         [v for ev in claiming for v in (*(ev.txn or ()), ev.event_id, ev.origin_server_ts)],
     )
     if len(claimed) == len(claiming):
-        return None
+        return {}
     written = {row[0] for row in claimed}
-    refused = next(ev for ev in claiming if ev.event_id not in written)
-    assert refused.txn is not None
-    row = txn.select_one(_TXN_EVENT_SQL, tuple(refused.txn))
-    assert row is not None  # the conflict was with this very row
-    after = [ev.event_id for ev in evs[evs.index(refused) + 1 :] if ev.event_id in written]
-    if after:
-        txn.execute(
-            f"DELETE FROM event_transactions WHERE event_id IN ({','.join('?' * len(after))})",
-            after,
-        )
-    return refused, TransactionAlreadySent(str(row[0]), refused.txn)
+    refused: dict[str, tuple[int, TransactionAlreadySent]] = {}
+    for i, ev in enumerate(evs):
+        if ev.txn is None or ev.event_id in written or ev.room_id in refused:
+            continue
+        row = txn.select_one(_TXN_EVENT_SQL, tuple(ev.txn))
+        assert row is not None  # the conflict was with this very row
+        refused[ev.room_id] = (i, TransactionAlreadySent(str(row[0]), ev.txn))
+    return refused
 
 
 def _write_event(txn: Txn, ev: EventToPersist) -> None:
