@@ -207,6 +207,29 @@ def test_messages_queued_behind_a_write_share_the_next_transaction(
     assert state.body == {"topic": "after"}
 
 
+def test_messages_of_several_rooms_share_a_transaction(
+    server: ServerProcess, alice: Client
+) -> None:
+    require_postgres(server)
+    rooms = [create_room(alice) for _ in range(3)]
+    before = writes(server)
+    background = InBackground()
+    with events_table_locked(server) as release:
+        start_held_write(server, background, alice, rooms[0])
+        for room_id in rooms[1:]:
+            background.start(lambda r=room_id: put_message(alice, r, "queued"))
+        background.start(lambda: put_message(alice, rooms[0], "queued too"))
+        wait_until(lambda: unwritten(server) == 4, "three messages queued behind it")
+        release()
+        answers = background.answers()
+    assert [a.status for a in answers] == [200] * 4, answers
+    after = writes(server)
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 4)
+    for room_id, answer in zip(rooms[1:], answers[1:3], strict=True):
+        assert timeline_ids(alice, room_id)[-1] == answer.body["event_id"]
+    assert_one_chain(server, rooms[0], timeline_ids(alice, rooms[0])[-2:])
+
+
 @contextmanager
 def refusing(server: ServerProcess, marker: str) -> Iterator[None]:
     """The database refuses any event whose JSON holds ``marker`` (a failing disk, say);
@@ -285,16 +308,36 @@ def test_a_failed_write_gives_up_what_was_queued_behind_it(
     assert_one_chain(server, room_id, [good, retried_id])
 
 
+def test_a_room_whose_event_is_refused_does_not_fail_the_others(
+    server: ServerProcess, alice: Client
+) -> None:
+    """A transaction of several rooms that fails is tried again room by room."""
+    require_postgres(server)
+    rooms = [create_room(alice) for _ in range(3)]
+    background = InBackground()
+    with refusing(server, "refuse-me"), events_table_locked(server) as release:
+        start_held_write(server, background, alice, rooms[0])
+        background.start(lambda: put_message(alice, rooms[1], "refuse-me"))
+        background.start(lambda: put_message(alice, rooms[2], "innocent"))
+        wait_until(lambda: unwritten(server) == 3, "two rooms' messages queued")
+        release()
+        in_flight, refused, innocent = background.answers()
+    assert in_flight.status == 200 and innocent.status == 200, (in_flight, innocent)
+    assert refused.status == 500 and refused.body["errcode"] == "M_UNKNOWN", refused
+    assert timeline_ids(alice, rooms[2])[-1] == innocent.body["event_id"]
+    assert put_message(alice, rooms[1], "fine now").status == 200
+
+
 def test_a_stale_retry_in_a_write_keeps_what_came_before_it(
     server_factory: Callable[..., ServerProcess],
 ) -> None:
     """A retry older than the server's memory (as after a restart) is caught only when
     written: the messages before it in its transaction are written, it is answered with
-    its first event, and the one built on it is given up."""
+    its first event, the one built on it is given up, another room's is written."""
     server = server_factory({"caches": {"sizes": {"transaction_ids": 1}}})
     require_postgres(server)
     alice = new_user(server)
-    room_id = create_room(alice)
+    room_id, other_room = create_room(alice), create_room(alice)
     original = put_message(alice, room_id, "original", "old-txn")
     assert original.status == 200, original
     assert put_message(alice, room_id, "pushes old-txn out", "new-txn").status == 200
@@ -305,11 +348,14 @@ def test_a_stale_retry_in_a_write_keeps_what_came_before_it(
         wait_until(lambda: unwritten(server) == 2, "a message queued")
         background.start(lambda: put_message(alice, room_id, "original", "old-txn"))
         wait_until(lambda: unwritten(server) == 3, "the stale retry queued")
-        background.start(lambda: put_message(alice, room_id, "built on the retry"))
+        background.start(lambda: put_message(alice, room_id, "built on it", "behind-txn"))
         wait_until(lambda: unwritten(server) == 4, "a message queued behind it")
+        background.start(lambda: put_message(alice, other_room, "in the same write"))
+        wait_until(lambda: unwritten(server) == 5, "another room's message queued")
         release()
-        in_flight, first, retry, behind = background.answers()
-    assert [in_flight.status, first.status, retry.status] == [200, 200, 200]
+        in_flight, first, retry, behind, other = background.answers()
+    assert [in_flight.status, first.status, retry.status, other.status] == [200] * 4
+    assert timeline_ids(alice, other_room)[-1] == other.body["event_id"]
     assert retry.body["event_id"] == original.body["event_id"]
     assert behind.status == 500 and behind.body["errcode"] == "M_UNKNOWN", behind
     ids = timeline_ids(alice, room_id)
@@ -317,8 +363,11 @@ def test_a_stale_retry_in_a_write_keeps_what_came_before_it(
     assert_one_chain(server, room_id, ids[-2:])
     bodies = [e["content"].get("body") for e in alice.get(
         f"rooms/{q(room_id)}/messages", params={"dir": "b"}).body["chunk"]]  # fmt: skip
-    assert bodies.count("original") == 1 and "built on the retry" not in bodies
-    assert put_message(alice, room_id, "built on the retry").status == 200
+    assert bodies.count("original") == 1 and "built on it" not in bodies
+    # Its client's retry is a new event: the given-up event's claim went with it.
+    again = put_message(alice, room_id, "built on it", "behind-txn")
+    assert again.status == 200, again
+    assert timeline_ids(alice, room_id)[-1] == again.body["event_id"]
 
 
 def test_a_retry_of_a_queued_message_gets_the_same_event(

@@ -1,6 +1,6 @@
 """Creating, authorising and persisting room events, and reading them and their state back.
 
-One writer per room: a per-room lock serialises event creation so that each new event
+One drafter per room: a per-room lock serialises event creation so that each new event
 points at the room's current forward extremity and sees exactly the state before it.
 
 Group commit: a message (no state change, no redaction) is drafted on top of the room's
@@ -106,7 +106,7 @@ class _Draft:
     auth_state: dict[StateKey, JsonDict]
 
 
-# The most messages of one room written in one transaction.
+# The most events written in one transaction.
 MAX_GROUP_COMMIT = 100
 
 
@@ -1123,42 +1123,57 @@ class RoomEventService:
     async def _write_queued(self) -> None:
         """Write what is queued, a transaction at a time, each taking every event (of any
         room, up to MAX_GROUP_COMMIT) queued while the one before it was written, until
-        nothing is queued. A room's events keep their order; a failed write gives up its
-        events and what their rooms queued behind them."""
+        nothing is queued. A room's events keep their order. If a transaction of several
+        rooms fails, each room's part is tried alone: one room's fault (the database
+        refusing an event) gives up only its events and what it queued behind them."""
         self._writing = True
         try:
             while self._ready:
                 taken = self._take_queued()
-                rows = [u.row for _, _, batch in taken for u in batch]
-                ROOM_EVENTS_PER_WRITE.observe(len(rows))
-                try:
-                    refusals = await self.store.persist_events(rows)
-                except Exception:
-                    logger.exception("Writing %d room events failed", len(rows))
-                    for room_id, writer, batch in taken:
-                        self._give_up(room_id, writer, batch, _not_stored())
-                    continue
-                refused = {r.txn: r for r in refusals}
-                for room_id, writer, batch in taken:
-                    self._settle_batch(room_id, writer, batch, refused)
+                if not await self._write(taken):
+                    for part in taken:
+                        await self._write([part])
         finally:
             self._writing = False
 
+    async def _write(self, taken: list[tuple[str, _RoomWriter, list[_Unwritten]]]) -> bool:
+        """One transaction for ``taken``, settled; False if it failed with several rooms
+        in it (nothing settled then), while one room's failed events are given up."""
+        rows = [u.row for _, _, batch in taken for u in batch]
+        ROOM_EVENTS_PER_WRITE.observe(len(rows))
+        try:
+            refusals = await self.store.persist_events(rows)
+        except Exception:
+            if len(taken) > 1:
+                logger.warning("Writing %d rooms' events together failed", len(taken))
+                return False
+            room_id, writer, batch = taken[0]
+            logger.exception("Writing %d events of %s failed", len(batch), room_id)
+            self._give_up(room_id, writer, batch, _not_stored())
+            return True
+        refused = {r.txn: r for r in refusals}
+        for room_id, writer, batch in taken:
+            self._settle_batch(room_id, writer, batch, refused)
+        return True
+
     def _take_queued(self) -> list[tuple[str, _RoomWriter, list[_Unwritten]]]:
-        """The next transaction's events: each ready room's queue, oldest rooms first."""
+        """The next transaction's events: each ready room's queue, oldest rooms first; a
+        room with more left goes to the back (a busy room does not starve the others)."""
         taken = []
         budget = MAX_GROUP_COMMIT
         for room_id in list(self._ready):
             if budget == 0:
                 break
+            del self._ready[room_id]
             writer = self._writers.get(room_id)
-            batch = writer.queue[:budget] if writer is not None else []
-            if writer is not None and batch:
-                del writer.queue[: len(batch)]
-                taken.append((room_id, writer, batch))
-                budget -= len(batch)
             if writer is None or not writer.queue:
-                del self._ready[room_id]
+                continue
+            batch = writer.queue[:budget]
+            del writer.queue[: len(batch)]
+            taken.append((room_id, writer, batch))
+            budget -= len(batch)
+            if writer.queue:
+                self._ready[room_id] = None
         return taken
 
     def _settle_batch(
@@ -1177,6 +1192,7 @@ class RoomEventService:
             if at < len(batch):
                 txn = batch[at].row.txn
                 assert txn is not None
+                self._unwritten_txns.pop(txn, None)  # (a retry now asks the database)
                 batch[at].settle(refused[txn])
                 self._give_up(room_id, writer, batch[at:], _not_stored())
         except Exception:  # (a bug: nothing may wait on this room for ever)
@@ -1214,7 +1230,6 @@ class RoomEventService:
                     stored.event_id
                 ]
             self._event_cache[stored.event_id] = stored
-            writer.events.pop(stored.event_id, None)
         for unwritten in batch:  # every position first: the first sync woken sees them all
             self.stream.finish(unwritten.row.stream_ordering)
         for unwritten in batch:
@@ -1226,6 +1241,7 @@ class RoomEventService:
                     callback(stored)
             except Exception:  # (the writer must go on: the room's later events wait on it)
                 logger.exception("Announcing %s failed", stored.event_id)
+            writer.events.pop(stored.event_id, None)
             unwritten.settle(stored)
 
     def _give_up(

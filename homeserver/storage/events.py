@@ -236,28 +236,7 @@ class EventStore:
             raise refusal
 
     async def persist_events(self, evs: list[EventToPersist]) -> list[TransactionAlreadySent]:
-        """Write events, each room's in order, in one transaction (group commit). If an
-        event's client transaction already made an event (a retry from before a restart),
-        it and the events of its room after it (which cite it) are not written, and the
-        refusal is returned; the other events are. Any other failure writes none."""
-
-        def txn_fn(txn: Txn) -> list[TransactionAlreadySent]:
-            refused = _claim_transactions(txn, evs)
-            kept = [ev for i, ev in enumerate(evs) if i < refused.get(ev.room_id, (len(evs),))[0]]
-            if len(kept) < len(evs):
-                # The claims of events that follow a refused one in their room go too.
-                kept_ids = {ev.event_id for ev in kept}
-                dropped = [ev.event_id for ev in evs if ev.event_id not in kept_ids]
-                txn.execute(
-                    "DELETE FROM event_transactions WHERE event_id IN "
-                    f"({','.join('?' * len(dropped))})",
-                    dropped,
-                )
-            for ev in kept:
-                _write_event(txn, ev)
-            return [refusal for _, refusal in refused.values()]
-
-        return await self.db.run("persist_events", txn_fn)
+        return await self.db.run("persist_events", persist_events_txn, evs)
 
     async def persist_state_group(self, room_id: str, group: NewStateGroup) -> None:
 
@@ -876,6 +855,26 @@ def latest_event_ids_txn(
             for event_id, stream in txn.select(page.format(room="?"), (room_id, upto, lower, limit))
         ]
     return result
+
+
+def persist_events_txn(txn: Txn, evs: list[EventToPersist]) -> list[TransactionAlreadySent]:
+    """Write events, each room's in order, in one transaction (group commit). If an
+    event's client transaction already made an event (a retry from before a restart),
+    it and the events of its room after it (which cite it) are not written, and the
+    refusal is returned; the other events are. Any other failure writes none."""
+    refused = _claim_transactions(txn, evs)
+    kept = [ev for i, ev in enumerate(evs) if i < refused.get(ev.room_id, (len(evs),))[0]]
+    if len(kept) < len(evs):
+        # The claims of events that follow a refused one in their room go too.
+        kept_ids = {ev.event_id for ev in kept}
+        dropped = [ev.event_id for ev in evs if ev.event_id not in kept_ids]
+        txn.execute(
+            f"DELETE FROM event_transactions WHERE event_id IN ({','.join('?' * len(dropped))})",
+            dropped,
+        )
+    for ev in kept:
+        _write_event(txn, ev)
+    return [refusal for _, refusal in refused.values()]
 
 
 def _claim_transactions(
