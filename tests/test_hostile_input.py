@@ -48,3 +48,57 @@ def test_search_groupings_of_the_wrong_shape(alice: Client) -> None:
         {"search_categories": {"room_events": {"search_term": "x", "groupings": {"group_by": 3}}}},
     )
     assert resp.status == 200, resp
+
+
+def test_nul_characters_are_refused_or_kept_never_a_500(alice: Client) -> None:
+    """JSON may carry U+0000, and a path %00; PostgreSQL's text holds no NUL character."""
+    room_id = create_room(alice)
+    json_headers = {"Content-Type": "application/json"}
+
+    def put_raw(path: str, raw: bytes) -> int:
+        return alice.request("PUT", path, raw=raw, headers=json_headers).status
+
+    # In an event's content it is kept (the JSON escapes it); search skips it, and a
+    # relation to an "event ID" holding one relates to nothing.
+    body = put_raw(
+        f"rooms/{q(room_id)}/send/m.room.message/nul1",
+        b'{"msgtype": "m.text", "body": "nul\\u0000here"}',
+    )
+    assert body == 200
+    relation = put_raw(
+        f"rooms/{q(room_id)}/send/m.reaction/nul2",
+        b'{"m.relates_to": {"rel_type": "m.annotation", "event_id": "$x\\u0000", "key": "k"}}',
+    )
+    assert relation == 200
+    events = alice.get(f"rooms/{q(room_id)}/messages", params={"dir": "b"}).body["chunk"]
+    assert events[1]["content"]["body"] == "nul\x00here"
+    # In a path it is refused outright.
+    for path in (
+        f"rooms/{q(room_id)}/send/m.x%00y/nul3",
+        f"rooms/{q(room_id)}/state/m.room.topic/a%00b",
+        f"user/{q(alice.user_id or '')}/account_data/a%00b",
+        f"rooms/{q(room_id)}/send/m.room.message/nul%00",
+    ):
+        resp = alice.put(path, {"a": 1})
+        assert (resp.status, resp.body["errcode"]) == (400, "M_INVALID_PARAM"), (path, resp)
+    # In search, in what is indexed and in a search term, it separates words.
+    resp = alice.request(
+        "POST",
+        "search",
+        raw=b'{"search_categories": {"room_events": {"search_term": "nul\\u0000"}}}',
+        headers=json_headers,
+    )
+    assert resp.status == 200, resp
+    found = resp.body["search_categories"]["room_events"]["results"]
+    assert [r["result"]["content"]["body"] for r in found] == ["nul\x00here"]
+    # Elsewhere it is stored where the database can hold it, else refused: never a 500.
+    resp = alice.request(
+        "PUT",
+        f"devices/{q(alice.device_id or '')}",
+        raw=b'{"display_name": "a\\u0000b"}',
+        headers=json_headers,
+    )
+    if alice.server.db_kind == "postgres":
+        assert (resp.status, resp.body["errcode"]) == (400, "M_INVALID_PARAM"), resp
+    else:
+        assert resp.status == 200, resp

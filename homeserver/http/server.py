@@ -218,6 +218,10 @@ class JsonResource(Resource):
                     raise MatrixError(405, Codes.UNRECOGNIZED, f"Method {method} not allowed here")
                 raise MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request")
             request.servlet_name = route.name
+            if any("\x00" in value for value in kwargs.values()):
+                raise MatrixError(
+                    400, Codes.INVALID_PARAM, "Path parameters may not contain NUL characters"
+                )
             if request.body_too_large:
                 raise MatrixError(
                     413,

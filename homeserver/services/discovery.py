@@ -80,6 +80,8 @@ class DiscoveryService:
         if not isinstance(criteria, dict):
             return {"search_categories": {}}
         term = criteria.get("search_term")
+        if isinstance(term, str):
+            term = term.replace("\x00", " ")  # (as in what is indexed)
         if not isinstance(term, str) or not term.strip():
             raise MatrixError(400, Codes.MISSING_PARAM, "room_events.search_term is required")
         keys = criteria.get("keys", list(SEARCH_KEYS))

@@ -1041,6 +1041,11 @@ class RoomEventService:
         written alone before this returns."""
         json_text = self._encode(event)
         state_key = event.get("state_key")
+        if any(isinstance(v, str) and "\x00" in v for v in (event["type"], state_key)):
+            # (the database keeps them as text, which on PostgreSQL holds no NUL character)
+            raise MatrixError(
+                400, Codes.BAD_JSON, "Event types and state keys may not contain NUL characters"
+            )
         new_group, after_group = await self._group_after(
             room_id, event, event_id, before_group, resolved_group
         )
@@ -1292,6 +1297,8 @@ def search_text_of(event: JsonDict) -> tuple[str, str] | None:
     if key is None:
         return None
     value = (event.get("content") or {}).get(key.split(".", 1)[1])
+    if isinstance(value, str) and "\x00" in value:
+        value = value.replace("\x00", " ")  # (PostgreSQL's text holds none: a separator)
     return (key, value) if isinstance(value, str) and value else None
 
 
@@ -1301,5 +1308,7 @@ def relation_of(event: JsonDict) -> tuple[str, str] | None:
     if isinstance(relates, dict):
         parent, rel_type = relates.get("event_id"), relates.get("rel_type")
         if isinstance(parent, str) and isinstance(rel_type, str):
+            if "\x00" in parent or "\x00" in rel_type:
+                return None  # no event's ID or relation type holds one: it relates to nothing
             return parent, rel_type
     return None

@@ -19,6 +19,7 @@ from twisted.enterprise import adbapi
 
 from config.schema import DatabaseConfig
 from homeserver import metrics
+from homeserver.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)
 
@@ -369,7 +370,16 @@ class Database:
                 after.extend(txn._after_commit)
                 metrics.DB_TXN_SECONDS.labels(name).observe(time.perf_counter() - started)
 
-        result: R = await self._pool.runInteraction(interaction)
+        try:
+            result: R = await self._pool.runInteraction(interaction)
+        except ValueError as e:
+            if "NUL (0x00)" not in str(e):
+                raise
+            # PostgreSQL's text holds no NUL character (SQLite's does): the client's input
+            # is refused, as it would be on any server on PostgreSQL, not a 500.
+            raise MatrixError(
+                400, Codes.INVALID_PARAM, "Text containing NUL characters cannot be stored"
+            ) from None
         for callback in after:
             callback()
         return result
