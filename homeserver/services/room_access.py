@@ -56,6 +56,7 @@ class RoomAccessService:
         # (visibility, the user's membership) by state group: a page of messages mostly
         # shares one state, so it is read once, not twice per event.
         by_group: dict[int, tuple[str, Any]] = {}
+        verdicts: dict[tuple[str, str, str | None, str | None, bool], bool] = {}
         visible = []
         for event in events:
             if event.room_id not in histories:
@@ -98,11 +99,12 @@ class RoomAccessService:
             joined_later = any(
                 m == "join" and stream > event.stream_ordering for stream, m in history or ()
             )
-            context = EventContext(
-                visibility, str(membership), visibility_after,
-                str(membership_after) if membership_after else None, joined_later,
-            )  # fmt: skip
-            if may_see_event(context):
+            key = (visibility, str(membership), visibility_after,
+                   str(membership_after) if membership_after else None, joined_later)  # fmt: skip
+            allowed = verdicts.get(key)
+            if allowed is None:  # (most events of a page share one answer)
+                allowed = verdicts[key] = may_see_event(EventContext(*key))
+            if allowed:
                 visible.append(event)
         return visible
 

@@ -288,9 +288,15 @@ class RoomEventService:
         return version
 
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        ids = list(event_ids)
-        found = {e: self._event_cache[e] for e in ids if e in self._event_cache}
-        missing = [e for e in ids if e not in found]
+        cached = self._event_cache.get  # (one look-up per ID: a sync asks for hundreds)
+        found: dict[str, StoredEvent] = {}
+        missing = []
+        for event_id in event_ids:
+            event = cached(event_id)
+            if event is not None:
+                found[event_id] = event
+            elif event_id not in found:
+                missing.append(event_id)
         if missing:
             loaded = await self.store.get_events(missing)
             for event_id, event in loaded.items():

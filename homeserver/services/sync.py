@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from homeserver.services.auth import Requester
@@ -330,9 +331,14 @@ class SyncService:
                 break
             before = rows[-1][1]
             loaded = await self.events.get_events(e for e, _ in rows)
-            candidates = [loaded[e] for e, _ in rows if e in loaded]
-            candidates = [e for e in candidates if sync_filter.timeline.allows(e.data)]
-            accepted += await self.access.filter_visible(user_id, candidates, records)
+            allows = sync_filter.timeline.allows
+            candidates = (event for e, _ in rows if (event := loaded.get(e)) and allows(event.data))
+            # Checked only as far as the limit needs (a page is read ahead of it).
+            while len(accepted) <= limit:
+                chunk = list(islice(candidates, limit + 1 - len(accepted)))
+                if not chunk:
+                    break
+                accepted += await self.access.filter_visible(user_id, chunk, records)
         limited = len(accepted) > limit
         events = list(reversed(accepted[:limit]))
         first = events[0].stream_ordering if events else (before if limited else upto + 1)
