@@ -156,7 +156,21 @@ def check_pdu_format(event: Any, version: RoomVersion) -> None:
         raise ValueError("sender is not a user ID")
     if len(event["prev_events"]) > 20 or len(event["auth_events"]) > 10:
         raise ValueError("too many prev_events or auth_events")
+    if _names_hold_nul(event):
+        raise ValueError("IDs, types, state keys and memberships may not hold U+0000")
     check_event_numbers(event, version)
+
+
+def _names_hold_nul(event: JsonDict) -> bool:
+    """Whether what a server keeps as text columns (not the event's JSON, which escapes
+    it) holds a NUL character, which PostgreSQL's text cannot: no valid ID does."""
+    content = event.get("content")
+    names = [event.get(k) for k in ("type", "state_key", "sender", "room_id", "redacts")]
+    if isinstance(content, dict):
+        names += [content.get("redacts"), content.get("membership")]
+    for reference in [*event.get("prev_events", ()), *event.get("auth_events", ())]:
+        names.append(reference[0] if isinstance(reference, list) and reference else reference)
+    return any(isinstance(name, str) and "\x00" in name for name in names)
 
 
 def required_signers(event: JsonDict, version: RoomVersion) -> set[str]:

@@ -50,7 +50,7 @@ def test_search_groupings_of_the_wrong_shape(alice: Client) -> None:
     assert resp.status == 200, resp
 
 
-def test_nul_characters_are_refused_or_kept_never_a_500(alice: Client) -> None:
+def test_nul_characters_are_refused_or_kept_never_a_500(alice: Client, bob: Client) -> None:
     """JSON may carry U+0000, and a path %00; PostgreSQL's text holds no NUL character."""
     room_id = create_room(alice)
     json_headers = {"Content-Type": "application/json"}
@@ -70,8 +70,15 @@ def test_nul_characters_are_refused_or_kept_never_a_500(alice: Client) -> None:
         b'{"m.relates_to": {"rel_type": "m.annotation", "event_id": "$x\\u0000", "key": "k"}}',
     )
     assert relation == 200
+    # Nor does a thread whose root holds one, in a room whose members are notified.
+    assert bob.post(f"join/{q(room_id)}", {}).status == 200
+    thread = put_raw(
+        f"rooms/{q(room_id)}/send/m.room.message/nul4",
+        b'{"body": "t", "m.relates_to": {"rel_type": "m.thread", "event_id": "$x\\u0000"}}',
+    )
+    assert thread == 200
     events = alice.get(f"rooms/{q(room_id)}/messages", params={"dir": "b"}).body["chunk"]
-    assert events[1]["content"]["body"] == "nul\x00here"
+    assert events[3]["content"]["body"] == "nul\x00here"
     # In a path it is refused outright.
     for path in (
         f"rooms/{q(room_id)}/send/m.x%00y/nul3",

@@ -36,6 +36,8 @@ def _relates_to(event: JsonDict) -> tuple[str | None, str | None]:
     if not isinstance(relates, dict):
         return None, None
     parent, rel_type = relates.get("event_id"), relates.get("rel_type")
+    if isinstance(parent, str) and "\x00" in parent:
+        parent = None  # no event's ID holds one: it relates to nothing
     return (parent if isinstance(parent, str) else None), (
         rel_type if isinstance(rel_type, str) else None
     )

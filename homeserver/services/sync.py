@@ -333,9 +333,10 @@ class SyncService:
             loaded = await self.events.get_events(e for e, _ in rows)
             allows = sync_filter.timeline.allows
             candidates = (event for e, _ in rows if (event := loaded.get(e)) and allows(event.data))
-            # Checked only as far as the limit needs (a page is read ahead of it).
+            # Checked only as far as the limit needs (a page is read ahead of it), a few at
+            # least at a time (history hidden from the user would be one call per event).
             while len(accepted) <= limit:
-                chunk = list(islice(candidates, limit + 1 - len(accepted)))
+                chunk = list(islice(candidates, max(limit + 1 - len(accepted), 5)))
                 if not chunk:
                     break
                 accepted += await self.access.filter_visible(user_id, chunk, records)

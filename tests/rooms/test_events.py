@@ -15,6 +15,7 @@ from crypto.canonical import canonical_json, sign, verify
 from rooms.events import (
     add_content_hash,
     check_content_hash,
+    check_pdu_format,
     compute_event_id,
     content_hash,
     hash_sign_and_identify,
@@ -454,3 +455,38 @@ def test_hash_sign_and_identify_is_the_three_steps_in_one(room_version: str) -> 
         event_id = hash_sign_and_identify(combined, version(room_version), SERVER, KEY)
         assert (event_id, canonical_json(combined)) == (expected_id, canonical_json(separate))
         assert verify_event_signature(combined, version(room_version), SERVER, KEY_ID, PUBLIC)
+
+
+def _pdu(**changes: Any) -> dict[str, Any]:
+    pdu: dict[str, Any] = {
+        "type": "m.room.message", "sender": "@a:example.org", "room_id": "!r:example.org",
+        "content": {"body": "nul\x00is fine here"}, "depth": 2, "origin_server_ts": 1,
+        "prev_events": ["$p"], "auth_events": ["$a"], "hashes": {"sha256": "x"},
+        "signatures": {},
+    }  # fmt: skip
+    pdu.update(changes)
+    return pdu
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"type": "m.x\x00"},
+        {"state_key": "\x00"},
+        {"sender": "@a\x00:example.org"},
+        {"room_id": "!r\x00:example.org"},
+        {"redacts": "$e\x00"},
+        {"content": {"redacts": "$e\x00"}},
+        {
+            "type": "m.room.member",
+            "state_key": "@a:example.org",
+            "content": {"membership": "join\x00"},
+        },
+        {"prev_events": ["$p\x00"]},
+        {"auth_events": [["$a\x00", {"sha256": "x"}]]},
+    ],
+)
+def test_pdus_whose_kept_names_hold_nul_are_refused(changes: dict[str, Any]) -> None:
+    check_pdu_format(_pdu(), version("11"))  # content may hold one: it is kept as JSON
+    with pytest.raises(ValueError, match="U\\+0000"):
+        check_pdu_format(_pdu(**changes), version("11"))
