@@ -26,7 +26,7 @@ DB_TXN_SECONDS = Histogram(
 )
 ROOM_EVENTS_PER_WRITE = Histogram(
     "homeserver_room_events_per_write",
-    "Events of one room written in one database transaction (group commit)",
+    "Room events (of any rooms) written in one database transaction (group commit)",
     buckets=(1, 2, 3, 5, 10, 20, 50, 100),
 )
 CLIENT_IP_BUFFERED = Gauge(

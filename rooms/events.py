@@ -156,12 +156,12 @@ def check_pdu_format(event: Any, version: RoomVersion) -> None:
         raise ValueError("sender is not a user ID")
     if len(event["prev_events"]) > 20 or len(event["auth_events"]) > 10:
         raise ValueError("too many prev_events or auth_events")
-    if _names_hold_nul(event):
+    if names_hold_nul(event):
         raise ValueError("IDs, types, state keys and memberships may not hold U+0000")
     check_event_numbers(event, version)
 
 
-def _names_hold_nul(event: JsonDict) -> bool:
+def names_hold_nul(event: JsonDict) -> bool:
     """Whether what a server keeps as text columns (not the event's JSON, which escapes
     it) holds a NUL character, which PostgreSQL's text cannot: no valid ID does."""
     content = event.get("content")
@@ -171,6 +171,19 @@ def _names_hold_nul(event: JsonDict) -> bool:
     for reference in [*event.get("prev_events", ()), *event.get("auth_events", ())]:
         names.append(reference[0] if isinstance(reference, list) and reference else reference)
     return any(isinstance(name, str) and "\x00" in name for name in names)
+
+
+def relates_to(event: JsonDict) -> tuple[str | None, str | None]:
+    """(parent event ID, rel_type) of ``content.m.relates_to``, each None if absent or not
+    a string; one holding U+0000 counts as absent (no event's ID holds one)."""
+    relates = (event.get("content") or {}).get("m.relates_to")
+    if not isinstance(relates, dict):
+        return None, None
+    parent, rel_type = relates.get("event_id"), relates.get("rel_type")
+    return (
+        parent if isinstance(parent, str) and "\x00" not in parent else None,
+        rel_type if isinstance(rel_type, str) and "\x00" not in rel_type else None,
+    )
 
 
 def required_signers(event: JsonDict, version: RoomVersion) -> set[str]:

@@ -19,13 +19,18 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import yaml
 
 from crypto.signing_keys import ensure_signing_key
+
+if TYPE_CHECKING:
+    from homeserver.storage.engine import PostgresEngine
 
 PG_ARGS = {"host": "127.0.0.1", "port": 5432, "dbname": "test"}
 SHARED_SECRET = "test-shared-secret"
@@ -100,6 +105,21 @@ def drop_pg_database(name: str) -> None:
     conn.autocommit = True
     conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     conn.close()
+
+
+@contextmanager
+def migrated_pg_engine(prepare: bool = True) -> Iterator[PostgresEngine]:
+    """An engine on a new PostgreSQL database with the schema applied, dropped after."""
+    from homeserver.storage.engine import PostgresEngine
+    from homeserver.storage.migrate import prepare_database
+
+    name = create_pg_database()
+    try:
+        engine = PostgresEngine({**PG_ARGS, "dbname": name}, 1, 1, prepare=prepare)
+        prepare_database(engine)
+        yield engine
+    finally:
+        drop_pg_database(name)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from homeserver.storage.engine import Engine, PostgresEngine, SqliteEngine, Txn
+from homeserver.storage.engine import Engine, SqliteEngine, Txn
 from homeserver.storage.events import EventToPersist, TxnKey, persist_events_txn
 from homeserver.storage.migrate import prepare_database
 from tests.conftest import _require_db
-from tests.harness import PG_ARGS, create_pg_database, drop_pg_database
+from tests.harness import migrated_pg_engine
 
 
 @pytest.fixture
@@ -24,13 +24,8 @@ def engine(db_kind: str, tmp_path: Any) -> Iterator[Engine]:
         yield sqlite
         return
     _require_db("postgres")
-    name = create_pg_database()
-    pg = PostgresEngine({**PG_ARGS, "dbname": name}, 1, 1, prepare=False)
-    prepare_database(pg)
-    try:
+    with migrated_pg_engine(prepare=False) as pg:  # (plain connections: none prepares)
         yield pg
-    finally:
-        drop_pg_database(name)
 
 
 def key(txn_id: str) -> TxnKey:

@@ -12,9 +12,8 @@ import pytest
 
 from homeserver.storage.e2ee import OneTimeKeyConflict, add_one_time_keys_txn
 from homeserver.storage.engine import PostgresEngine, Txn
-from homeserver.storage.migrate import prepare_database
 from tests.conftest import _require_db
-from tests.harness import PG_ARGS, create_pg_database, drop_pg_database
+from tests.harness import migrated_pg_engine
 
 USER, DEVICE, ALG = "@u:example.org", "DEV", "signed_curve25519"
 
@@ -22,13 +21,8 @@ USER, DEVICE, ALG = "@u:example.org", "DEV", "signed_curve25519"
 @pytest.fixture
 def pg() -> Iterator[PostgresEngine]:
     _require_db("postgres")
-    name = create_pg_database()
-    engine = PostgresEngine({**PG_ARGS, "dbname": name}, 1, 1)
-    prepare_database(engine)
-    try:
+    with migrated_pg_engine() as engine:
         yield engine
-    finally:
-        drop_pg_database(name)
 
 
 def connect(engine: PostgresEngine) -> Any:

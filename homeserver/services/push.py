@@ -16,6 +16,7 @@ from homeserver.http.outbound import BlockedAddress, filtered_web_agent, parse_h
 from homeserver.storage.events import StoredEvent
 from homeserver.storage.push import EventNotifications
 from rooms import push_rules
+from rooms.events import relates_to
 from rooms.power_levels import power_levels_from_state
 
 if TYPE_CHECKING:
@@ -29,18 +30,6 @@ FIRST_RETRY_MS = 1_000
 
 
 MAX_THREAD_HOPS = 3
-
-
-def _relates_to(event: JsonDict) -> tuple[str | None, str | None]:
-    relates = (event.get("content") or {}).get("m.relates_to")
-    if not isinstance(relates, dict):
-        return None, None
-    parent, rel_type = relates.get("event_id"), relates.get("rel_type")
-    if isinstance(parent, str) and "\x00" in parent:
-        parent = None  # no event's ID holds one: it relates to nothing
-    return (parent if isinstance(parent, str) else None), (
-        rel_type if isinstance(rel_type, str) else None
-    )
 
 
 def _split_notifications(
@@ -94,7 +83,7 @@ class PushService:
         the spec suggests) until an m.thread relation names the root."""
         current = event
         for _ in range(MAX_THREAD_HOPS):
-            parent, rel_type = _relates_to(current)
+            parent, rel_type = relates_to(current)
             if parent is None:
                 return "main"
             if rel_type == "m.thread":

@@ -45,7 +45,9 @@ from rooms.events import (
     check_event_numbers,
     compute_event_id,
     hash_sign_and_identify,
+    names_hold_nul,
     reference_hash,
+    relates_to,
     room_id_for_create_event,
 )
 from rooms.layered_state import derive_state, state_dict
@@ -1047,10 +1049,10 @@ class RoomEventService:
         written alone before this returns."""
         json_text = self._encode(event)
         state_key = event.get("state_key")
-        if any(isinstance(v, str) and "\x00" in v for v in (event["type"], state_key)):
+        if names_hold_nul(event):
             # (the database keeps them as text, which on PostgreSQL holds no NUL character)
             raise MatrixError(
-                400, Codes.BAD_JSON, "Event types and state keys may not contain NUL characters"
+                400, Codes.BAD_JSON, "Event types, state keys and IDs may not hold U+0000"
             )
         new_group, after_group = await self._group_after(
             room_id, event, event_id, before_group, resolved_group
@@ -1310,11 +1312,5 @@ def search_text_of(event: JsonDict) -> tuple[str, str] | None:
 
 def relation_of(event: JsonDict) -> tuple[str, str] | None:
     """(parent event ID, rel_type) if the event relates to another one."""
-    relates = (event.get("content") or {}).get("m.relates_to")
-    if isinstance(relates, dict):
-        parent, rel_type = relates.get("event_id"), relates.get("rel_type")
-        if isinstance(parent, str) and isinstance(rel_type, str):
-            if "\x00" in parent or "\x00" in rel_type:
-                return None  # no event's ID or relation type holds one: it relates to nothing
-            return parent, rel_type
-    return None
+    parent, rel_type = relates_to(event)
+    return (parent, rel_type) if parent is not None and rel_type is not None else None

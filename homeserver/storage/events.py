@@ -69,8 +69,8 @@ _TXN_EVENT_SQL = (
 
 
 class TransactionAlreadySent(Exception):
-    """The client transaction of an event being persisted already made ``event_id``: the
-    whole write was rolled back."""
+    """The client transaction ``txn`` of an event being persisted already made
+    ``event_id``: that event, and its room's events after it, were not written."""
 
     def __init__(self, event_id: str, txn: TxnKey) -> None:
         super().__init__(event_id)
@@ -239,7 +239,6 @@ class EventStore:
         return await self.db.run("persist_events", persist_events_txn, evs)
 
     async def persist_state_group(self, room_id: str, group: NewStateGroup) -> None:
-
         await self.db.run("persist_state_group", _insert_state_group, room_id, group)
 
     # Reading events
