@@ -70,8 +70,10 @@ def rss_mib(pid: int, peak: bool = False) -> float:
     return 0.0
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU of every PostgreSQL server process (the backends do the work of our queries)."""
+def postgres_cpu_seconds(database: str | None = None) -> float:
+    """CPU of PostgreSQL's processes: with ``database``, only the backends connected to it
+    (one server's queries, not the other server's running at the same time, nor
+    PostgreSQL's shared background writers); without, every one."""
     total = 0.0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -79,6 +81,12 @@ def postgres_cpu_seconds() -> float:
         try:
             with open(f"/proc/{entry}/comm", encoding="ascii") as f:
                 if f.read().strip() not in ("postgres", "postmaster"):
+                    continue
+            if database is not None:
+                # A backend's title: "postgres: 15/main: USER DATABASE HOST(PORT) STATE".
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    title = f.read().decode("utf-8", "replace").replace("\0", " ")
+                if database not in title.split():
                     continue
             total += cpu_seconds(int(entry))
         except (OSError, IndexError, ValueError):
@@ -176,8 +184,9 @@ class Server:
         return self.process.pid
 
     def cpu(self) -> float:
+        """Seconds of CPU of this server's process and of its own database's backends."""
         own = cpu_seconds(self.pid)
-        return own + (postgres_cpu_seconds() if self.db_kind == "postgres" else 0.0)
+        return own + (postgres_cpu_seconds(self.pg_database) if self.pg_database else 0.0)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -565,6 +574,23 @@ class Measurement:
             "failures": float(self.failures),
             **self.extra,
         }
+
+
+async def settle(servers: list[Server], quiet_cpu_s: float = 0.02, limit_s: float = 60.0) -> None:
+    """Wait until no server is busy (each used under ``quiet_cpu_s`` of CPU, its database's
+    backends included, in half a second), so that what one server still does after its
+    last scenario (Synapse works through its user directory and room statistics for a
+    while after a large room fills) is not measured as the other's time."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        before = [s.cpu() for s in servers]
+        await asyncio.sleep(0.5)
+        if all(s.cpu() - b < quiet_cpu_s for s, b in zip(servers, before, strict=True)):
+            break
+    waited = time.monotonic() - started
+    if waited > 2:
+        busy = "still busy" if waited >= limit_s else "settled"
+        print(f"    waited {waited:.0f} s for the servers to go idle ({busy})", flush=True)
 
 
 async def run_concurrent(
@@ -1079,6 +1105,7 @@ async def bench_database(
                     # Alternate the order each round: A/B, then B/A, ...
                     order = servers if round_index % 2 == 0 else list(reversed(servers))
                     for server in order:
+                        await settle(servers)
                         try:
                             m = await scenario(apis[server.name], server, sizes[name])
                         except Exception as e:

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m scripts.bench_profile SCENARIO [--size N] [--db sqlite|postgres]
         [--cprofile [--save-profile PATH]] [--cache-size NAME=N ...]
+        [--after SCENARIO[=SIZE] ...]
 
 Runs the scenario from ``scripts/bench.py`` once to warm up and once measured, and prints
 the measurement and, per named database transaction, how many ran per operation and their
@@ -10,7 +11,9 @@ runs under cProfile and the reactor thread's busiest functions are printed too (
 inflates Python-heavy code: use it to find where, the plain run to know how much).
 The server's resident memory (after start, at the end, peak) and every non-empty cache's
 size are printed too; ``--cache-size events=1`` runs with that cache all but off, so two
-runs tell what one cache costs at the scenario's peak.
+runs tell what one cache costs at the scenario's peak. ``--after`` first runs other
+scenarios on the same server (unmeasured, at their benchmark size unless given), so that a
+figure from the middle of ``run-bench``'s sequence can be reproduced and profiled alone.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ async def profile(
     use_cprofile: bool,
     save: str | None = None,
     sizes: dict[str, int] | None = None,
+    first: list[tuple[str, int]] | None = None,
 ) -> None:
     server = bench.ours(db_kind, cache_sizes=sizes)
     out = os.path.join(server.directory, "server.prof")
@@ -71,6 +75,9 @@ async def profile(
     try:
         async with aiohttp.ClientSession() as http:
             api = bench.Api(http, server)
+            for earlier, earlier_size in first or []:
+                print(f"running {earlier} (size {earlier_size}) first...", flush=True)
+                await bench.SCENARIOS[earlier](api, server, earlier_size)
             run = bench.SCENARIOS[scenario]
             await run(api, server, max(1, size // 10))  # warm-up
             before = transactions(server.metrics_port)
@@ -118,14 +125,29 @@ def main() -> int:
         metavar="NAME=N",
         help="set caches.sizes.NAME for the server (repeatable)",
     )
+    parser.add_argument(
+        "--after",
+        nargs="+",
+        default=[],
+        metavar="SCENARIO[=SIZE]",
+        help="run these scenarios first, unmeasured (default size: the benchmark's)",
+    )
     args = parser.parse_args()
+    after = []
+    for item in args.after:
+        name, _, value = item.partition("=")
+        if name not in bench.SCENARIOS or (value and not value.isdigit()):
+            parser.error(f"--after wants SCENARIO[=SIZE], got {item!r}")
+        after.append((name, int(value) if value else bench.SIZES_FULL[name]))
     sizes = {}
     for item in args.cache_size:
         name, _, value = item.partition("=")
         if not value.isdigit():
             parser.error(f"--cache-size wants NAME=N, got {item!r}")
         sizes[name] = int(value)
-    asyncio.run(profile(args.scenario, args.size, args.db, args.cprofile, args.save_profile, sizes))
+    asyncio.run(
+        profile(args.scenario, args.size, args.db, args.cprofile, args.save_profile, sizes, after)
+    )
     return 0
 
 
