@@ -588,7 +588,7 @@ async def settle(servers: list[Server], quiet_cpu_s: float = 0.02, limit_s: floa
         if all(s.cpu() - b < quiet_cpu_s for s, b in zip(servers, before, strict=True)):
             break
     waited = time.monotonic() - started
-    if waited > 2:
+    if waited >= 1:
         busy = "still busy" if waited >= limit_s else "settled"
         print(f"    waited {waited:.0f} s for the servers to go idle ({busy})", flush=True)
 

@@ -805,3 +805,25 @@ def test_sync_token_survives_restart(server_factory: Callable[..., ServerProcess
     # And the new token keeps working: nothing more has happened.
     later = sync(bob, resp.body["next_batch"])
     assert joined(later) == {}
+
+
+def test_timeline_walks_past_history_hidden_before_the_join(alice: Client, bob: Client) -> None:
+    """History hidden before the user's join: the first page of a small limit finds hidden
+    events, so the timeline reads further pages (each twice the last) back past all of
+    them to the visible events before the visibility changed."""
+    room_id = create_room(alice)
+    put_state(alice, room_id, "m.room.history_visibility", {"history_visibility": "joined"})
+    for i in range(60):
+        send(alice, room_id, f"before {i}")
+    join(bob, room_id)
+    send(alice, room_id, "after")
+    body = sync(bob, filter={"room": {"timeline": {"limit": 3}}})
+    room = joined(body)[room_id]
+    events = timeline_events(room)
+    # The visibility change itself was sent while history was shared.
+    assert [e["type"] for e in events] == [
+        "m.room.history_visibility", "m.room.member", "m.room.message"
+    ]  # fmt: skip
+    assert events[1]["state_key"] == bob.user_id
+    assert bodies(events) == ["after"]
+    assert room["timeline"]["limited"] is True  # the room's creation events lie beyond

@@ -286,8 +286,8 @@ class RoomAccessService:
         """Serialise with the extras that need lookups: prev_content, transaction IDs."""
         if not events:
             return []
-        for event in events:
-            await self.events.room_version(event.room_id)
+        for room_id in {event.room_id for event in events}:
+            await self.events.room_version(room_id)  # cached for serialize
         # Transaction IDs are only ever shown to their sender.
         own = [
             e.event_id

@@ -24,11 +24,17 @@ STRIPPED_STATE_TYPES = (
 )  # fmt: skip
 
 
+# The most events one further page of a timeline reads (see SyncService.timeline).
+MAX_TIMELINE_PAGE = 400
+
+
 def timeline_page_size(sync_filter: SyncFilter) -> int:
-    """Events read per page of a timeline (sync and sliding sync)."""
+    """Events read in the first page of a timeline (sync and sliding sync): the limit and
+    one more, to know whether it was limited. Most rooms need no second page; one whose
+    newest events are hidden or filtered reads on in pages that double in size."""
     limit = sync_filter.timeline.limit
     limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
-    return max(limit + 1, 20)
+    return limit + 1
 
 
 class SyncService:
@@ -330,6 +336,9 @@ class SyncService:
             if not rows:
                 break
             before = rows[-1][1]
+            # Each further page twice the last: a room whose history the user may not see
+            # costs a few reads, not one per page of the limit.
+            page = min(page * 2, MAX_TIMELINE_PAGE)
             loaded = await self.events.get_events(e for e, _ in rows)
             allows = sync_filter.timeline.allows
             candidates = (event for e, _ in rows if (event := loaded.get(e)) and allows(event.data))

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
 from homeserver.storage.e2ee import DeviceSyncState, device_sync_state_txn
 from homeserver.storage.engine import Database, Txn
 from homeserver.storage.events import (
@@ -186,19 +188,29 @@ class SyncStore:
         page: int | None,
     ) -> RoomBatch:
         """Member summaries, unread counts, the user's membership records and (given a
-        ``page`` size) the newest events in (after, upto] of each room, in one transaction."""
+        ``page`` size) the newest events in (after, upto] of each room: in one transaction
+        on a single connection (SQLite), the unread counts in a second one alongside where
+        the pool has more (PostgreSQL works on both at once)."""
+        concurrent = self.db.engine.pool_size[1] > 1
 
         def txn_fn(txn: Txn) -> RoomBatch:
             batch = RoomBatch(
                 member_summaries_txn(txn, room_ids),
-                unread_counts_txn(txn, user_id, room_ids),
+                {} if concurrent else unread_counts_txn(txn, user_id, room_ids),
                 membership_records_txn(txn, user_id, room_ids),
             )
             if page is not None:
                 batch.first_pages = latest_event_ids_txn(txn, room_ids, after, upto, page)
             return batch
 
-        return await self.db.run("read_sync_rooms", txn_fn)
+        if not concurrent:
+            return await self.db.run("read_sync_rooms", txn_fn)
+        unread = Deferred.fromCoroutine(
+            self.db.run("read_sync_unread", unread_counts_txn, user_id, room_ids)
+        )
+        batch = await self.db.run("read_sync_rooms", txn_fn)
+        batch.unread = await unread
+        return batch
 
     async def get_state_changes(self, room_id: str, after: int, before: int) -> list[str]:
         """IDs of state events sent in the room in (after, before)."""
