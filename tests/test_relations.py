@@ -3,6 +3,7 @@ bundled aggregations (m.thread, m.replace, m.reference) on events served to clie
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 from urllib.parse import quote
@@ -421,3 +422,47 @@ def test_state_events_get_no_bundled_aggregations(alice: Client, bob: Client, ro
     reference(bob, room, topic)
     event = get_event(alice, room, topic)
     assert "m.relations" not in event.get("unsigned", {}), event
+
+
+def from_sync(client: Client, room_id: str, event_id: str, timeline: JsonDict) -> JsonDict:
+    """The event as an initial /sync's timeline serves it (relations read with its page)."""
+    resp = client.get("sync", params={"filter": json.dumps({"room": {"timeline": timeline}})})
+    assert resp.status == 200, resp
+    events = resp.body["rooms"]["join"][room_id]["timeline"]["events"]
+    found = [e for e in events if e["event_id"] == event_id]
+    assert len(found) == 1, [e["event_id"] for e in events]
+    return dict(found[0])
+
+
+def test_aggregations_bundled_in_sync(alice: Client, bob: Client, room: str) -> None:
+    """/sync bundles what /messages does: an edit, a thread summary with its latest reply's
+    own edit, a reference; for an event on the first page read and for one the timeline
+    reached only on a further page (its relations looked up then)."""
+    root = send(alice, room, "root")
+    fixed = edit(alice, room, root, "root, fixed")
+    reply = reply_in_thread(bob, room, root, "typo")
+    reply_fixed = edit(bob, room, reply, "reply, fixed")
+    ref = reference(bob, room, root)
+    for i in range(6):
+        send_event(alice, room, "com.example.noise", {"i": i})
+    first_page = {"limit": 12}
+    further_page = {"limit": 2, "types": ["m.room.message"], "not_senders": [bob.user_id]}
+    for timeline in (first_page, further_page):
+        relations_of_root = bundled(from_sync(alice, room, root, timeline))
+        assert relations_of_root["m.replace"]["event_id"] == fixed
+        assert [c["event_id"] for c in relations_of_root["m.reference"]["chunk"]] == [ref]
+        summary = relations_of_root["m.thread"]
+        assert summary["count"] == 1 and summary["latest_event"]["event_id"] == reply
+        assert bundled(summary["latest_event"])["m.replace"]["event_id"] == reply_fixed
+        assert without_ages(relations_of_root) == without_ages(
+            bundled(from_messages(alice, room, root))
+        )
+
+
+def without_ages(value: Any) -> Any:
+    """``value`` without the ``age`` fields (they move between two requests)."""
+    if isinstance(value, dict):
+        return {k: without_ages(v) for k, v in value.items() if k != "age"}
+    if isinstance(value, list):
+        return [without_ages(v) for v in value]
+    return value

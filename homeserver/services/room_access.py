@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import Codes, MatrixError, forbidden, not_found
 from homeserver.services.auth import Requester
-from homeserver.storage.events import StateKey, StoredEvent, TxnKey
+from homeserver.storage.events import RelationRow, StateKey, StoredEvent, TxnKey
 from homeserver.streams import parse_event_position
 from rooms.redaction import redact
 from rooms.visibility import EventContext, may_see_event, normalise_visibility
@@ -226,12 +226,20 @@ class RoomAccessService:
         return data
 
     async def _aggregations(
-        self, events: Sequence[StoredEvent], requester_device: tuple[str, str] | None
+        self,
+        events: Sequence[StoredEvent],
+        requester_device: tuple[str, str] | None,
+        known: dict[str, list[RelationRow]] | None = None,
     ) -> dict[str, JsonDict]:
-        """Bundled aggregations: thread summaries, the latest edit, references."""
+        """Bundled aggregations: thread summaries, the latest edit, references. ``known``:
+        the relations already read for some events (a sync reads them with its pages)."""
         # State events get no bundled aggregations.
         parents = {e.event_id: e for e in events if not e.redacted_by and "state_key" not in e.data}
-        rows = await self.store.get_relations_of(list(parents))
+        known = known or {}
+        rows = await self.store.get_relations_of([p for p in parents if p not in known])
+        read_before = [row for p in parents if p in known for row in known[p]]
+        if read_before:
+            rows = sorted(rows + read_before, key=lambda row: row[4])
         if not rows:
             return {}
         user_id = requester_device[0] if requester_device else None
@@ -281,9 +289,13 @@ class RoomAccessService:
         return {parent: entry for parent, entry in result.items() if entry}
 
     async def serialize_many(
-        self, events: Sequence[StoredEvent], requester_device: tuple[str, str] | None = None
+        self,
+        events: Sequence[StoredEvent],
+        requester_device: tuple[str, str] | None = None,
+        relations: dict[str, list[RelationRow]] | None = None,
     ) -> list[JsonDict]:
-        """Serialise with the extras that need lookups: prev_content, transaction IDs."""
+        """Serialise with the extras that need lookups: prev_content, transaction IDs,
+        bundled relations (``relations``: those already read, by related event)."""
         if not events:
             return []
         for room_id in {event.room_id for event in events}:
@@ -301,7 +313,7 @@ class RoomAccessService:
         redactions = await self.events.get_events(
             [e.redacted_by[0] for e in events if e.redacted_by]
         )
-        aggregations = await self._aggregations(events, requester_device)
+        aggregations = await self._aggregations(events, requester_device, relations)
         result = []
         for event in events:
             data = self.serialize(event, requester_device, txn_ids, redactions)

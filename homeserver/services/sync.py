@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from homeserver.services.auth import Requester
 from homeserver.services.filters import SyncFilter
-from homeserver.storage.events import StoredEvent
+from homeserver.storage.events import RelationRow, StoredEvent
 from homeserver.storage.sync import RoomBatch
 from homeserver.streams import SyncToken
 
@@ -199,7 +199,7 @@ class SyncService:
             rooms["join"] or rooms["invite"] or rooms["leave"] or rooms["knock"]
             or global_account_data or presence
         )  # fmt: skip
-        await self._serialize_all(rooms, device)
+        await self._serialize_all(rooms, device, batch.relations)
         device_state = window.device
         assert device_state is not None
         to_device = device_state.to_device
@@ -222,9 +222,15 @@ class SyncService:
         }
         return response, changed
 
-    async def _serialize_all(self, rooms: JsonDict, device: tuple[str, str]) -> None:
+    async def _serialize_all(
+        self,
+        rooms: JsonDict,
+        device: tuple[str, str],
+        relations: dict[str, list[RelationRow]] | None = None,
+    ) -> None:
         """Serialise every room's timeline and state in one pass: one lookup of transaction
-        IDs, edits and relations for the whole sync instead of one per room."""
+        IDs, edits and relations for the whole sync instead of one per room (the relations
+        of the first pages were read with them)."""
         sections = [
             entry[part]
             for kind in ("join", "leave")
@@ -232,7 +238,7 @@ class SyncService:
             for part in ("timeline", "state")
         ]
         events: list[StoredEvent] = [e for section in sections for e in section["events"]]
-        serialized = await self.access.serialize_many(events, device)
+        serialized = await self.access.serialize_many(events, device, relations)
         by_id = {event.event_id: data for event, data in zip(events, serialized, strict=True)}
         for section in sections:
             section["events"] = [by_id[e.event_id] for e in section["events"]]

@@ -648,21 +648,11 @@ class EventStore:
 
     # Relations
 
-    async def get_relations_of(
-        self, parent_ids: Sequence[str]
-    ) -> list[tuple[str, str, str, str, int]]:
+    async def get_relations_of(self, parent_ids: Sequence[str]) -> list[RelationRow]:
         """(parent, rel_type, child, sender, stream) for every child of the given events."""
         if not parent_ids:
             return []
-        marks = ",".join("?" * len(parent_ids))
-        return await self.db.run(
-            "get_relations_of",
-            lambda txn: txn.select(
-                f"SELECT relates_to_id, rel_type, event_id, sender, stream_ordering "
-                f"FROM event_relations WHERE relates_to_id IN ({marks}) ORDER BY stream_ordering",
-                list(parent_ids),
-            ),
-        )
+        return await self.db.run("get_relations_of", relations_of_txn, parent_ids)
 
     async def get_children(
         self,
@@ -818,6 +808,27 @@ def membership_records_txn(
             history.append((int(stream), membership))
         result[room_id] = (history, bool(forgotten))
     return result
+
+
+# (parent, rel_type, child, sender, stream ordering) of one relation.
+RelationRow = tuple[str, str, str, str, int]
+
+
+def relations_of_txn(txn: Txn, parent_ids: Sequence[str]) -> list[RelationRow]:
+    """Every relation to the given events, oldest first (in chunks: an initial sync of
+    many rooms asks about more events than SQLite takes parameters)."""
+    rows: list[RelationRow] = []
+    for start in range(0, len(parent_ids), 1000):
+        chunk = list(parent_ids[start : start + 1000])
+        marks = ",".join("?" * len(chunk))
+        rows += txn.select(
+            f"SELECT relates_to_id, rel_type, event_id, sender, stream_ordering "
+            f"FROM event_relations WHERE relates_to_id IN ({marks}) ORDER BY stream_ordering",
+            chunk,
+        )
+    if len(parent_ids) > 1000:
+        rows.sort(key=lambda row: row[4])
+    return rows
 
 
 def latest_event_ids_txn(

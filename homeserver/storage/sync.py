@@ -12,9 +12,11 @@ from twisted.internet.defer import Deferred
 from homeserver.storage.e2ee import DeviceSyncState, device_sync_state_txn
 from homeserver.storage.engine import Database, Txn
 from homeserver.storage.events import (
+    RelationRow,
     latest_event_ids_txn,
     member_summaries_txn,
     membership_records_txn,
+    relations_of_txn,
     user_memberships_txn,
 )
 from homeserver.storage.push import unread_counts_txn
@@ -44,6 +46,9 @@ class RoomBatch:
     unread: dict[str, tuple[int, int, dict[str, tuple[int, int]]]]
     records: dict[str, tuple[list[tuple[int, str]], bool]]
     first_pages: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    # The relations to every event of the first pages, by related event (serialising a
+    # timeline bundles them); None when not read.
+    relations: dict[str, list[RelationRow]] | None = None
 
 
 class SyncStore:
@@ -188,7 +193,8 @@ class SyncStore:
         page: int | None,
     ) -> RoomBatch:
         """Member summaries, unread counts, the user's membership records and (given a
-        ``page`` size) the newest events in (after, upto] of each room: in one transaction
+        ``page`` size) the newest events in (after, upto] of each room and the relations to
+        them: in one transaction
         on a single connection (SQLite), the unread counts in a second one alongside where
         the pool has more (PostgreSQL works on both at once)."""
         concurrent = self.db.engine.pool_size[1] > 1
@@ -201,6 +207,10 @@ class SyncStore:
             )
             if page is not None:
                 batch.first_pages = latest_event_ids_txn(txn, room_ids, after, upto, page)
+                page_ids = [e for rows in batch.first_pages.values() for e, _ in rows]
+                batch.relations = {e: [] for e in page_ids}
+                for row in relations_of_txn(txn, page_ids):
+                    batch.relations[row[0]].append(row)
             return batch
 
         if not concurrent:
