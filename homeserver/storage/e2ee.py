@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+from homeserver.storage.batching import BatchedWrites
 from homeserver.storage.engine import Database, Txn
 
 JsonDict = dict[str, Any]
@@ -18,9 +19,17 @@ class OneTimeKeyConflict(Exception):
         self.key_id = key_id
 
 
+# (user, device, algorithm) of one key wanted; what was claimed, by (user, device).
+ClaimRequest = tuple[str, str, str]
+ClaimedKeys = dict[tuple[str, str], tuple[str, JsonDict]]
+
+
 class E2eeStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._claims: BatchedWrites[list[ClaimRequest], ClaimedKeys] = BatchedWrites(
+            db, "claim_keys", _claim_batch_txn
+        )
 
     async def get_max_positions(self) -> tuple[int, int, int]:
         """(device list stream, to-device stream, one-time key sequence)."""
@@ -120,46 +129,13 @@ class E2eeStore:
             "unused_fallback_key_types", _unused_fallback_key_types_txn, user_id, device_id
         )
 
-    async def claim_keys(
-        self, requests: Sequence[tuple[str, str, str]]
-    ) -> dict[tuple[str, str], tuple[str, JsonDict]]:
+    async def claim_keys(self, requests: Sequence[ClaimRequest]) -> ClaimedKeys:
         """For each (user, device, algorithm), take the oldest one-time key, or else the
-        fallback key. Each one-time key is handed out exactly once, even under concurrency."""
-
-        def txn_fn(txn: Txn) -> dict[tuple[str, str], tuple[str, JsonDict]]:
-            claimed: dict[tuple[str, str], tuple[str, JsonDict]] = {}
-            for user_id, device_id, algorithm in requests:
-                # One statement takes the oldest key (skipping one a concurrent claim on
-                # PostgreSQL has locked) and deletes it. The whole key is compared, so the
-                # delete finds its row by an index: by key ID alone, PostgreSQL chose the
-                # claim index and walked every key of the device.
-                row = txn.select_one(
-                    "DELETE FROM one_time_keys WHERE (user_id, device_id, algorithm, seq, "
-                    "key_id) = (SELECT user_id, device_id, algorithm, seq, key_id "
-                    "FROM one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? "
-                    "ORDER BY seq LIMIT 1"
-                    + txn.engine.skip_locked
-                    + ") RETURNING key_id, key_json",
-                    (user_id, device_id, algorithm),
-                )
-                if row is not None:
-                    claimed[(user_id, device_id)] = (f"{algorithm}:{row[0]}", json.loads(row[1]))
-                    continue
-                row = txn.select_one(
-                    "SELECT key_id, key_json FROM fallback_keys WHERE user_id = ? "
-                    "AND device_id = ? AND algorithm = ?",
-                    (user_id, device_id, algorithm),
-                )
-                if row is not None:
-                    txn.execute(
-                        "UPDATE fallback_keys SET used = 1 WHERE user_id = ? AND device_id = ? "
-                        "AND algorithm = ?",
-                        (user_id, device_id, algorithm),
-                    )
-                    claimed[(user_id, device_id)] = (f"{algorithm}:{row[0]}", json.loads(row[1]))
-            return claimed
-
-        return await self.db.run("claim_keys", txn_fn)
+        fallback key. Each one-time key is handed out exactly once, even under concurrency;
+        claims made at the same time share a transaction."""
+        if not requests:
+            return {}
+        return await self._claims.submit(list(requests))
 
     # Cross-signing
 
@@ -465,3 +441,40 @@ def _take_to_device_txn(
             (user_id, device_id, acknowledged, upto, limit),
         )
     ]
+
+
+def _claim_batch_txn(txn: Txn, batch: list[list[ClaimRequest]]) -> list[ClaimedKeys]:
+    return [_claim_txn(txn, requests) for requests in batch]
+
+
+def _claim_txn(txn: Txn, requests: list[ClaimRequest]) -> ClaimedKeys:
+    claimed: ClaimedKeys = {}
+    for user_id, device_id, algorithm in requests:
+        # One statement takes the oldest key (skipping one a concurrent claim on
+        # PostgreSQL has locked) and deletes it. The whole key is compared, so the delete
+        # finds its row by an index: by key ID alone, PostgreSQL chose the claim index and
+        # walked every key of the device.
+        row = txn.select_one(
+            "DELETE FROM one_time_keys WHERE (user_id, device_id, algorithm, seq, key_id) = "
+            "(SELECT user_id, device_id, algorithm, seq, key_id FROM one_time_keys "
+            "WHERE user_id = ? AND device_id = ? AND algorithm = ? ORDER BY seq LIMIT 1"
+            + txn.engine.skip_locked
+            + ") RETURNING key_id, key_json",
+            (user_id, device_id, algorithm),
+        )
+        if row is not None:
+            claimed[(user_id, device_id)] = (f"{algorithm}:{row[0]}", json.loads(row[1]))
+            continue
+        row = txn.select_one(
+            "SELECT key_id, key_json FROM fallback_keys WHERE user_id = ? "
+            "AND device_id = ? AND algorithm = ?",
+            (user_id, device_id, algorithm),
+        )
+        if row is not None:
+            txn.execute(
+                "UPDATE fallback_keys SET used = 1 WHERE user_id = ? AND device_id = ? "
+                "AND algorithm = ?",
+                (user_id, device_id, algorithm),
+            )
+            claimed[(user_id, device_id)] = (f"{algorithm}:{row[0]}", json.loads(row[1]))
+    return claimed
