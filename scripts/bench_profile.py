@@ -76,8 +76,13 @@ async def profile(
         async with aiohttp.ClientSession() as http:
             api = bench.Api(http, server)
             for earlier, earlier_size in first or []:
-                print(f"running {earlier} (size {earlier_size}) first...", flush=True)
                 await bench.SCENARIOS[earlier](api, server, earlier_size)
+                print(
+                    f"ran {earlier} (size {earlier_size}) first: RSS "
+                    f"{bench.rss_mib(server.pid):.1f} MiB, peak "
+                    f"{bench.rss_mib(server.pid, peak=True):.1f}",
+                    flush=True,
+                )
             run = bench.SCENARIOS[scenario]
             await run(api, server, max(1, size // 10))  # warm-up
             before = transactions(server.metrics_port)

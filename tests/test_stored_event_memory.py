@@ -1,0 +1,42 @@
+"""A cached event's parsed JSON shares its recurring strings with the other cached events
+(room ID, sender, type, the event IDs it cites), and is otherwise exactly what was stored."""
+
+from __future__ import annotations
+
+import json
+
+from homeserver.storage.events import StoredEvent, parse_event_json
+
+
+def stored(event_id: str, body: dict[str, object]) -> StoredEvent:
+    # A fresh string per event, as each row read from the database is.
+    text = "".join(json.dumps(body, separators=(",", ":")))
+    return StoredEvent(event_id, str(body["room_id"]), 1, text, 1, 1, False)
+
+
+def message(prev: str, n: int) -> dict[str, object]:
+    return {
+        "auth_events": ["$create", "$power"], "prev_events": [prev], "room_id": "!room:hs",
+        "sender": "@alice:hs", "type": "m.room.message", "depth": n,
+        "content": {"msgtype": "m.text", "body": f"message {n}"},
+        "hashes": {"sha256": "abc"}, "signatures": {"hs": {"ed25519:k": "sig"}},
+    }  # fmt: skip
+
+
+def test_recurring_strings_are_shared_and_the_event_unchanged() -> None:
+    first = stored("".join(["$first"]), message("$zero", 1))
+    second = stored("$second", message("".join(["$fir", "st"]), 2))
+    a, b = first.data, second.data
+    for field in ("room_id", "sender", "type"):
+        assert a[field] is b[field]
+    assert all(x is y for x, y in zip(a["auth_events"], b["auth_events"], strict=True))
+    # The second cites the first, which it now shares with the first's own ID.
+    assert b["prev_events"][0] is a["event_id"]
+    assert b == {**parse_event_json(second.json_text), "event_id": "$second"}
+    assert a["content"] == {"msgtype": "m.text", "body": "message 1"}
+
+
+def test_fields_of_unexpected_types_are_left_alone() -> None:
+    odd = {"room_id": "!room:hs", "sender": 5, "type": None, "auth_events": "$x",
+           "prev_events": [1, "$a", None]}  # fmt: skip
+    assert stored("$odd", odd).data == {**odd, "event_id": "$odd"}
