@@ -9,8 +9,7 @@ from homeserver.storage.events import StoredEvent, parse_event_json
 
 
 def stored(event_id: str, body: dict[str, object]) -> StoredEvent:
-    # A fresh string per event, as each row read from the database is.
-    text = "".join(json.dumps(body, separators=(",", ":")))
+    text = json.dumps(body, separators=(",", ":"))  # each parsed into fresh strings
     return StoredEvent(event_id, str(body["room_id"]), 1, text, 1, 1, False)
 
 
@@ -24,14 +23,15 @@ def message(prev: str, n: int) -> dict[str, object]:
 
 
 def test_recurring_strings_are_shared_and_the_event_unchanged() -> None:
-    first = stored("".join(["$first"]), message("$zero", 1))
-    second = stored("$second", message("".join(["$fir", "st"]), 2))
+    first = stored("$first", message("$zero", 1))
+    second = stored("$second", message("".join(["$fir", "st"]), 2))  # a distinct copy
     a, b = first.data, second.data
     for field in ("room_id", "sender", "type"):
         assert a[field] is b[field]
     assert all(x is y for x, y in zip(a["auth_events"], b["auth_events"], strict=True))
     # The second cites the first, which it now shares with the first's own ID.
     assert b["prev_events"][0] is a["event_id"]
+    assert first.room_id is a["room_id"] is second.room_id
     assert b == {**parse_event_json(second.json_text), "event_id": "$second"}
     assert a["content"] == {"msgtype": "m.text", "body": "message 1"}
 
