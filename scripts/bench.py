@@ -70,11 +70,11 @@ def rss_mib(pid: int, peak: bool = False) -> float:
     return 0.0
 
 
-def postgres_cpu_seconds(database: str | None = None) -> float:
-    """CPU of PostgreSQL's processes: with ``database``, only the backends connected to it
-    (one server's queries, not the other server's running at the same time, nor
-    PostgreSQL's shared background writers); without, every one."""
-    total = 0.0
+def postgres_cpu_seconds(database: str) -> float:
+    """CPU of the PostgreSQL backends connected to ``database`` (one server's queries, not
+    the other server's running at the same time, nor PostgreSQL's shared background
+    writers), and of the parallel workers their queries started."""
+    titles: dict[int, str] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -82,15 +82,27 @@ def postgres_cpu_seconds(database: str | None = None) -> float:
             with open(f"/proc/{entry}/comm", encoding="ascii") as f:
                 if f.read().strip() not in ("postgres", "postmaster"):
                     continue
-            if database is not None:
-                # A backend's title: "postgres: 15/main: USER DATABASE HOST(PORT) STATE".
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    title = f.read().decode("utf-8", "replace").replace("\0", " ")
-                if database not in title.split():
-                    continue
-            total += cpu_seconds(int(entry))
-        except (OSError, IndexError, ValueError):
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                titles[int(entry)] = f.read().decode("utf-8", "replace").replace("\0", " ")
+        except (OSError, ValueError):
             continue
+    # A backend's title: "postgres: 15/main: USER DATABASE HOST(PORT) STATE"; a parallel
+    # worker's: "postgres: 15/main: parallel worker for PID LEADER".
+    ours = {pid for pid, title in titles.items() if database in title.split()}
+    if not ours:
+        raise RuntimeError(
+            f"no PostgreSQL backend of {database} found (is update_process_title off?)"
+        )
+    for pid, title in titles.items():
+        words = title.split()
+        if "parallel" in words and words[-1].isdigit() and int(words[-1]) in ours:
+            ours.add(pid)
+    total = 0.0
+    for pid in ours:
+        try:
+            total += cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue  # ended since
     return total
 
 
@@ -578,19 +590,22 @@ class Measurement:
 
 async def settle(servers: list[Server], quiet_cpu_s: float = 0.02, limit_s: float = 60.0) -> None:
     """Wait until no server is busy (each used under ``quiet_cpu_s`` of CPU, its database's
-    backends included, in half a second), so that what one server still does after its
-    last scenario (Synapse works through its user directory and room statistics for a
-    while after a large room fills) is not measured as the other's time."""
+    backends included, in each of two half-seconds in a row), so that what a server still
+    does after earlier work (Synapse works through its user directory and room statistics
+    for a while after a large room fills) is not measured as the other's time, nor as the
+    next measurement's."""
     started = time.monotonic()
-    while time.monotonic() - started < limit_s:
+    quiet = 0
+    while quiet < 2 and time.monotonic() - started < limit_s:
         before = [s.cpu() for s in servers]
         await asyncio.sleep(0.5)
-        if all(s.cpu() - b < quiet_cpu_s for s, b in zip(servers, before, strict=True)):
-            break
+        calm = all(s.cpu() - b < quiet_cpu_s for s, b in zip(servers, before, strict=True))
+        quiet = quiet + 1 if calm else 0
     waited = time.monotonic() - started
-    if waited >= 1:
-        busy = "still busy" if waited >= limit_s else "settled"
-        print(f"    waited {waited:.0f} s for the servers to go idle ({busy})", flush=True)
+    if waited >= 2:
+        busy = "still busy" if quiet < 2 else "settled"
+        names = ", ".join(s.name for s in servers)
+        print(f"    waited {waited:.0f} s for {names} to go idle ({busy})", flush=True)
 
 
 async def run_concurrent(
@@ -616,6 +631,7 @@ async def run_concurrent(
                 continue
             latencies.append((time.perf_counter() - started) * 1000)
 
+    await settle([server])  # what the scenario's set-up left running is not measured
     cpu_before = server.cpu()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -1106,8 +1122,8 @@ async def bench_database(
                     # Alternate the order each round: A/B, then B/A, ...
                     order = servers if round_index % 2 == 0 else list(reversed(servers))
                     for server in order:
-                        await settle(servers)
                         try:
+                            await settle(servers)
                             m = await scenario(apis[server.name], server, sizes[name])
                         except Exception as e:
                             # One server failing a scenario must not lose the whole run.

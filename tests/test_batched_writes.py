@@ -95,17 +95,18 @@ def test_a_batch_holds_at_most_max_batch_items(db: HeldDatabase) -> None:
     assert [result(d) for d in waiting] == [2, 4, 6, 8, 10]
 
 
-def test_a_failing_batch_is_retried_alone_and_only_the_bad_item_fails(db: HeldDatabase) -> None:
+def test_a_failing_batch_is_retried_in_halves_and_only_the_bad_item_fails(
+    db: HeldDatabase,
+) -> None:
     batcher = batcher_on(db)
     first = submit(batcher, 1)
     good, bad, other = submit(batcher, 2), submit(batcher, -3), submit(batcher, 4)
     db.finish()
     db.finish()  # [2, -3, 4] fails as a whole: nothing of it was written
     assert db.transactions == [[1], [2, -3, 4], [2]]
-    db.finish()
-    db.finish()
-    db.finish()
-    assert db.transactions == [[1], [2, -3, 4], [2], [-3], [4]]
+    for _ in range(4):
+        db.finish()
+    assert db.transactions == [[1], [2, -3, 4], [2], [-3, 4], [-3], [4]]
     assert result(first) == 2 and result(good) == 4 and result(other) == 8
     failure = result(bad)
     assert failure.check(Refused), failure
@@ -113,3 +114,44 @@ def test_a_failing_batch_is_retried_alone_and_only_the_bad_item_fails(db: HeldDa
     later = submit(batcher, 6)
     db.finish()
     assert result(later) == 12
+
+
+def test_one_bad_item_among_many_costs_a_few_transactions(db: HeldDatabase) -> None:
+    batcher = batcher_on(db)
+    first = submit(batcher, 1)
+    items = [submit(batcher, -i if i == 37 else i) for i in range(2, 66)]  # 64 queued
+    while db._pending:
+        db.finish()
+    assert result(first) == 2
+    assert len(db.transactions) <= 2 + 2 * 6  # halving: two per level, six levels
+    answers = [result(d) for d in items]
+    failures = [a for a in answers if not isinstance(a, int)]
+    assert len(failures) == 1 and failures[0].check(Refused)
+    assert [a for a in answers if isinstance(a, int)] == [i * 2 for i in range(2, 66) if i != 37]
+
+
+def test_a_cancelled_waiter_is_not_written(db: HeldDatabase) -> None:
+    batcher = batcher_on(db)
+    first = submit(batcher, 1)
+    gone, kept = submit(batcher, 2), submit(batcher, 3)
+    gone.cancel()
+    result(gone).trap(defer.CancelledError)
+    db.finish()
+    db.finish()
+    assert db.transactions == [[1], [3]]
+    assert result(first) == 2 and result(kept) == 6
+
+
+def test_a_wrong_number_of_results_fails_every_waiter_instead_of_hanging(
+    db: HeldDatabase,
+) -> None:
+    batcher: BatchedWrites[int, int] = BatchedWrites(
+        db,
+        "double",
+        lambda txn, items: items,
+        100,  # type: ignore[arg-type]
+    )
+    waiting = submit(batcher, 1)
+    db._pending.pop(0).callback([])  # a transaction answering nothing
+    failure = result(waiting)
+    assert failure.check(RuntimeError), failure

@@ -1,6 +1,7 @@
-"""One-time key uploads racing on PostgreSQL: a key another upload from the same device
-stored first is a no-op when it is the same key and a conflict when it is not, never a
-silently dropped key."""
+"""One-time keys on PostgreSQL: a key another upload from the same device stored first is
+a no-op when it is the same key and a conflict when it is not, never a silently dropped
+key; claims batched into one transaction (group commit) each take their own key, even of
+one device while another transaction holds a key locked, then the fallback."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from homeserver.storage.e2ee import OneTimeKeyConflict, add_one_time_keys_txn
+from homeserver.storage.e2ee import OneTimeKeyConflict, _claim_batch_txn, add_one_time_keys_txn
 from homeserver.storage.engine import PostgresEngine, Txn
 from tests.conftest import _require_db
 from tests.harness import migrated_pg_engine
@@ -81,3 +82,36 @@ def test_the_same_key_stored_first_by_a_racing_upload_is_a_no_op(pg: PostgresEng
     raised, rows = upload_while_another_commits(pg, '{"key": "same"}', '{"key":"same"}')
     assert raised is None
     assert rows == [("K1", '{"key": "same"}'), ("K2", "{}")]
+
+
+def test_claims_sharing_a_transaction_each_take_their_own_key(pg: PostgresEngine) -> None:
+    setup, locker, mine = connect(pg), connect(pg), connect(pg)
+    cursor = setup.cursor()
+    for seq, key_id in enumerate(["K1", "K2", "K3"], start=1):
+        cursor.execute(
+            "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json, seq) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (USER, DEVICE, ALG, key_id, f'{{"key": "{key_id}"}}', seq),
+        )
+    cursor.execute(
+        "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used) "
+        "VALUES (%s, %s, %s, 'F', '{\"key\": \"F\"}', 0)",
+        (USER, DEVICE, ALG),
+    )
+    setup.commit()
+    # Another claim's transaction holds K1.
+    locker.autocommit = False
+    locker.cursor().execute("SELECT 1 FROM one_time_keys WHERE key_id = 'K1' FOR UPDATE")
+    txn = Txn(mine.cursor(), pg)
+    wanted = [(USER, DEVICE, ALG)]
+    claimed = _claim_batch_txn(txn, [wanted, wanted, wanted])
+    txn.flush()
+    mine.commit()
+    locker.rollback()
+    assert [c[(USER, DEVICE)] for c in claimed] == [
+        (f"{ALG}:K2", {"key": "K2"}), (f"{ALG}:K3", {"key": "K3"}), (f"{ALG}:F", {"key": "F"}),
+    ]  # fmt: skip
+    cursor.execute("SELECT key_id FROM one_time_keys")
+    assert cursor.fetchall() == [("K1",)]
+    for conn in (setup, locker, mine):
+        conn.close()

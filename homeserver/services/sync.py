@@ -298,7 +298,8 @@ class SyncService:
         now: SyncToken,
         sync_filter: SyncFilter,
     ) -> RoomBatch:
-        """What every included room needs, read in one transaction for all rooms at once."""
+        """What every included room needs, read for all rooms at once (see
+        SyncStore.read_room_batch)."""
         page = None if sync_filter.timeline.types else timeline_page_size(sync_filter)
         batch = await self.store.read_room_batch(
             user_id, room_ids, since.events if since else None, now.events, page
@@ -344,7 +345,7 @@ class SyncService:
             before = rows[-1][1]
             # Each further page twice the last: a room whose history the user may not see
             # costs a few reads, not one per page of the limit.
-            page = min(page * 2, MAX_TIMELINE_PAGE)
+            page = max(page, min(page * 2, MAX_TIMELINE_PAGE))
             loaded = await self.events.get_events(e for e, _ in rows)
             allows = sync_filter.timeline.allows
             candidates = (event for e, _ in rows if (event := loaded.get(e)) and allows(event.data))

@@ -25,8 +25,10 @@ R = TypeVar("R")
 
 class BatchedWrites(Generic[T, R]):
     """Runs ``txn_fn(txn, items)`` (one result per item, in order) for the items submitted
-    while the previous batch was being written, up to ``max_batch`` at a time. If a batch
-    fails, its items are retried one by one, so that one bad item fails alone."""
+    while the previous batch was being written, up to ``max_batch`` at a time. A failed
+    batch is split in halves and each retried, so that one bad item fails alone after a
+    few transactions, not one per item of its batch. An item whose waiter has gone
+    (cancelled) is not written."""
 
     def __init__(
         self,
@@ -55,19 +57,34 @@ class BatchedWrites(Generic[T, R]):
             while self._queue:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-                await self._write(batch)
+                try:
+                    await self._write(batch, first=True)
+                finally:
+                    # Whatever happened, nobody waits forever.
+                    for _, waiting in batch:
+                        if not waiting.called:
+                            waiting.errback(RuntimeError(f"{self.name}: batch not answered"))
         finally:
             self._writing = False
 
-    async def _write(self, batch: list[tuple[T, defer.Deferred[R]]]) -> None:
+    async def _write(self, batch: list[tuple[T, defer.Deferred[R]]], first: bool = False) -> None:
+        batch = [entry for entry in batch if not entry[1].called]
+        if not batch:
+            return
         try:
             results = await self.db.run(self.name, self.txn_fn, [item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)}")
         except Exception:
             if len(batch) == 1:
                 batch[0][1].errback(Failure())
                 return
-            for alone in batch:
-                await self._write([alone])
+            if first:
+                logger.warning("%s: a batch of %d failed; retried in halves", self.name, len(batch))
+            middle = len(batch) // 2
+            await self._write(batch[:middle])
+            await self._write(batch[middle:])
             return
         for (_, waiting), result in zip(batch, results, strict=True):
-            waiting.callback(result)
+            if not waiting.called:
+                waiting.callback(result)

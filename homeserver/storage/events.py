@@ -855,15 +855,15 @@ def relations_of_txn(txn: Txn, parent_ids: Sequence[str]) -> list[RelationRow]:
     """Every relation to the given events, oldest first (in chunks: an initial sync of
     many rooms asks about more events than SQLite takes parameters)."""
     rows: list[RelationRow] = []
-    for start in range(0, len(parent_ids), 1000):
-        chunk = list(parent_ids[start : start + 1000])
+    for start in range(0, len(parent_ids), 500):
+        chunk = list(parent_ids[start : start + 500])
         marks = ",".join("?" * len(chunk))
         rows += txn.select(
             f"SELECT relates_to_id, rel_type, event_id, sender, stream_ordering "
             f"FROM event_relations WHERE relates_to_id IN ({marks}) ORDER BY stream_ordering",
             chunk,
         )
-    if len(parent_ids) > 1000:
+    if len(parent_ids) > 500:
         rows.sort(key=lambda row: row[4])
     return rows
 

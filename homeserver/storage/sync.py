@@ -194,9 +194,8 @@ class SyncStore:
     ) -> RoomBatch:
         """Member summaries, unread counts, the user's membership records and (given a
         ``page`` size) the newest events in (after, upto] of each room and the relations to
-        them: in one transaction
-        on a single connection (SQLite), the unread counts in a second one alongside where
-        the pool has more (PostgreSQL works on both at once)."""
+        them: in one transaction on a single connection (SQLite); where the pool has more
+        (PostgreSQL), the unread counts in a second transaction at the same time."""
         concurrent = self.db.engine.pool_size[1] > 1
 
         def txn_fn(txn: Txn) -> RoomBatch:
@@ -218,7 +217,11 @@ class SyncStore:
         unread = Deferred.fromCoroutine(
             self.db.run("read_sync_unread", unread_counts_txn, user_id, room_ids)
         )
-        batch = await self.db.run("read_sync_rooms", txn_fn)
+        try:
+            batch = await self.db.run("read_sync_rooms", txn_fn)
+        except BaseException:
+            unread.addErrback(lambda _: None)  # the first failure is the one reported
+            raise
         batch.unread = await unread
         return batch
 
