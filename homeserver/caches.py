@@ -16,10 +16,14 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 # The default capacity of each cache (entries), sized for a small server; the operator's
-# caches.sizes overrides any of them. An event costs about 2 KiB cached as stored, 5 KiB
-# once parsed; a transaction ID about 0.6 KiB.
+# caches.sizes overrides any of them. A message costs about 1 KiB cached as stored, 1.5
+# KiB more once parsed; a transaction ID about 0.6 KiB.
 DEFAULT_SIZES: dict[str, int] = {
     "events": 10_000,
+    # Of those, the events whose parsed JSON is kept too (the others keep their stored
+    # text, half the parsed size, and are parsed again when read): enough for the events
+    # one large request reads (an initial sync of 200 rooms reads about 3,400).
+    "parsed_events": 5_000,
     # Room-state entries, not states: a state of N entries weighs N. A join in a
     # 2,000-member room makes a new state of 2,000 entries; counted by states, a full cache
     # of those would hold four million entries (hundreds of MiB).

@@ -1,10 +1,14 @@
-"""A cached event's parsed JSON shares its recurring strings with the other cached events
-(room ID, sender, type, the event IDs it cites), and is otherwise exactly what was stored."""
+"""What a cached event costs: its parsed JSON shares its recurring strings with the other
+cached events (room ID, sender, type, the event IDs it cites), leaves out the signatures
+(the stored text keeps them), and is kept only for the most recently parsed events."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
+from homeserver.storage import events
 from homeserver.storage.events import StoredEvent, parse_event_json
 
 
@@ -32,7 +36,9 @@ def test_recurring_strings_are_shared_and_the_event_unchanged() -> None:
     # The second cites the first, which it now shares with the first's own ID.
     assert b["prev_events"][0] is a["event_id"]
     assert first.room_id is a["room_id"] is second.room_id
-    assert b == {**parse_event_json(second.json_text), "event_id": "$second"}
+    whole = parse_event_json(second.json_text)
+    del whole["signatures"]
+    assert b == {**whole, "event_id": "$second"}
     assert a["content"] == {"msgtype": "m.text", "body": "message 1"}
 
 
@@ -40,3 +46,23 @@ def test_fields_of_unexpected_types_are_left_alone() -> None:
     odd = {"room_id": "!room:hs", "sender": 5, "type": None, "auth_events": "$x",
            "prev_events": [1, "$a", None]}  # fmt: skip
     assert stored("$odd", odd).data == {**odd, "event_id": "$odd"}
+
+
+def test_signatures_are_not_kept_parsed_but_stay_in_the_stored_text() -> None:
+    event = stored("$e", message("$zero", 1))
+    assert "signatures" not in event.data
+    assert json.loads(event.json_text)["signatures"] == {"hs": {"ed25519:k": "sig"}}
+    assert event.data["hashes"] == {"sha256": "abc"}
+
+
+def test_only_the_most_recently_parsed_events_keep_their_parsed_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events, "_parsed", events._ParsedEvents("parsed_events", maxsize=2))
+    a, b, c = (stored(f"${n}", message("$zero", n)) for n in range(3))
+    first = a.data
+    b.data, c.data  # noqa: B018 (parsing is the point)
+    assert a._data is None and b._data is not None and c._data is not None
+    again = a.data  # parsed again from the text, equal, and now b's is the oldest
+    assert again == first and again is not first
+    assert b._data is None and c._data is not None

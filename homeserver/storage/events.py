@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from homeserver.caches import MeasuredLRU
 from homeserver.storage.engine import Database, Row, Txn, escape_like
 from homeserver.storage.push import EventNotifications, store_notifications_txn
 from rooms.sliding_sync import BUMP_TYPES
@@ -42,17 +43,50 @@ class StoredEvent:
 
     @property
     def data(self) -> dict[str, Any]:
-        """The parsed JSON with ``event_id`` attached (room v3+ do not carry it signed)."""
-        if self._data is None:
+        """The parsed JSON with ``event_id`` attached (room v3+ do not carry it signed),
+        without the ``signatures``: nothing reads them from a stored event (what goes to
+        another server is ``json_text``, verbatim), and they are a quarter of the size."""
+        parsed = self._data
+        if parsed is None:
             parsed = parse_event_json(self.json_text)
             parsed.setdefault("event_id", self.event_id)
-            self._data = share_repeated_strings(parsed)
+            parsed.pop("signatures", None)
+            share_repeated_strings(parsed)
             # This record's own copies go too where they are the same.
             if parsed["event_id"] == self.event_id:
                 self.event_id = parsed["event_id"]
             if parsed.get("room_id") == self.room_id:
                 self.room_id = parsed["room_id"]
-        return self._data
+            self._data = parsed
+            _keep_parsed(self)
+        return parsed
+
+    def forget_parsed(self) -> None:
+        """Drop the parsed JSON (read again from the text when next needed)."""
+        self._data = None
+
+
+class _ParsedEvents(MeasuredLRU[int, StoredEvent]):
+    """The events whose parsed JSON is kept, the most recently parsed last: parsing one
+    more drops the parsed JSON of the first. The event cache holds more events than this,
+    as their stored text (a third of the parsed size); a request reads each event's fields
+    many times in a short while, and an event read again later is parsed again (a few
+    microseconds)."""
+
+    def popitem(self) -> tuple[int, StoredEvent]:
+        key, event = super().popitem()
+        event.forget_parsed()
+        return key, event
+
+
+_parsed: _ParsedEvents | None = None
+
+
+def _keep_parsed(event: StoredEvent) -> None:
+    global _parsed
+    if _parsed is None:  # built on first use: the configured size is known by then
+        _parsed = _ParsedEvents("parsed_events")
+    _parsed[id(event)] = event
 
 
 # Fields whose values recur across the cached events of a room: its ID, its senders and
