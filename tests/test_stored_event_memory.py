@@ -1,6 +1,6 @@
 """What a cached event costs: its parsed JSON shares its recurring strings with the other
 cached events (room ID, sender, type, the event IDs it cites), leaves out the signatures
-(the stored text keeps them), and is kept only for the most recently parsed events."""
+and hashes (the stored text keeps them), and is kept only for the most recently parsed events."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_recurring_strings_are_shared_and_the_event_unchanged() -> None:
     assert b["prev_events"][0] is a["event_id"]
     assert first.room_id is a["room_id"] is second.room_id
     whole = parse_event_json(second.json_text)
-    del whole["signatures"]
+    del whole["signatures"], whole["hashes"]
     assert b == {**whole, "event_id": "$second"}
     assert a["content"] == {"msgtype": "m.text", "body": "message 1"}
 
@@ -48,11 +48,13 @@ def test_fields_of_unexpected_types_are_left_alone() -> None:
     assert stored("$odd", odd).data == {**odd, "event_id": "$odd"}
 
 
-def test_signatures_are_not_kept_parsed_but_stay_in_the_stored_text() -> None:
+def test_signatures_and_hashes_are_not_kept_parsed_but_stay_in_the_stored_text() -> None:
     event = stored("$e", message("$zero", 1))
-    assert "signatures" not in event.data
-    assert json.loads(event.json_text)["signatures"] == {"hs": {"ed25519:k": "sig"}}
-    assert event.data["hashes"] == {"sha256": "abc"}
+    assert "signatures" not in event.data and "hashes" not in event.data
+    whole = json.loads(event.json_text)
+    assert whole["signatures"] == {"hs": {"ed25519:k": "sig"}}
+    assert whole["hashes"] == {"sha256": "abc"}
+    assert event.data["content"] == whole["content"]
 
 
 def test_only_the_most_recently_parsed_events_keep_their_parsed_json(

@@ -37,6 +37,7 @@ from homeserver.storage.events import (
     StoredEvent,
     TransactionAlreadySent,
     TxnKey,
+    parse_event_json,
 )
 from homeserver.streams import StreamIdGenerator
 from rooms.auth import AuthError, auth_types_for_event, check_auth, domain_of
@@ -513,8 +514,9 @@ class RoomEventService:
         """prev/auth references: IDs, or ``[id, {sha256: hash}]`` pairs in room v1 and v2."""
         if version.event_id_format != 1:
             return [e.event_id for e in events]
-        return [
-            [e.event_id, {"sha256": reference_hash(e.data, version, urlsafe=False)}] for e in events
+        return [  # from the whole JSON: the parsed form keeps no hashes
+            [e.event_id, {"sha256": reference_hash(parse_event_json(e.json_text), version, False)}]
+            for e in events
         ]
 
     async def create_room_event(
