@@ -16,8 +16,8 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 # The default capacity of each cache (entries), sized for a small server; the operator's
-# caches.sizes overrides any of them. A message costs about 1 KiB cached as stored, 1.5
-# KiB more once parsed; a transaction ID about 0.6 KiB.
+# caches.sizes overrides any of them. A message costs about 1 KiB cached as stored, 1 KiB
+# more once parsed; a transaction ID about 0.6 KiB.
 DEFAULT_SIZES: dict[str, int] = {
     "events": 10_000,
     # Of those, the events whose parsed JSON is kept too (the others keep their stored
