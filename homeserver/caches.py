@@ -21,8 +21,8 @@ V = TypeVar("V")
 DEFAULT_SIZES: dict[str, int] = {
     "events": 10_000,
     # Of those, the events whose parsed JSON is kept too (the others keep their stored
-    # text, half the parsed size, and are parsed again when read): enough for the events
-    # one large request reads (an initial sync of 200 rooms reads about 3,400).
+    # text, about as large, and are parsed again when read): enough for the events one
+    # large request reads (an initial sync of 200 rooms reads about 3,400).
     "parsed_events": 5_000,
     # Room-state entries, not states: a state of N entries weighs N. A join in a
     # 2,000-member room makes a new state of 2,000 entries; counted by states, a full cache

@@ -68,3 +68,31 @@ def test_only_the_most_recently_parsed_events_keep_their_parsed_json(
     again = a.data  # parsed again from the text, equal, and now b's is the oldest
     assert again == first and again is not first
     assert b._data is None and c._data is not None
+
+
+def test_an_event_leaving_the_cache_lets_go_of_its_parsed_form(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed = events._ParsedEvents("parsed_events", maxsize=10)
+    monkeypatch.setattr(events, "_parsed", parsed)
+    event = stored("$e", message("$zero", 1))
+    assert event.data and id(event) in parsed
+    event.forget_parsed()
+    assert event._data is None and id(event) not in parsed
+    assert event.data["content"]["body"] == "message 1"  # parsed again when read
+
+
+def test_room_v1_references_hash_the_whole_stored_event() -> None:
+    """The parsed form has no hashes, but a v1/v2 reference must cover them: it is
+    computed from the stored text."""
+    from homeserver.services.room_events import RoomEventService
+    from rooms.events import reference_hash
+    from rooms.versions import get_room_version
+
+    v1 = get_room_version("1")
+    body = {**message("$zero", 1), "event_id": "$e:hs"}
+    event = stored("$e:hs", body)
+    refs = RoomEventService._event_refs(None, v1, [event])  # type: ignore[arg-type]
+    assert refs == [["$e:hs", {"sha256": reference_hash(body, v1, urlsafe=False)}]]
+    without_hashes = {k: v for k, v in body.items() if k != "hashes"}
+    assert refs[0][1]["sha256"] != reference_hash(without_hashes, v1, urlsafe=False)

@@ -187,6 +187,16 @@ class JoinedMembers(set[str]):
         return set(self._per_server)
 
 
+class _EventCache(MeasuredLRU[str, StoredEvent]):
+    """Events by ID; one that ages out lets go of its parsed form too (which would
+    otherwise stay until newer parses push it out)."""
+
+    def popitem(self) -> tuple[str, StoredEvent]:
+        event_id, event = super().popitem()
+        event.forget_parsed()
+        return event_id, event
+
+
 class RoomEventService:
     def __init__(self, hs: HomeServer, max_stream: int, max_state_group: int) -> None:
         self.hs = hs
@@ -196,7 +206,7 @@ class RoomEventService:
         self.stream = StreamIdGenerator(max_stream)
         self._next_state_group = max_state_group
         self._locks: dict[str, DeferredLock] = {}
-        self._event_cache: LRUCache[str, StoredEvent] = MeasuredLRU("events")
+        self._event_cache: LRUCache[str, StoredEvent] = _EventCache("events")
         # Weighed by each state's whole length, though states derived from one another
         # share a snapshot (rooms.layered_state): the bound holds however little is shared.
         self._state_cache: LRUCache[int, StateView] = MeasuredLRU("state_groups", weigh=len)
@@ -340,7 +350,7 @@ class RoomEventService:
         self._extremities.pop(room_id, None)
         self._joined.pop(room_id, None)
         for event_id in [e for e, v in self._event_cache.items() if v.room_id == room_id]:
-            self._event_cache.pop(event_id, None)
+            self.invalidate_event(event_id)
 
     async def purge_room(self, room_id: str) -> int:
         """Delete everything held of the room (once its queued messages are written: under
@@ -359,7 +369,9 @@ class RoomEventService:
             self._event_txns[event_id] = None
 
     def invalidate_event(self, event_id: str) -> None:
-        self._event_cache.pop(event_id, None)
+        event = self._event_cache.pop(event_id, None)
+        if event is not None:
+            event.forget_parsed()
 
     async def forward_extremities(self, room_id: str) -> list[str]:
         """The room's extremities as written (not its messages still being written)."""

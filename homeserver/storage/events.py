@@ -34,7 +34,7 @@ class StoredEvent:
     rejected: bool
     replaces_state: str | None = None
     redacted_by: list[str] = field(default_factory=list)
-    _data: dict[str, Any] | None = None
+    _data: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_outlier(self) -> bool:
@@ -64,20 +64,25 @@ class StoredEvent:
         return parsed
 
     def forget_parsed(self) -> None:
-        """Drop the parsed JSON (read again from the text when next needed)."""
-        self._data = None
+        """Drop the parsed JSON (parsed again from the text if read again): the event left
+        the event cache, or its content was erased."""
+        if self._data is not None:
+            self._data = None
+            if _parsed is not None:
+                _parsed.pop(id(self), None)
 
 
 class _ParsedEvents(MeasuredLRU[int, StoredEvent]):
-    """The events whose parsed JSON is kept, the most recently parsed last: parsing one
-    more drops the parsed JSON of the first. The event cache holds more events than this,
-    as their stored text (a third of the parsed size); a request reads each event's fields
-    many times in a short while, and an event read again later is parsed again (a few
-    microseconds)."""
+    """The events whose parsed JSON is kept, the most recently parsed last (by parse, not
+    by use): parsing one more drops the parsed JSON of the first. The event cache holds
+    more events than this, as their stored text (about as large as the parsed form); a
+    request reads each event's fields many times in a short while, and an event read again
+    later is parsed again (a few microseconds). A request that reads more events than this
+    parses some of them again on each pass (a whole 20,000-member room's state)."""
 
     def popitem(self) -> tuple[int, StoredEvent]:
         key, event = super().popitem()
-        event.forget_parsed()
+        event._data = None
         return key, event
 
 
