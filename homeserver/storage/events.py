@@ -45,8 +45,8 @@ class StoredEvent:
     def data(self) -> dict[str, Any]:
         """The parsed JSON with ``event_id`` attached (room v3+ do not carry it signed),
         without ``signatures`` and ``hashes``: a stored event is served to other servers
-        as ``json_text``, verbatim, and they are a third of the parsed size. (What needs
-        them, a room v1/v2 reference hash, parses ``json_text`` itself.)"""
+        as ``json_text``, verbatim, and they are half of a message's parsed size. (What
+        needs them, a room v1/v2 reference hash, parses ``json_text`` itself.)"""
         parsed = self._data
         if parsed is None:
             parsed = parse_event_json(self.json_text)
@@ -115,8 +115,8 @@ def _one_copy(value: str) -> str:
 
 
 def share_repeated_strings(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with its recurring strings replaced by one shared copy each (a quarter of
-    a cached message's parsed size; the event cache holds thousands)."""
+    """``data`` with its recurring strings replaced by one shared copy each (0.6 KiB of a
+    cached message's parsed form; the event cache holds thousands)."""
     for name in _SHARED_FIELDS:
         value = data.get(name)
         if type(value) is str:
